@@ -1,1 +1,195 @@
-fn main() {}
+//! `herd NAME [NAME ...]`: runs the named servers of `herd.conf`, each on its
+//! own poll loop thread, until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc;
+
+use herd::config::Herd;
+use herd::logging;
+use herd::server::{self, ServerConfig};
+
+const HELP: &str = "\
+herd: an application-server herd for fast-moving location data
+
+USAGE:
+    herd NAME [NAME ...] [--config FILE] [--log-dir DIR] [--state-dir DIR] [--log-level LEVEL]
+
+Runs the named servers of the herd described in FILE, each with its own event
+loop, in one process. Each listens on its own address from the config, dials
+its neighbours (retrying with backoff while they are down), answers IAMAT and
+WHATSAT, and floods position updates to the herd.
+
+ARGUMENTS:
+    NAME                 a server of the config (e.g. Goloman); several may be given
+
+OPTIONS:
+    --config FILE        the herd description [default: ./herd.conf]
+    --log-dir DIR        where NAME.log files go, created if missing [default: logs]
+    --state-dir DIR      where servers keep durable state [default: the log dir]
+    --log-level LEVEL    debug: log every line received and sent (the default);
+                         info: connections, links and Places only; warn; off
+    -h, --help           this text
+
+At start the open-file limit is raised to the hard limit (each client is a file
+descriptor) and the number of clients it allows is logged. SIGINT or SIGTERM
+stops every server cleanly: listeners closed, logs flushed, exit status 0.
+A bad config or an unknown NAME exits with status 2 and FILE:LINE: what is wrong.
+The Places API key is read from the variable named by places_key_env
+(default GOOGLE_PLACES_API_KEY) and never logged.
+";
+
+/// Descriptors kept aside for links, Places connections, log files and the like.
+const RESERVED_FDS: u64 = 64;
+
+struct Args {
+    names: Vec<String>,
+    config: PathBuf,
+    log_dir: PathBuf,
+    state_dir: Option<PathBuf>,
+    level: log::LevelFilter,
+}
+
+fn parse_args() -> Result<Option<Args>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
+    let mut args = Args {
+        names: Vec::new(),
+        config: PathBuf::from("herd.conf"),
+        log_dir: PathBuf::from("logs"),
+        state_dir: None,
+        level: log::LevelFilter::Debug,
+    };
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Long("config") => args.config = parser.value()?.into(),
+            Long("log-dir") => args.log_dir = parser.value()?.into(),
+            Long("state-dir") => args.state_dir = Some(parser.value()?.into()),
+            Long("log-level") => {
+                let v: String = parser.value()?.parse()?;
+                args.level = match v.as_str() {
+                    "debug" => log::LevelFilter::Debug,
+                    "info" => log::LevelFilter::Info,
+                    "warn" => log::LevelFilter::Warn,
+                    "off" => log::LevelFilter::Off,
+                    _ => return Err(format!("--log-level: {v:?} is not debug, info, warn or off").into()),
+                };
+            }
+            Value(v) => args.names.push(v.string()?),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    if args.names.is_empty() {
+        return Err("no server NAME given (try --help)".into());
+    }
+    Ok(Some(args))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("herd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let herd = match Herd::load(&args.config) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("herd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for name in &args.names {
+        if herd.index_of(name).is_none() {
+            let known: Vec<&str> = herd.servers.iter().map(|s| s.name.as_str()).collect();
+            eprintln!("herd: {}: no server named {name:?} (known: {})", args.config.display(), known.join(", "));
+            return ExitCode::from(2);
+        }
+    }
+    match run(&args, &herd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herd: {e}");
+            logging::flush();
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Event {
+    Signal(i32),
+    Exited(String, std::io::Result<()>),
+}
+
+fn run(args: &Args, herd: &Herd) -> Result<(), String> {
+    let fds = rlimit::increase_nofile_limit(u64::MAX).map_err(|e| format!("raising the open-file limit: {e}"))?;
+    logging::init(&args.log_dir, &args.names, args.level).map_err(|e| format!("logs in {}: {e}", args.log_dir.display()))?;
+    let per_server = (fds.saturating_sub(RESERVED_FDS) / args.names.len() as u64).max(1) as usize;
+    let _state_dir = args.state_dir.clone().unwrap_or_else(|| args.log_dir.clone());
+
+    let (tx, rx) = mpsc::channel();
+    let mut running = Vec::new();
+    for name in &args.names {
+        let (mut config, addr) = ServerConfig::from_herd(herd, name)?;
+        config.limits.max_clients = per_server;
+        let listener = server::bind(addr).map_err(|e| format!("{name}: {e}"))?;
+        log::info!(target: name, "open-file limit {fds}: room for {per_server} clients");
+        if config.places_key.is_none() {
+            log::warn!(target: name, "no Places API key in ${}: WHATSAT answers will carry an error", herd.places.key_env);
+        }
+        let srv = server::Server::new(config, listener).map_err(|e| format!("{name}: {e}"))?;
+        let handle = srv.stop_handle();
+        let tx = tx.clone();
+        let thread_name = name.clone();
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let result = srv.run();
+                let _ = tx.send(Event::Exited(thread_name, result));
+            })
+            .map_err(|e| format!("{name}: {e}"))?;
+        running.push(handle);
+    }
+
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| format!("installing signal handlers: {e}"))?;
+    let sig_tx = tx.clone();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let _ = sig_tx.send(Event::Signal(sig));
+        }
+    });
+    drop(tx);
+
+    let outcome = match rx.recv() {
+        Ok(Event::Signal(sig)) => {
+            for name in &args.names {
+                log::info!(target: name, "signal {sig}: stopping");
+            }
+            Ok(())
+        }
+        Ok(Event::Exited(name, Ok(()))) => Err(format!("{name} stopped unexpectedly")),
+        Ok(Event::Exited(name, Err(e))) => Err(format!("{name} failed: {e}")),
+        Err(_) => Ok(()),
+    };
+    for handle in &running {
+        handle.stop();
+    }
+    // Wait for every loop to close its listener before flushing the logs.
+    let mut left = running.len() - usize::from(outcome.is_err());
+    while left > 0 {
+        match rx.recv_timeout(std::time::Duration::from_secs(5)) {
+            Ok(Event::Exited(..)) => left -= 1,
+            Ok(Event::Signal(_)) => {}
+            Err(_) => break,
+        }
+    }
+    logging::flush();
+    outcome
+}

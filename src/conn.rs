@@ -1,0 +1,371 @@
+//! A connection's buffers and state, without the sockets' event handling
+//! (that is the server loop's).
+//!
+//! * [`LineReader`] turns the bytes of successive reads into lines. It keeps
+//!   only the *unfinished* line between reads; the bytes themselves are read
+//!   into one scratch buffer owned by the loop, so an idle connection holds
+//!   no read buffer at all. A line that passes the limit is reported once,
+//!   as [`Piece::TooLong`] with its first bytes, and the rest of it is
+//!   discarded up to the next `\n`: memory stays bounded whatever comes in.
+//! * [`Output`] is a connection's pending output: appended to, flushed to the
+//!   socket until `WouldBlock`, and given back to the allocator once empty.
+//! * [`Conn`] is a client connection (or an inbound herd link, which is a
+//!   client that said `HERD NAME`): the reader, the output, and the replies
+//!   that wait behind a WHATSAT in flight, so that replies leave in request
+//!   order even when Places answers after later IAMATs.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+use mio::Interest;
+
+use crate::places::RequestId;
+
+/// Capacity above which an emptied buffer is freed instead of kept, so that
+/// a connection that once had a burst goes back to costing a few bytes.
+const KEEP_CAPACITY: usize = 4096;
+
+/// One unit the [`LineReader`] hands out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// A complete line, without its `\n` (a `\r` before it is kept; the
+    /// parser treats it as white space).
+    Line(&'a [u8]),
+    /// A line that passed the limit: its first `limit` bytes. The rest, up to
+    /// the next `\n`, is discarded.
+    TooLong(&'a [u8]),
+}
+
+/// Splits a byte stream into lines, keeping only the unfinished one.
+#[derive(Debug, Default)]
+pub struct LineReader {
+    partial: Vec<u8>,
+    /// Inside an over-long line already answered: skip to the next `\n`.
+    discarding: bool,
+}
+
+impl LineReader {
+    /// Feeds `data`, calling `each` for every complete piece, in order.
+    /// `limit` is the longest line accepted, in bytes, without its `\n`.
+    pub fn feed(&mut self, mut data: &[u8], limit: usize, mut each: impl FnMut(Piece<'_>)) {
+        while !data.is_empty() {
+            let nl = memchr(b'\n', data);
+            if self.discarding {
+                match nl {
+                    Some(i) => {
+                        self.discarding = false;
+                        data = &data[i + 1..];
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            match nl {
+                Some(i) if self.partial.len() + i <= limit => {
+                    if self.partial.is_empty() {
+                        // The common case: the whole line is in this read.
+                        each(Piece::Line(&data[..i]));
+                    } else {
+                        self.partial.extend_from_slice(&data[..i]);
+                        each(Piece::Line(&self.partial));
+                        self.clear_partial();
+                    }
+                    data = &data[i + 1..];
+                }
+                _ => {
+                    let take = nl.unwrap_or(data.len());
+                    if self.partial.len() + take <= limit {
+                        // No `\n` yet and still within the limit: keep it.
+                        self.partial.extend_from_slice(data);
+                        return;
+                    }
+                    let room = limit - self.partial.len();
+                    self.partial.extend_from_slice(&data[..room]);
+                    each(Piece::TooLong(&self.partial));
+                    self.clear_partial();
+                    match nl {
+                        Some(i) => data = &data[i + 1..],
+                        None => {
+                            self.discarding = true;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The peer closed its sending side: a last line without `\n` is still a
+    /// request (SPEC §2).
+    pub fn finish(&mut self, mut each: impl FnMut(Piece<'_>)) {
+        if !self.partial.is_empty() && !self.discarding {
+            each(Piece::Line(&self.partial));
+        }
+        self.clear_partial();
+        self.discarding = false;
+    }
+
+    /// Bytes held for an unfinished line.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
+    fn clear_partial(&mut self) {
+        if self.partial.capacity() > KEEP_CAPACITY {
+            self.partial = Vec::new();
+        } else {
+            self.partial.clear();
+        }
+    }
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Everything was written.
+    Done,
+    /// The socket's buffer is full; bytes remain until it is writable again.
+    WouldBlock,
+}
+
+/// Pending output: a byte buffer and how much of it is already written.
+#[derive(Debug, Default)]
+pub struct Output {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Output {
+    /// The buffer to append to.
+    pub fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Bytes not yet written.
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// True when nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes until done or `WouldBlock`. An `Err` means the connection is dead.
+    pub fn flush_to(&mut self, w: &mut impl Write) -> io::Result<Flush> {
+        while self.pos < self.buf.len() {
+            match w.write(&self.buf[self.pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.pos += n,
+                // The kernel's send buffer is full: wait for WRITABLE.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.compact();
+                    return Ok(Flush::WouldBlock);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.pos = 0;
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
+        Ok(Flush::Done)
+    }
+
+    /// Drops written bytes once they are the larger part of the buffer, so
+    /// appending never grows a buffer that is mostly already sent.
+    fn compact(&mut self) {
+        if self.pos > 0 && self.pos >= self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+}
+
+/// What a connection is to its server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// A mobile client (or anything that has not said `HERD`).
+    Client,
+    /// An inbound herd link: the peer said `HERD NAME`. `neighbour` is its
+    /// index among this server's neighbours, if it is one.
+    Peer {
+        name: Box<str>,
+        neighbour: Option<usize>,
+        /// Updates received on this link, and how many of them were newer.
+        received: u64,
+        stored: u64,
+    },
+}
+
+/// A reply slot behind a WHATSAT in flight.
+#[derive(Debug)]
+pub struct Slot {
+    /// The Places request this slot waits for; `None` once filled.
+    pub waiting: Option<RequestId>,
+    pub bytes: Vec<u8>,
+}
+
+/// A client connection.
+#[derive(Debug)]
+pub struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// Distinguishes this connection from a later one that reuses its slab key.
+    pub serial: u64,
+    pub role: Role,
+    pub reader: LineReader,
+    pub out: Output,
+    /// Replies waiting for an earlier WHATSAT; empty when none is in flight.
+    pub queue: VecDeque<Slot>,
+    /// WHATSATs of this connection not yet answered by Places.
+    pub in_flight: usize,
+    /// The interest currently registered with the poll.
+    pub interest: Interest,
+    /// The peer closed its sending side (or we gave up reading).
+    pub read_closed: bool,
+    /// Reading stopped because the client is not reading its replies (or has
+    /// too many WHATSATs in flight); resumed once it catches up.
+    pub paused: bool,
+}
+
+impl Conn {
+    /// A new client connection, registered for READABLE.
+    pub fn new(stream: TcpStream, peer: SocketAddr, serial: u64) -> Conn {
+        Conn {
+            stream,
+            peer,
+            serial,
+            role: Role::Client,
+            reader: LineReader::default(),
+            out: Output::default(),
+            queue: VecDeque::new(),
+            in_flight: 0,
+            interest: Interest::READABLE,
+            read_closed: false,
+            paused: false,
+        }
+    }
+
+    /// Appends a reply, behind any WHATSAT still in flight.
+    pub fn reply(&mut self, bytes: &[u8]) {
+        match self.queue.back_mut() {
+            None => self.out.buf().extend_from_slice(bytes),
+            Some(slot) if slot.waiting.is_none() => slot.bytes.extend_from_slice(bytes),
+            Some(_) => self.queue.push_back(Slot {
+                waiting: None,
+                bytes: bytes.to_vec(),
+            }),
+        }
+    }
+
+    /// Reserves the place of a WHATSAT's reply; `head` (the AT line) is
+    /// already known, Places' body follows when it comes.
+    pub fn wait_for(&mut self, id: RequestId, head: Vec<u8>) {
+        self.in_flight += 1;
+        self.queue.push_back(Slot {
+            waiting: Some(id),
+            bytes: head,
+        });
+    }
+
+    /// Fills the slot of request `id` and releases every reply now at the
+    /// front of the queue into the output. False if no slot waits for `id`.
+    pub fn complete(&mut self, id: RequestId, body: &[u8]) -> bool {
+        let Some(slot) = self.queue.iter_mut().find(|s| s.waiting == Some(id)) else {
+            return false;
+        };
+        slot.waiting = None;
+        slot.bytes.extend_from_slice(body);
+        self.in_flight -= 1;
+        while self.queue.front().is_some_and(|s| s.waiting.is_none()) {
+            if let Some(slot) = self.queue.pop_front() {
+                self.out.buf().extend_from_slice(&slot.bytes);
+            }
+        }
+        true
+    }
+
+    /// Bytes this connection holds for its client: output and queued replies.
+    pub fn backlog(&self) -> usize {
+        self.out.len() + self.queue.iter().map(|s| s.bytes.len()).sum::<usize>()
+    }
+
+    /// True when nothing remains to be sent or awaited.
+    pub fn is_drained(&self) -> bool {
+        self.out.is_empty() && self.queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(chunks: &[&[u8]], limit: usize, eof: bool) -> Vec<String> {
+        let mut r = LineReader::default();
+        let mut got = Vec::new();
+        let mut push = |p: Piece<'_>| {
+            got.push(match p {
+                Piece::Line(l) => format!("L:{}", String::from_utf8_lossy(l)),
+                Piece::TooLong(l) => format!("T:{}", String::from_utf8_lossy(l)),
+            })
+        };
+        for c in chunks {
+            r.feed(c, limit, &mut push);
+        }
+        if eof {
+            r.finish(&mut push);
+        }
+        got
+    }
+
+    #[test]
+    fn line_reader_table() {
+        let cases: &[(&[&[u8]], usize, bool, &[&str])] = &[
+            (&[b"a\nb\n"], 10, false, &["L:a", "L:b"]),
+            (&[b"a\r\n"], 10, false, &["L:a\r"]),
+            (&[b"ab", b"c\n"], 10, false, &["L:abc"]),
+            (&[b"abc"], 10, true, &["L:abc"]),
+            (&[b"abc"], 10, false, &[]),
+            (&[b"\n\n"], 10, false, &["L:", "L:"]),
+            // At the limit exactly: accepted.
+            (&[b"0123456789\n"], 10, false, &["L:0123456789"]),
+            // One past: answered with its first bytes, the rest skipped.
+            (&[b"0123456789X\nok\n"], 10, false, &["T:0123456789", "L:ok"]),
+            (&[b"01234", b"56789XYZ", b"more", b"\nok\n"], 10, false, &["T:0123456789", "L:ok"]),
+            (&[b"0123456789XYZ"], 10, true, &["T:0123456789"]),
+            (&[b"01234567", b"89\nz"], 10, true, &["L:0123456789", "L:z"]),
+        ];
+        for (chunks, limit, eof, want) in cases {
+            assert_eq!(pieces(chunks, *limit, *eof), *want, "{chunks:?}");
+        }
+    }
+
+    #[test]
+    fn chunking_never_changes_the_lines() {
+        let input: &[u8] = b"IAMAT a +1+1 1\r\nWHATSAT a 1 1\n\nx 0123456789abcdef\nlast";
+        let whole = pieces(&[input], 16, true);
+        for split in 0..input.len() {
+            let (a, b) = input.split_at(split);
+            assert_eq!(pieces(&[a, b], 16, true), whole, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn unfinished_line_memory_is_bounded_by_the_limit() {
+        let mut r = LineReader::default();
+        for _ in 0..1000 {
+            r.feed(&[b'x'; 1000], 100, |_| {});
+            assert!(r.pending() <= 100);
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Per-server log files, written off the event loop.
+//!
+//! Every server logs with `log` macros whose *target* is its own name; a
+//! `fern` dispatcher routes each name to its own `DIR/NAME.log`, prefixing
+//! every line with an RFC 3339 timestamp and the name. The formatted line then
+//! goes into a bounded channel; a writer thread per server appends it to a
+//! buffered file and flushes whenever the channel runs dry (so lines reach the
+//! disk within milliseconds when quiet, in 64 KiB batches under load). The
+//! event loop never touches the disk. If the disk cannot keep up and the
+//! channel fills, lines are dropped and counted rather than block the loop;
+//! the count is written to the log as soon as there is room.
+//!
+//! Traffic (every line received and sent) is logged at `debug`; connection,
+//! link and Places events at `info`. The level is set at start-up.
+//!
+//! Bytes from the network are logged through [`escape`], so no client can
+//! break or forge a log line.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime};
+
+/// Lines a server may have queued for its writer thread before new ones are dropped.
+pub const LOG_QUEUE_LINES: usize = 65_536;
+
+/// How long a flush request (at shutdown) waits for a writer thread.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
+
+/// Network bytes made safe for a log line: printable ASCII as is, `\` as
+/// `\\`, everything else (control bytes, non-ASCII, non-UTF-8) as `\xNN`.
+pub struct Escaped<'a>(pub &'a [u8]);
+
+/// Wraps network bytes for logging; see [`Escaped`].
+pub fn escape(bytes: &[u8]) -> Escaped<'_> {
+    Escaped(bytes)
+}
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut start = 0;
+        for (i, &b) in self.0.iter().enumerate() {
+            let plain = (0x20..0x7f).contains(&b) && b != b'\\';
+            if plain {
+                continue;
+            }
+            // Safe: everything in start..i is printable ASCII.
+            f.write_str(std::str::from_utf8(&self.0[start..i]).unwrap_or(""))?;
+            if b == b'\\' {
+                f.write_str("\\\\")?;
+            } else {
+                write!(f, "\\x{b:02x}")?;
+            }
+            start = i + 1;
+        }
+        f.write_str(std::str::from_utf8(&self.0[start..]).unwrap_or(""))
+    }
+}
+
+enum Msg {
+    Line(String),
+    Flush(SyncSender<()>),
+}
+
+/// The `log::Log` at the end of one server's fern chain: hands the formatted
+/// line to the server's writer thread without blocking.
+struct ChannelLog {
+    tx: SyncSender<Msg>,
+    dropped: AtomicU64,
+}
+
+impl log::Log for ChannelLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let mut line = record.args().to_string();
+        line.push('\n');
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > 0
+            && self
+                .tx
+                .try_send(Msg::Line(format!(
+                    "{} (log) {dropped} log lines dropped: writer behind\n",
+                    humantime::format_rfc3339_micros(SystemTime::now())
+                )))
+                .is_ok()
+        {
+            self.dropped.fetch_sub(dropped, Ordering::Relaxed);
+        }
+        match self.tx.try_send(Msg::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn flush(&self) {
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        if self.tx.send(Msg::Flush(ack_tx)).is_ok() {
+            let _ = ack_rx.recv_timeout(FLUSH_WAIT);
+        }
+    }
+}
+
+fn writer(file: File, rx: Receiver<Msg>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, file);
+    loop {
+        // Block for the first message, then take whatever else is queued and
+        // flush once the queue is dry: one write(2) per burst.
+        let first = match rx.recv() {
+            Ok(m) => m,
+            Err(_) => break,
+        };
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Line(l) => {
+                    let _ = out.write_all(l.as_bytes());
+                }
+                Msg::Flush(ack) => {
+                    let _ = out.flush();
+                    let _ = ack.send(());
+                }
+            }
+            next = match rx.recv_timeout(Duration::ZERO) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => None,
+            };
+        }
+        let _ = out.flush();
+    }
+    let _ = out.flush();
+}
+
+/// Installs the process's logger: one `DIR/NAME.log` per server name, the
+/// directory created if missing. Records whose target is not a server name
+/// (libraries) go to stderr at `warn` and above. Call once per process.
+pub fn init(dir: &Path, servers: &[String], level: log::LevelFilter) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut root = fern::Dispatch::new().level(level);
+    let names: Vec<String> = servers.to_vec();
+    for name in servers {
+        let path = dir.join(format!("{name}.log"));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let (tx, rx) = mpsc::sync_channel(LOG_QUEUE_LINES);
+        std::thread::Builder::new()
+            .name(format!("log-{name}"))
+            .spawn(move || writer(file, rx))?;
+        let target = name.clone();
+        let prefix = name.clone();
+        let sink: Box<dyn log::Log> = Box::new(ChannelLog {
+            tx,
+            dropped: AtomicU64::new(0),
+        });
+        root = root.chain(
+            fern::Dispatch::new()
+                .filter(move |m| m.target() == target)
+                .format(move |out, msg, rec| {
+                    out.finish(format_args!(
+                        "{} {} {} {}",
+                        humantime::format_rfc3339_micros(SystemTime::now()),
+                        prefix,
+                        rec.level(),
+                        msg
+                    ))
+                })
+                .chain(sink),
+        );
+    }
+    root = root.chain(
+        fern::Dispatch::new()
+            .filter(move |m| !names.iter().any(|n| n == m.target()) && m.level() <= log::Level::Warn)
+            .format(|out, msg, rec| {
+                out.finish(format_args!(
+                    "{} {} {} {}",
+                    humantime::format_rfc3339_micros(SystemTime::now()),
+                    rec.target(),
+                    rec.level(),
+                    msg
+                ))
+            })
+            .chain(io::stderr()),
+    );
+    root.apply().map_err(io::Error::other)
+}
+
+/// Flushes every server's log file (waits for the writer threads).
+pub fn flush() {
+    log::logger().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_keeps_printable_ascii_and_escapes_the_rest() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"IAMAT kiwi +1+1 5", "IAMAT kiwi +1+1 5"),
+            (b"a\nb", "a\\x0ab"),
+            (b"\r\t\x0b\x0c", "\\x0d\\x09\\x0b\\x0c"),
+            (b"\xff\xfe", "\\xff\\xfe"),
+            ("é".as_bytes(), "\\xc3\\xa9"),
+            (b"back\\slash", "back\\\\slash"),
+            (b"", ""),
+            (b"\x7f", "\\x7f"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(escape(input).to_string(), *want, "{input:?}");
+        }
+    }
+}

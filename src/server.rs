@@ -1,0 +1,725 @@
+//! The poll loop of one server.
+//!
+//! A [`Server`] owns a `mio::Poll`, its listener, a `Slab` of client
+//! connections (the slab key is the token), its outbound herd [`Links`], its
+//! [`Places`] client and its [`Store`]. Tokens:
+//!
+//! | token                          | what                                |
+//! |--------------------------------|-------------------------------------|
+//! | `0 ..`                         | client connections (slab keys)      |
+//! | [`LINK_TOKEN_BASE`] `+ i`      | outbound link to neighbour `i`      |
+//! | [`places::TOKEN_BASE`] `..`    | Places HTTPS connections            |
+//! | [`WAKER`], [`LISTENER`]        | fixed, at the top of the range      |
+//!
+//! One turn of the loop: poll with the nearest deadline as timeout → handle
+//! each event (accept, read and answer lines, link and Places readiness) →
+//! fire what is due by comparing deadlines with `Instant::now()` → resume
+//! connections that still have work (a read budget ran out, or output that
+//! held reading back has drained) → deliver Places answers → flush every
+//! connection that got output, once, so replies and floods produced in one
+//! turn leave in one `write(2)` per socket.
+//!
+//! Backpressure: a client whose pending replies pass
+//! [`Limits::client_output`] is simply not read until it has read them; the
+//! kernel's socket buffer then pushes back on it. Its own requests can thus
+//! grow memory by at most one scratch buffer's worth of replies.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use slab::Slab;
+
+use crate::config::{Herd, PlacesConfig};
+use crate::conn::{Conn, Flush, Piece, Role};
+use crate::links::{Links, DEFAULT_LINK_OUTPUT_CAP, LINK_TOKEN_BASE};
+use crate::logging::escape;
+use crate::places::{self, Places, Query, Reply, RequestId};
+use crate::protocol::{self, Command};
+use crate::store::Store;
+
+/// The listener's token.
+pub const LISTENER: Token = Token(usize::MAX - 1);
+/// The waker's token: stop requests and Places' helper-thread results.
+pub const WAKER: Token = Token(usize::MAX - 2);
+
+/// Longest line accepted, without its `\n` (SPEC §2: at least 1 KiB).
+pub const DEFAULT_LINE_LIMIT: usize = 8 * 1024;
+/// Replies a client may leave unread before the server stops reading it.
+pub const DEFAULT_CLIENT_OUTPUT: usize = 256 * 1024;
+/// WHATSATs one connection may have waiting for Places before it is not read.
+pub const DEFAULT_WHATSATS_PER_CONN: usize = 16;
+/// Size of the loop's one read buffer, shared by all connections.
+pub const SCRATCH_SIZE: usize = 64 * 1024;
+/// Reads one connection may do per turn before others get theirs.
+pub const READS_PER_TURN: usize = 4;
+/// Connections accepted per turn before other events get their turn.
+pub const ACCEPT_BATCH: usize = 256;
+/// The listen(2) backlog.
+pub const LISTEN_BACKLOG: i32 = 1024;
+/// After EMFILE/ENFILE on accept, wait this long before accepting again.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Events taken from the poll per turn.
+pub const EVENTS_PER_POLL: usize = 1024;
+
+/// Per-server limits; every one is documented in README.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest line accepted, in bytes, without its `\n`.
+    pub line: usize,
+    /// Pending output per client past which it is not read.
+    pub client_output: usize,
+    /// Client connections held at once; more are accepted and closed at once.
+    pub max_clients: usize,
+    /// WHATSATs one connection may have in flight.
+    pub whatsats_per_conn: usize,
+    /// Pending output per herd link past which the link is dropped.
+    pub link_output: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            line: DEFAULT_LINE_LIMIT,
+            client_output: DEFAULT_CLIENT_OUTPUT,
+            max_clients: 1_000_000,
+            whatsats_per_conn: DEFAULT_WHATSATS_PER_CONN,
+            link_output: DEFAULT_LINK_OUTPUT_CAP,
+        }
+    }
+}
+
+/// Everything one server needs to run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The server's name, as in `herd.conf` (also its log target).
+    pub name: String,
+    /// Its neighbours: name and address to dial.
+    pub neighbours: Vec<(String, SocketAddr)>,
+    pub places: PlacesConfig,
+    /// The Places API key, if the environment has one.
+    pub places_key: Option<String>,
+    pub limits: Limits,
+}
+
+impl ServerConfig {
+    /// The configuration of member `name` of `herd`, and the address it
+    /// listens on. Addresses are resolved here, once, at start-up.
+    pub fn from_herd(herd: &Herd, name: &str) -> Result<(ServerConfig, SocketAddr), String> {
+        let i = herd
+            .index_of(name)
+            .ok_or_else(|| format!("no server named {name:?} in the config"))?;
+        let listen = resolve(&herd.servers[i].address())?;
+        let mut neighbours = Vec::new();
+        for j in herd.neighbours(i) {
+            let s = &herd.servers[j];
+            neighbours.push((s.name.clone(), resolve(&s.address())?));
+        }
+        let places_key = std::env::var(&herd.places.key_env)
+            .ok()
+            .filter(|k| !k.is_empty());
+        Ok((
+            ServerConfig {
+                name: name.to_string(),
+                neighbours,
+                places: herd.places.clone(),
+                places_key,
+                limits: Limits::default(),
+            },
+            listen,
+        ))
+    }
+}
+
+fn resolve(address: &str) -> Result<SocketAddr, String> {
+    address
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {address}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {address}: no address"))
+}
+
+/// Binds a listener the way the server wants it: address reuse (a restarted
+/// server gets its port back at once), a real backlog, nonblocking.
+pub fn bind(addr: SocketAddr) -> io::Result<StdListener> {
+    use socket2::{Domain, Socket, Type};
+    let named = |step: &str, e: io::Error| io::Error::new(e.kind(), format!("{step} {addr}: {e}"));
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(|e| named("socket for", e))?;
+    socket.set_reuse_address(true).map_err(|e| named("SO_REUSEADDR on", e))?;
+    socket.bind(&addr.into()).map_err(|e| named("bind", e))?;
+    socket.listen(LISTEN_BACKLOG).map_err(|e| named("listen on", e))?;
+    socket.set_nonblocking(true).map_err(|e| named("nonblocking", e))?;
+    Ok(socket.into())
+}
+
+/// A handle to stop a running server from another thread.
+#[derive(Clone)]
+pub struct StopHandle {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl StopHandle {
+    /// Asks the loop to stop; it closes its listener and returns.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// A server started on its own thread by [`spawn`].
+pub struct Running {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub handle: StopHandle,
+    pub thread: JoinHandle<io::Result<()>>,
+}
+
+impl Running {
+    /// Stops the server and waits for its thread.
+    pub fn stop(self) -> io::Result<()> {
+        self.handle.stop();
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("server thread panicked")))
+    }
+}
+
+/// Starts a server on its own thread, on an already bound listener.
+pub fn spawn(config: ServerConfig, listener: StdListener) -> io::Result<Running> {
+    let addr = listener.local_addr()?;
+    let name = config.name.clone();
+    let server = Server::new(config, listener)?;
+    let handle = server.stop_handle();
+    let thread = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || server.run())?;
+    Ok(Running {
+        name,
+        addr,
+        handle,
+        thread,
+    })
+}
+
+/// The server's state other than its sockets' containers: what handling a
+/// line needs, borrowed separately from the connection being served.
+struct Core {
+    name: String,
+    limits: Limits,
+    store: Store,
+    links: Links,
+    places: Places,
+    /// Places request → (connection key, connection serial).
+    requests: HashMap<RequestId, (usize, u64)>,
+    next_request: RequestId,
+    /// Places answers to deliver at the end of the turn.
+    done: Vec<Reply>,
+    /// Formatting space for one AT line.
+    line: Vec<u8>,
+    traffic_log: bool,
+}
+
+/// One server: its poll loop and everything the loop owns.
+pub struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    conns: Slab<Conn>,
+    next_serial: u64,
+    scratch: Vec<u8>,
+    core: Core,
+    /// Connections with work left over from an earlier turn.
+    resume: Vec<usize>,
+    /// Connections that got output this turn.
+    dirty: Vec<usize>,
+    /// Accepting stopped at the batch cap: go on next turn.
+    accept_more: bool,
+    /// Accepting paused after EMFILE/ENFILE until then.
+    accept_paused_until: Option<Instant>,
+}
+
+/// What reading a connection came to.
+enum ReadOutcome {
+    /// Read until `WouldBlock`: wait for the next event.
+    Drained,
+    /// The turn's budget ran out, or reading is paused: come back later.
+    Yielded,
+    /// The connection failed and must be closed.
+    Failed(io::Error),
+}
+
+impl Server {
+    /// A server on `listener` (which must be bound; it is made nonblocking).
+    pub fn new(config: ServerConfig, listener: StdListener) -> io::Result<Server> {
+        listener.set_nonblocking(true)?;
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let places = Places::new(&config.places, config.places_key.clone(), waker.clone(), &config.name)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let now = Instant::now();
+        let core = Core {
+            links: Links::new(&config.name, &config.neighbours, config.limits.link_output, now),
+            name: config.name,
+            limits: config.limits,
+            store: Store::new(),
+            places,
+            requests: HashMap::new(),
+            next_request: 1,
+            done: Vec::new(),
+            line: Vec::with_capacity(256),
+            traffic_log: false,
+        };
+        Ok(Server {
+            poll,
+            listener,
+            waker,
+            stop: Arc::new(AtomicBool::new(false)),
+            conns: Slab::new(),
+            next_serial: 0,
+            scratch: vec![0; SCRATCH_SIZE],
+            core,
+            resume: Vec::new(),
+            dirty: Vec::new(),
+            accept_more: false,
+            accept_paused_until: None,
+        })
+    }
+
+    /// A handle that stops this server from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            waker: self.waker.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+
+    /// Runs the loop until stopped.
+    pub fn run(mut self) -> io::Result<()> {
+        let name = self.core.name.clone();
+        self.core.traffic_log = log::log_enabled!(target: &name, log::Level::Debug);
+        log::info!(target: &name, "listening on {} with {} neighbours", self.listener.local_addr()?, self.core.links.len());
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        loop {
+            let timeout = if !self.resume.is_empty() || self.accept_more {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            self.turn_end();
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn dispatch(&mut self, event: &Event) {
+        let now = Instant::now();
+        let registry = self.poll.registry();
+        match event.token() {
+            LISTENER => self.accept(),
+            WAKER => self.core.places.on_wake(registry, now, &mut self.core.done),
+            token if self.core.places.owns(token) => {
+                self.core
+                    .places
+                    .on_event(registry, event, now, &mut self.core.done)
+            }
+            token if token.0 >= LINK_TOKEN_BASE => {
+                if let Some(i) = self.core.links.index_of_token(token) {
+                    self.core.links.on_event(i, event, registry, now);
+                }
+            }
+            Token(key) => {
+                if !self.conns.contains(key) {
+                    // A stale event for a connection closed earlier this turn.
+                    return;
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.read(key);
+                }
+                if event.is_writable() {
+                    self.dirty.push(key);
+                }
+            }
+        }
+    }
+
+    /// Timers, leftover work, Places answers, then one flush per socket.
+    fn turn_end(&mut self) {
+        let now = Instant::now();
+        let registry = self.poll.registry();
+        self.core.links.on_timeout(registry, now);
+        self.core
+            .places
+            .on_timeout(registry, now, &mut self.core.done);
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            self.accept_more = true;
+        }
+        if self.accept_more {
+            self.accept();
+        }
+        for key in std::mem::take(&mut self.resume) {
+            self.read(key);
+        }
+        self.deliver();
+        for key in std::mem::take(&mut self.dirty) {
+            self.flush(key);
+        }
+        let registry = self.poll.registry();
+        self.core.links.flush(registry, &self.core.store, now);
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.core.links.next_deadline(),
+            self.core.places.next_deadline(),
+            self.accept_paused_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn accept(&mut self) {
+        self.accept_more = false;
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        for _ in 0..ACCEPT_BATCH {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                // The backlog is empty: wait for the next event.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_out_of_descriptors(&e) => {
+                    // Accepting again at once would fail again: pause, and
+                    // let closing connections free descriptors meanwhile.
+                    log::warn!(target: &self.core.name, "accept: {e}; pausing accepts for {} ms", ACCEPT_PAUSE.as_millis());
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                    return;
+                }
+                // A connection reset before we took it, and the like.
+                Err(e) => log::info!(target: &self.core.name, "accept: {e}"),
+            }
+        }
+        self.accept_more = true;
+    }
+
+    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
+        let name = &self.core.name;
+        if self.conns.len() >= self.core.limits.max_clients {
+            log::warn!(target: name, "refused {peer}: {} connections is the limit", self.core.limits.max_clients);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if key >= LINK_TOKEN_BASE {
+            return;
+        }
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), Interest::READABLE)
+        {
+            log::warn!(target: name, "register {peer}: {e}");
+            return;
+        }
+        self.next_serial += 1;
+        entry.insert(Conn::new(stream, peer, self.next_serial));
+        log::info!(target: name, "client {peer} connected");
+        // Data may have arrived with the handshake already.
+        self.resume.push(key);
+    }
+
+    fn read(&mut self, key: usize) {
+        let registry = self.poll.registry();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let core = &mut self.core;
+        let outcome = read_conn(core, registry, conn, key, &mut self.scratch);
+        match outcome {
+            ReadOutcome::Drained => {}
+            ReadOutcome::Yielded => {
+                if !conn.paused {
+                    self.resume.push(key);
+                }
+            }
+            ReadOutcome::Failed(e) => {
+                self.close(key, &e.to_string());
+                return;
+            }
+        }
+        self.dirty.push(key);
+    }
+
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let want = match conn.out.flush_to(&mut conn.stream) {
+            Ok(Flush::Done) => {
+                if conn.read_closed && conn.is_drained() {
+                    self.close(key, "closed by client");
+                    return;
+                }
+                Interest::READABLE
+            }
+            Ok(Flush::WouldBlock) => Interest::READABLE | Interest::WRITABLE,
+            Err(e) => {
+                self.close(key, &e.to_string());
+                return;
+            }
+        };
+        if want != conn.interest {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), want)
+            {
+                self.close(key, &e.to_string());
+                return;
+            }
+            conn.interest = want;
+        }
+        if conn.paused && !over_limits(conn, &self.core.limits) {
+            // The client caught up: read what it sent meanwhile (no new
+            // event will come for bytes already in the socket buffer).
+            conn.paused = false;
+            self.resume.push(key);
+        }
+    }
+
+    fn close(&mut self, key: usize, why: &str) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let name = &self.core.name;
+        match &conn.role {
+            Role::Client => log::info!(target: name, "client {} disconnected: {why}", conn.peer),
+            Role::Peer { name: peer, received, stored, .. } => {
+                log::info!(target: name, "link from {peer} ({}) down: {why}; received {received} updates, {stored} newer", conn.peer)
+            }
+        }
+    }
+
+    /// Hands Places answers to their connections, in request order per connection.
+    fn deliver(&mut self) {
+        for reply in std::mem::take(&mut self.core.done) {
+            let Some((key, serial)) = self.core.requests.remove(&reply.id) else {
+                continue;
+            };
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.serial == serial) else {
+                // The client left before Places answered.
+                continue;
+            };
+            if conn.complete(reply.id, &reply.body) {
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let registry = self.poll.registry();
+        let _ = registry.deregister(&mut self.listener);
+        self.core.links.close_all(registry);
+        // Best effort: hand clients what is already answered.
+        for (_, conn) in self.conns.iter_mut() {
+            let _ = conn.out.flush_to(&mut conn.stream);
+        }
+        log::info!(target: &self.core.name, "stopped: {} clients connected, {} known", self.conns.len(), self.core.store.len());
+    }
+}
+
+fn over_limits(conn: &Conn, limits: &Limits) -> bool {
+    conn.backlog() >= limits.client_output || conn.in_flight >= limits.whatsats_per_conn
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    // EMFILE (24), ENFILE (23), ENOBUFS (105), ENOMEM (12) on Linux.
+    matches!(e.raw_os_error(), Some(24) | Some(23) | Some(105) | Some(12))
+}
+
+/// Reads a connection until `WouldBlock`, its read budget, or a pause, and
+/// handles every line read.
+fn read_conn(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, scratch: &mut [u8]) -> ReadOutcome {
+    if conn.read_closed {
+        return ReadOutcome::Drained;
+    }
+    for _ in 0..READS_PER_TURN {
+        if over_limits(conn, &core.limits) {
+            conn.paused = true;
+            return ReadOutcome::Yielded;
+        }
+        match conn.stream.read(scratch) {
+            Ok(0) => {
+                // EOF: a last line without `\n` is still a request.
+                let mut reader = std::mem::take(&mut conn.reader);
+                reader.finish(|p| handle(core, registry, conn, key, p));
+                conn.reader = reader;
+                conn.read_closed = true;
+                return ReadOutcome::Drained;
+            }
+            Ok(n) => {
+                let mut reader = std::mem::take(&mut conn.reader);
+                let limit = core.limits.line;
+                reader.feed(&scratch[..n], limit, |p| handle(core, registry, conn, key, p));
+                conn.reader = reader;
+            }
+            // Drained: the next event says when there is more.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return ReadOutcome::Failed(e),
+        }
+    }
+    ReadOutcome::Yielded
+}
+
+/// Handles one line (or over-long line) from a connection.
+fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, piece: Piece<'_>) {
+    let name = core.name.as_str();
+    let line = match piece {
+        Piece::Line(line) => line,
+        Piece::TooLong(start) => {
+            log::info!(target: name, "from {}: line longer than {} bytes: {}...", conn.peer, core.limits.line, escape(&start[..start.len().min(64)]));
+            invalid(core, conn, start);
+            return;
+        }
+    };
+    if core.traffic_log {
+        log::debug!(target: name, "from {}: {}", conn.peer, escape(line));
+    }
+    match protocol::parse(line) {
+        Command::Blank => {}
+        Command::Iamat(iamat) => {
+            let now = protocol::now_nanos();
+            core.line.clear();
+            protocol::write_at(&mut core.line, name, now, &iamat);
+            conn.reply(&core.line);
+            if core.traffic_log {
+                log::debug!(target: name, "to {}: {}", conn.peer, escape(&core.line[..core.line.len() - 1]));
+            }
+            let at = &core.line[..core.line.len() - 1];
+            if core.store.offer(iamat.client, iamat.sent_at, at) {
+                core.links.flood(&core.line, None);
+            }
+        }
+        Command::Whatsat(w) => {
+            let Some(entry) = core.store.get(w.client) else {
+                invalid(core, conn, line);
+                return;
+            };
+            let mut head = Vec::with_capacity(entry.line.len() + 1);
+            head.extend_from_slice(&entry.line);
+            head.push(b'\n');
+            let (lat, lng) = match protocol::parse(&entry.line) {
+                Command::At(at) => split_coords(at.coords),
+                _ => (&b""[..], &b""[..]),
+            };
+            let query = Query {
+                lat: String::from_utf8_lossy(lat).into_owned(),
+                lng: String::from_utf8_lossy(lng).into_owned(),
+                radius_m: protocol::radius_metres(w.radius_km),
+                bound: w.bound as usize,
+            };
+            let id = core.next_request;
+            core.next_request += 1;
+            core.requests.insert(id, (key, conn.serial));
+            if core.traffic_log {
+                log::debug!(target: name, "to {}: {} (+ Places answer)", conn.peer, escape(&entry.line));
+            }
+            conn.wait_for(id, head);
+            core.places
+                .submit(registry, id, query, Instant::now(), &mut core.done);
+        }
+        Command::At(at) => {
+            core.line.clear();
+            protocol::write_at_update(&mut core.line, &at);
+            let from = match &mut conn.role {
+                Role::Peer { neighbour, received, .. } => {
+                    *received += 1;
+                    *neighbour
+                }
+                Role::Client => None,
+            };
+            if core
+                .store
+                .offer(at.client, at.sent_at, &core.line[..core.line.len() - 1])
+            {
+                if let Role::Peer { stored, .. } = &mut conn.role {
+                    *stored += 1;
+                }
+                core.links.flood(&core.line, from);
+            }
+        }
+        Command::Herd { name: peer } => match conn.role {
+            Role::Client => {
+                let neighbour = core.links.index_of_name(peer);
+                let peer_name = String::from_utf8_lossy(peer).into_owned();
+                log::info!(target: name, "link from {} up ({}){}", escape(peer), conn.peer, if neighbour.is_none() { " (not a neighbour in herd.conf)" } else { "" });
+                conn.role = Role::Peer {
+                    name: peer_name.into_boxed_str(),
+                    neighbour,
+                    received: 0,
+                    stored: 0,
+                };
+            }
+            Role::Peer { .. } => invalid(core, conn, line),
+        },
+        Command::Invalid => invalid(core, conn, line),
+    }
+}
+
+/// `+34.06-118.44` → (`34.06`, `-118.44`): the halves of a validated
+/// ISO 6709 position, without `+` (which a query string would read as a space).
+fn split_coords(coords: &[u8]) -> (&[u8], &[u8]) {
+    let cut = coords
+        .iter()
+        .skip(1)
+        .position(|&b| b == b'+' || b == b'-')
+        .map_or(coords.len(), |i| i + 1);
+    let (lat, lng) = coords.split_at(cut);
+    (
+        lat.strip_prefix(b"+").unwrap_or(lat),
+        lng.strip_prefix(b"+").unwrap_or(lng),
+    )
+}
+
+fn invalid(core: &mut Core, conn: &mut Conn, line: &[u8]) {
+    core.line.clear();
+    protocol::write_invalid(&mut core.line, line);
+    conn.reply(&core.line);
+    if core.traffic_log {
+        log::debug!(target: core.name.as_str(), "to {}: {}", conn.peer, escape(&core.line[..core.line.len() - 1]));
+    }
+}
+
+/// Places answers are delivered through [`places::failure_body`] when the
+/// client has none; re-exported for tests that build expected replies.
+pub use places::failure_body;

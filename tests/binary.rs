@@ -1,0 +1,146 @@
+//! The built `herd` binary: exit statuses, signals, logs (SPEC §6–8).
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::herd::{wait_for, Client, PATIENCE};
+
+const HERD: &str = env!("CARGO_BIN_EXE_herd");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+    p
+}
+
+#[test]
+fn a_bad_config_exits_2_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write(dir.path(), "bad.conf", "server A 127.0.0.1:1\n# fine\nlink A Nowhere\n");
+    let out = Command::new(HERD)
+        .args(["A", "--config"])
+        .arg(&conf)
+        .arg("--log-dir")
+        .arg(dir.path().join("logs"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", conf.display())), "{err}");
+    assert!(!dir.path().join("logs").exists(), "nothing started before the config was checked");
+}
+
+#[test]
+fn an_unknown_name_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write(dir.path(), "h.conf", &format!("server A 127.0.0.1:{}\n", free_port()));
+    let out = Command::new(HERD).args(["B", "--config"]).arg(&conf).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"B\""));
+}
+
+#[test]
+fn help_describes_the_command_line() {
+    let out = Command::new(HERD).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["--config", "--log-dir", "--state-dir", "SIGTERM", "open-file limit"] {
+        assert!(text.contains(word), "--help lacks {word}");
+    }
+}
+
+#[test]
+fn sigterm_stops_cleanly_with_the_log_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let conf = write(
+        dir.path(),
+        "h.conf",
+        &format!("server Alpha 127.0.0.1:{pa}\nserver Beta 127.0.0.1:{pb}\nlink Alpha Beta\n"),
+    );
+    let logs = dir.path().join("logs");
+    let mut child = Command::new(HERD)
+        .args(["Alpha", "Beta", "--config"])
+        .arg(&conf)
+        .arg("--log-dir")
+        .arg(&logs)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{pa}").parse().unwrap();
+    let stream = wait_for("Alpha to listen", || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok());
+    drop(stream);
+    let mut c = Client::connect(addr);
+    let at = c.ask("IAMAT logged.client +1+1 1520023934.5");
+    assert!(at.starts_with("AT Alpha "), "{at}");
+    // Beta learns it over the link.
+    let mut b = Client::connect(format!("127.0.0.1:{pb}").parse().unwrap());
+    wait_for("Beta to know the update", || (b.known("logged.client").as_deref() == Some(at.as_str())).then_some(()));
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + PATIENCE;
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "herd did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
+
+    let alpha = std::fs::read_to_string(logs.join("Alpha.log")).unwrap();
+    let beta = std::fs::read_to_string(logs.join("Beta.log")).unwrap();
+    for line in alpha.lines().chain(beta.lines()) {
+        let mut f = line.split(' ');
+        let stamp = f.next().unwrap();
+        assert!(humantime::parse_rfc3339(stamp).is_ok(), "not RFC 3339: {line}");
+        assert!(matches!(f.next(), Some("Alpha") | Some("Beta")), "{line}");
+    }
+    assert!(alpha.contains("IAMAT logged.client +1+1 1520023934.5"), "{alpha}");
+    assert!(alpha.contains(&at), "the reply is logged");
+    assert!(alpha.contains("link to Beta up"), "{alpha}");
+    assert!(beta.contains("link from Alpha up"), "{beta}");
+    assert!(alpha.contains("room for"), "the client capacity is logged");
+    assert!(alpha.contains("signal 15"), "{alpha}");
+}
+
+#[test]
+fn network_bytes_are_escaped_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = write(dir.path(), "h.conf", &format!("server Solo 127.0.0.1:{port}\n"));
+    let logs = dir.path().join("logs");
+    let mut child = Command::new(HERD)
+        .args(["Solo", "--config"])
+        .arg(&conf)
+        .arg("--log-dir")
+        .arg(&logs)
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for("Solo to listen", || std::net::TcpStream::connect(addr).ok());
+    let mut c = Client::connect(addr);
+    c.send(b"FORGED\r2026-01-01T00:00:00Z Solo INFO fake \xff\n");
+    assert!(c.line().starts_with(b"? FORGED"));
+    let log = logs.join("Solo.log");
+    let text = wait_for("the line to reach the log", || {
+        std::fs::read(&log)
+            .ok()
+            .map(|b| String::from_utf8(b).expect("the log is UTF-8"))
+            .filter(|t| t.contains("FORGED"))
+    });
+    assert!(text.contains("FORGED\\x0d2026-01-01T00:00:00Z Solo INFO fake \\xff"), "{text}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
