@@ -328,9 +328,17 @@ mod tests {
         got
     }
 
+    /// (chunks fed, line limit, EOF at the end, pieces expected)
+    type Case = (
+        &'static [&'static [u8]],
+        usize,
+        bool,
+        &'static [&'static str],
+    );
+
     #[test]
     fn line_reader_table() {
-        let cases: &[(&[&[u8]], usize, bool, &[&str])] = &[
+        let cases: &[Case] = &[
             (&[b"a\nb\n"], 10, false, &["L:a", "L:b"]),
             (&[b"a\r\n"], 10, false, &["L:a\r"]),
             (&[b"ab", b"c\n"], 10, false, &["L:abc"]),
@@ -340,8 +348,18 @@ mod tests {
             // At the limit exactly: accepted.
             (&[b"0123456789\n"], 10, false, &["L:0123456789"]),
             // One past: answered with its first bytes, the rest skipped.
-            (&[b"0123456789X\nok\n"], 10, false, &["T:0123456789", "L:ok"]),
-            (&[b"01234", b"56789XYZ", b"more", b"\nok\n"], 10, false, &["T:0123456789", "L:ok"]),
+            (
+                &[b"0123456789X\nok\n"],
+                10,
+                false,
+                &["T:0123456789", "L:ok"],
+            ),
+            (
+                &[b"01234", b"56789XYZ", b"more", b"\nok\n"],
+                10,
+                false,
+                &["T:0123456789", "L:ok"],
+            ),
             (&[b"0123456789XYZ"], 10, true, &["T:0123456789"]),
             (&[b"01234567", b"89\nz"], 10, true, &["L:0123456789", "L:z"]),
         ];

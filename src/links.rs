@@ -104,9 +104,17 @@ impl Backoff {
 }
 
 enum State {
-    Idle { retry_at: Instant },
-    Connecting { stream: TcpStream, deadline: Instant },
-    Up { stream: TcpStream, interest: Interest },
+    Idle {
+        retry_at: Instant,
+    },
+    Connecting {
+        stream: TcpStream,
+        deadline: Instant,
+    },
+    Up {
+        stream: TcpStream,
+        interest: Interest,
+    },
 }
 
 struct CatchUp {
@@ -142,7 +150,12 @@ pub struct Links {
 impl Links {
     /// Links to `neighbours` (name, address), all due to dial at `now`; a
     /// link whose pending output passes `output_cap` bytes is dropped.
-    pub fn new(server: &str, neighbours: &[(String, SocketAddr)], output_cap: usize, now: Instant) -> Links {
+    pub fn new(
+        server: &str,
+        neighbours: &[(String, SocketAddr)],
+        output_cap: usize,
+        now: Instant,
+    ) -> Links {
         let links = neighbours
             .iter()
             .enumerate()
@@ -264,7 +277,12 @@ impl Links {
     pub fn flush(&mut self, registry: &Registry, store: &Store, now: Instant) {
         for (i, link) in self.links.iter_mut().enumerate() {
             if link.overflowed {
-                link.down(&self.server, registry, "neighbour not reading: output cap reached", now);
+                link.down(
+                    &self.server,
+                    registry,
+                    "neighbour not reading: output cap reached",
+                    now,
+                );
                 continue;
             }
             let State::Up { stream, interest } = &mut link.state else {
@@ -471,7 +489,10 @@ mod tests {
         for seed in 0..50 {
             let mut b = Backoff::new(seed);
             let first = b.next_retry(now) - now;
-            assert!(first <= Backoff::FIRST && first >= Backoff::FIRST / 2, "{first:?}");
+            assert!(
+                first <= Backoff::FIRST && first >= Backoff::FIRST / 2,
+                "{first:?}"
+            );
             assert!(Backoff::FIRST <= Duration::from_millis(200));
             for _ in 0..40 {
                 let d = b.next_retry(now) - now;

@@ -177,7 +177,9 @@ pub fn init(dir: &Path, servers: &[String], level: log::LevelFilter) -> io::Resu
     }
     root = root.chain(
         fern::Dispatch::new()
-            .filter(move |m| !names.iter().any(|n| n == m.target()) && m.level() <= log::Level::Warn)
+            .filter(move |m| {
+                !names.iter().any(|n| n == m.target()) && m.level() <= log::Level::Warn
+            })
             .format(|out, msg, rec| {
                 out.finish(format_args!(
                     "{} {} {} {}",

@@ -73,7 +73,11 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
                     "info" => log::LevelFilter::Info,
                     "warn" => log::LevelFilter::Warn,
                     "off" => log::LevelFilter::Off,
-                    _ => return Err(format!("--log-level: {v:?} is not debug, info, warn or off").into()),
+                    _ => {
+                        return Err(
+                            format!("--log-level: {v:?} is not debug, info, warn or off").into(),
+                        )
+                    }
                 };
             }
             Value(v) => args.names.push(v.string()?),
@@ -108,7 +112,11 @@ fn main() -> ExitCode {
     for name in &args.names {
         if herd.index_of(name).is_none() {
             let known: Vec<&str> = herd.servers.iter().map(|s| s.name.as_str()).collect();
-            eprintln!("herd: {}: no server named {name:?} (known: {})", args.config.display(), known.join(", "));
+            eprintln!(
+                "herd: {}: no server named {name:?} (known: {})",
+                args.config.display(),
+                known.join(", ")
+            );
             return ExitCode::from(2);
         }
     }
@@ -128,10 +136,15 @@ enum Event {
 }
 
 fn run(args: &Args, herd: &Herd) -> Result<(), String> {
-    let fds = rlimit::increase_nofile_limit(u64::MAX).map_err(|e| format!("raising the open-file limit: {e}"))?;
-    logging::init(&args.log_dir, &args.names, args.level).map_err(|e| format!("logs in {}: {e}", args.log_dir.display()))?;
+    let fds = rlimit::increase_nofile_limit(u64::MAX)
+        .map_err(|e| format!("raising the open-file limit: {e}"))?;
+    logging::init(&args.log_dir, &args.names, args.level)
+        .map_err(|e| format!("logs in {}: {e}", args.log_dir.display()))?;
     let per_server = (fds.saturating_sub(RESERVED_FDS) / args.names.len() as u64).max(1) as usize;
-    let _state_dir = args.state_dir.clone().unwrap_or_else(|| args.log_dir.clone());
+    let _state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| args.log_dir.clone());
 
     let (tx, rx) = mpsc::channel();
     let mut running = Vec::new();
@@ -157,8 +170,11 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
         running.push(handle);
     }
 
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .map_err(|e| format!("installing signal handlers: {e}"))?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| format!("installing signal handlers: {e}"))?;
     let sig_tx = tx.clone();
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {

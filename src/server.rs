@@ -151,11 +151,18 @@ fn resolve(address: &str) -> Result<SocketAddr, String> {
 pub fn bind(addr: SocketAddr) -> io::Result<StdListener> {
     use socket2::{Domain, Socket, Type};
     let named = |step: &str, e: io::Error| io::Error::new(e.kind(), format!("{step} {addr}: {e}"));
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(|e| named("socket for", e))?;
-    socket.set_reuse_address(true).map_err(|e| named("SO_REUSEADDR on", e))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+        .map_err(|e| named("socket for", e))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(|e| named("SO_REUSEADDR on", e))?;
     socket.bind(&addr.into()).map_err(|e| named("bind", e))?;
-    socket.listen(LISTEN_BACKLOG).map_err(|e| named("listen on", e))?;
-    socket.set_nonblocking(true).map_err(|e| named("nonblocking", e))?;
+    socket
+        .listen(LISTEN_BACKLOG)
+        .map_err(|e| named("listen on", e))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| named("nonblocking", e))?;
     Ok(socket.into())
 }
 
@@ -266,11 +273,21 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let places = Places::new(&config.places, config.places_key.clone(), waker.clone(), &config.name)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let places = Places::new(
+            &config.places,
+            config.places_key.clone(),
+            waker.clone(),
+            &config.name,
+        )
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let now = Instant::now();
         let core = Core {
-            links: Links::new(&config.name, &config.neighbours, config.limits.link_output, now),
+            links: Links::new(
+                &config.name,
+                &config.neighbours,
+                config.limits.link_output,
+                now,
+            ),
             name: config.name,
             limits: config.limits,
             store: Store::new(),
@@ -523,7 +540,12 @@ impl Server {
         let name = &self.core.name;
         match &conn.role {
             Role::Client => log::info!(target: name, "client {} disconnected: {why}", conn.peer),
-            Role::Peer { name: peer, received, stored, .. } => {
+            Role::Peer {
+                name: peer,
+                received,
+                stored,
+                ..
+            } => {
                 log::info!(target: name, "link from {peer} ({}) down: {why}; received {received} updates, {stored} newer", conn.peer)
             }
         }
@@ -568,7 +590,13 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
 
 /// Reads a connection until `WouldBlock`, its read budget, or a pause, and
 /// handles every line read.
-fn read_conn(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, scratch: &mut [u8]) -> ReadOutcome {
+fn read_conn(
+    core: &mut Core,
+    registry: &Registry,
+    conn: &mut Conn,
+    key: usize,
+    scratch: &mut [u8],
+) -> ReadOutcome {
     if conn.read_closed {
         return ReadOutcome::Drained;
     }
@@ -589,7 +617,9 @@ fn read_conn(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, 
             Ok(n) => {
                 let mut reader = std::mem::take(&mut conn.reader);
                 let limit = core.limits.line;
-                reader.feed(&scratch[..n], limit, |p| handle(core, registry, conn, key, p));
+                reader.feed(&scratch[..n], limit, |p| {
+                    handle(core, registry, conn, key, p)
+                });
                 conn.reader = reader;
             }
             // Drained: the next event says when there is more.
@@ -638,8 +668,11 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
             let mut head = Vec::with_capacity(entry.line.len() + 1);
             head.extend_from_slice(&entry.line);
             head.push(b'\n');
+            // The stored line was validated when it was stored.
             let (lat, lng) = match protocol::parse(&entry.line) {
-                Command::At(at) => split_coords(at.coords),
+                Command::At(at) => {
+                    protocol::position(at.coords).map_or((&b""[..], &b""[..]), |p| (p.lat, p.lng))
+                }
                 _ => (&b""[..], &b""[..]),
             };
             let query = Query {
@@ -662,7 +695,11 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
             core.line.clear();
             protocol::write_at_update(&mut core.line, &at);
             let from = match &mut conn.role {
-                Role::Peer { neighbour, received, .. } => {
+                Role::Peer {
+                    neighbour,
+                    received,
+                    ..
+                } => {
                     *received += 1;
                     *neighbour
                 }
@@ -694,21 +731,6 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
         },
         Command::Invalid => invalid(core, conn, line),
     }
-}
-
-/// `+34.06-118.44` → (`34.06`, `-118.44`): the halves of a validated
-/// ISO 6709 position, without `+` (which a query string would read as a space).
-fn split_coords(coords: &[u8]) -> (&[u8], &[u8]) {
-    let cut = coords
-        .iter()
-        .skip(1)
-        .position(|&b| b == b'+' || b == b'-')
-        .map_or(coords.len(), |i| i + 1);
-    let (lat, lng) = coords.split_at(cut);
-    (
-        lat.strip_prefix(b"+").unwrap_or(lat),
-        lng.strip_prefix(b"+").unwrap_or(lng),
-    )
 }
 
 fn invalid(core: &mut Core, conn: &mut Conn, line: &[u8]) {

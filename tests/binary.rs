@@ -13,19 +13,30 @@ use support::herd::{wait_for, Client, PATIENCE};
 const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);
-    std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     p
 }
 
 #[test]
 fn a_bad_config_exits_2_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = write(dir.path(), "bad.conf", "server A 127.0.0.1:1\n# fine\nlink A Nowhere\n");
+    let conf = write(
+        dir.path(),
+        "bad.conf",
+        "server A 127.0.0.1:1\n# fine\nlink A Nowhere\n",
+    );
     let out = Command::new(HERD)
         .args(["A", "--config"])
         .arg(&conf)
@@ -36,14 +47,25 @@ fn a_bad_config_exits_2_with_file_and_line() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:3:", conf.display())), "{err}");
-    assert!(!dir.path().join("logs").exists(), "nothing started before the config was checked");
+    assert!(
+        !dir.path().join("logs").exists(),
+        "nothing started before the config was checked"
+    );
 }
 
 #[test]
 fn an_unknown_name_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = write(dir.path(), "h.conf", &format!("server A 127.0.0.1:{}\n", free_port()));
-    let out = Command::new(HERD).args(["B", "--config"]).arg(&conf).output().unwrap();
+    let conf = write(
+        dir.path(),
+        "h.conf",
+        &format!("server A 127.0.0.1:{}\n", free_port()),
+    );
+    let out = Command::new(HERD)
+        .args(["B", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"B\""));
 }
@@ -53,7 +75,13 @@ fn help_describes_the_command_line() {
     let out = Command::new(HERD).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["--config", "--log-dir", "--state-dir", "SIGTERM", "open-file limit"] {
+    for word in [
+        "--config",
+        "--log-dir",
+        "--state-dir",
+        "SIGTERM",
+        "open-file limit",
+    ] {
         assert!(text.contains(word), "--help lacks {word}");
     }
 }
@@ -78,16 +106,23 @@ fn sigterm_stops_cleanly_with_the_log_flushed() {
         .spawn()
         .unwrap();
     let addr = format!("127.0.0.1:{pa}").parse().unwrap();
-    let stream = wait_for("Alpha to listen", || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok());
+    let stream = wait_for("Alpha to listen", || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()
+    });
     drop(stream);
     let mut c = Client::connect(addr);
     let at = c.ask("IAMAT logged.client +1+1 1520023934.5");
     assert!(at.starts_with("AT Alpha "), "{at}");
     // Beta learns it over the link.
     let mut b = Client::connect(format!("127.0.0.1:{pb}").parse().unwrap());
-    wait_for("Beta to know the update", || (b.known("logged.client").as_deref() == Some(at.as_str())).then_some(()));
+    wait_for("Beta to know the update", || {
+        (b.known("logged.client").as_deref() == Some(at.as_str())).then_some(())
+    });
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + PATIENCE;
     let exit = loop {
@@ -104,10 +139,16 @@ fn sigterm_stops_cleanly_with_the_log_flushed() {
     for line in alpha.lines().chain(beta.lines()) {
         let mut f = line.split(' ');
         let stamp = f.next().unwrap();
-        assert!(humantime::parse_rfc3339(stamp).is_ok(), "not RFC 3339: {line}");
+        assert!(
+            humantime::parse_rfc3339(stamp).is_ok(),
+            "not RFC 3339: {line}"
+        );
         assert!(matches!(f.next(), Some("Alpha") | Some("Beta")), "{line}");
     }
-    assert!(alpha.contains("IAMAT logged.client +1+1 1520023934.5"), "{alpha}");
+    assert!(
+        alpha.contains("IAMAT logged.client +1+1 1520023934.5"),
+        "{alpha}"
+    );
     assert!(alpha.contains(&at), "the reply is logged");
     assert!(alpha.contains("link to Beta up"), "{alpha}");
     assert!(beta.contains("link from Alpha up"), "{beta}");
@@ -119,7 +160,11 @@ fn sigterm_stops_cleanly_with_the_log_flushed() {
 fn network_bytes_are_escaped_in_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let conf = write(dir.path(), "h.conf", &format!("server Solo 127.0.0.1:{port}\n"));
+    let conf = write(
+        dir.path(),
+        "h.conf",
+        &format!("server Solo 127.0.0.1:{port}\n"),
+    );
     let logs = dir.path().join("logs");
     let mut child = Command::new(HERD)
         .args(["Solo", "--config"])
@@ -140,7 +185,10 @@ fn network_bytes_are_escaped_in_the_log() {
             .map(|b| String::from_utf8(b).expect("the log is UTF-8"))
             .filter(|t| t.contains("FORGED"))
     });
-    assert!(text.contains("FORGED\\x0d2026-01-01T00:00:00Z Solo INFO fake \\xff"), "{text}");
+    assert!(
+        text.contains("FORGED\\x0d2026-01-01T00:00:00Z Solo INFO fake \\xff"),
+        "{text}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

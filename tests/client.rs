@@ -16,7 +16,11 @@ fn one() -> TestHerd {
 fn check_at(reply: &str, server: &str, client: &str, coords: &str, time: &str) -> f64 {
     let f: Vec<&str> = reply.split(' ').collect();
     assert_eq!(f.len(), 6, "{reply}");
-    assert_eq!((f[0], f[1], f[3], f[4], f[5]), ("AT", server, client, coords, time), "{reply}");
+    assert_eq!(
+        (f[0], f[1], f[3], f[4], f[5]),
+        ("AT", server, client, coords, time),
+        "{reply}"
+    );
     let diff = f[2];
     assert!(diff.starts_with('+') || diff.starts_with('-'), "{reply}");
     assert_eq!(diff.split('.').nth(1).map(str::len), Some(9), "{reply}");
@@ -29,11 +33,25 @@ fn iamat_is_answered_with_an_at_line() {
     let mut c = h.client("Goloman");
     let t = timestamp();
     let reply = c.ask(&format!("IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 {t}"));
-    let diff = check_at(&reply, "Goloman", "kiwi.cs.ucla.edu", "+34.068930-118.445127", &t);
+    let diff = check_at(
+        &reply,
+        "Goloman",
+        "kiwi.cs.ucla.edu",
+        "+34.068930-118.445127",
+        &t,
+    );
     assert!((0.0..10.0).contains(&diff), "{reply}");
     // A client clock in the future gives a negative difference.
     let reply = c.ask("IAMAT kiwi +34.068930-118.445127 99999999999.5");
-    assert!(check_at(&reply, "Goloman", "kiwi", "+34.068930-118.445127", "99999999999.5") < 0.0);
+    assert!(
+        check_at(
+            &reply,
+            "Goloman",
+            "kiwi",
+            "+34.068930-118.445127",
+            "99999999999.5"
+        ) < 0.0
+    );
 }
 
 #[test]
@@ -73,9 +91,16 @@ fn every_invalid_form_gets_question_mark_and_the_line() {
     c.ask(&format!("IAMAT kiwi +1+1 {t}"));
     let mut lines: Vec<String> = bad.to_vec();
     lines.extend(
-        ["WHATSAT kiwi 0 5", "WHATSAT kiwi 51 5", "WHATSAT kiwi 10 0", "WHATSAT kiwi 10 21", "WHATSAT kiwi -1 5", "WHATSAT kiwi ten 5"]
-            .iter()
-            .map(|s| s.to_string()),
+        [
+            "WHATSAT kiwi 0 5",
+            "WHATSAT kiwi 51 5",
+            "WHATSAT kiwi 10 0",
+            "WHATSAT kiwi 10 21",
+            "WHATSAT kiwi -1 5",
+            "WHATSAT kiwi ten 5",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
     );
     for line in &lines {
         assert_eq!(c.ask(line), format!("? {line}"), "for {line:?}");
@@ -110,12 +135,18 @@ fn hundred_pipelined_requests_are_answered_in_order() {
         match i % 3 {
             0 => {
                 let r = c.text();
-                assert!(r.starts_with("AT Goloman ") && r.ends_with(&format!(" c{i} +1+1 {i}")), "{i}: {r}");
+                assert!(
+                    r.starts_with("AT Goloman ") && r.ends_with(&format!(" c{i} +1+1 {i}")),
+                    "{i}: {r}"
+                );
             }
             1 => assert_eq!(c.text(), format!("? BAD {i}")),
             _ => {
                 let (at, json) = c.whatsat_reply().unwrap_or_else(|e| panic!("{i}: {e}"));
-                assert!(at.ends_with(&format!(" c{} +1+1 {}", i - 2, i - 2)), "{i}: {at}");
+                assert!(
+                    at.ends_with(&format!(" c{} +1+1 {}", i - 2, i - 2)),
+                    "{i}: {at}"
+                );
                 assert!(json.contains("\"results\" : []"), "{json}");
             }
         }
@@ -133,7 +164,10 @@ fn whatsat_without_places_is_answered_with_the_failure_framing() {
     let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(v["results"], serde_json::json!([]));
     assert_ne!(v["status"], "OK");
-    assert!(v["error_message"].as_str().is_some_and(|m| !m.is_empty()), "{json}");
+    assert!(
+        v["error_message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{json}"
+    );
     assert!(json.starts_with("{\n   \""), "Google's layout: {json}");
 }
 
@@ -143,7 +177,10 @@ fn a_request_ended_by_eof_is_answered_then_the_connection_closes() {
     let mut c = h.client("Goloman");
     c.send(b"IAMAT eof +1+1 1520023934");
     let rest = String::from_utf8(c.finish()).unwrap();
-    assert!(rest.starts_with("AT Goloman ") && rest.ends_with(" eof +1+1 1520023934\n"), "{rest:?}");
+    assert!(
+        rest.starts_with("AT Goloman ") && rest.ends_with(" eof +1+1 1520023934\n"),
+        "{rest:?}"
+    );
     assert_eq!(rest.matches('\n').count(), 1);
 }
 
@@ -183,14 +220,24 @@ fn a_client_that_never_reads_cannot_make_the_server_buffer_without_bound() {
     let stalled = loop {
         match w.write(&chunk) {
             Ok(n) => sent += n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break true,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break true
+            }
             Err(e) => panic!("{e}"),
         }
         if sent > cap {
             break false;
         }
     };
-    assert!(stalled, "the server read {sent} bytes from a client that reads nothing");
+    assert!(
+        stalled,
+        "the server read {sent} bytes from a client that reads nothing"
+    );
     assert!(sent < 64 * 1024 * 1024, "sent {sent} bytes before stalling");
     // Meanwhile other clients are served at once.
     let mut other = h.client("Goloman");
@@ -199,7 +246,10 @@ fn a_client_that_never_reads_cannot_make_the_server_buffer_without_bound() {
     let mut r = std::io::BufReader::new(&hog);
     let mut first = String::new();
     std::io::BufRead::read_line(&mut r, &mut first).unwrap();
-    assert!(first.starts_with("AT Goloman ") && first.ends_with(" hog +1+1 1520023934\n"), "{first}");
+    assert!(
+        first.starts_with("AT Goloman ") && first.ends_with(" hog +1+1 1520023934\n"),
+        "{first}"
+    );
 }
 
 #[test]
@@ -242,6 +292,7 @@ fn reads_are_not_confused_by_tiny_segments() {
     let _ = PATIENCE;
     let mut s = c.reader.into_inner();
     let mut buf = [0u8; 1];
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     assert!(s.read(&mut buf).is_err(), "no stray reply");
 }

@@ -14,14 +14,19 @@ use support::herd::{timestamp, wait_for, Client, TestHerd, REFERENCE_NAMES};
 /// Waits until `server` holds exactly `line` for `client`.
 fn wait_known(h: &TestHerd, server: &str, client: &str, line: &str) {
     let mut c = h.client(server);
-    wait_for(&format!("{server} to know {line}"), || (c.known(client).as_deref() == Some(line)).then_some(()));
+    wait_for(&format!("{server} to know {line}"), || {
+        (c.known(client).as_deref() == Some(line)).then_some(())
+    });
 }
 
 #[test]
 fn an_iamat_at_hands_reaches_welsh_three_hops_away_exactly() {
     let h = TestHerd::reference();
     let mut c = h.client("Hands");
-    let at = c.ask(&format!("IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 {}", timestamp()));
+    let at = c.ask(&format!(
+        "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 {}",
+        timestamp()
+    ));
     assert!(at.starts_with("AT Hands "), "{at}");
     for s in REFERENCE_NAMES {
         wait_known(&h, s, "kiwi.cs.ucla.edu", &at);
@@ -38,7 +43,9 @@ fn simultaneous_updates_with_equal_timestamps_converge_to_one_line() {
         .enumerate()
         .map(|(i, addr)| {
             let t = t.clone();
-            std::thread::spawn(move || Client::connect(addr).ask(&format!("IAMAT race +{i}+{i} {t}")))
+            std::thread::spawn(move || {
+                Client::connect(addr).ask(&format!("IAMAT race +{i}+{i} {t}"))
+            })
         })
         .collect();
     let answers: Vec<String> = posts.into_iter().map(|p| p.join().unwrap()).collect();
@@ -80,7 +87,10 @@ fn a_dead_server_splits_the_herd_and_catches_up_when_it_returns() {
     // Holiday comes back empty: it and Welsh learn everything, with no client posting again.
     h.restart("Holiday");
     let started = Instant::now();
-    for (client, at) in during.iter().chain([&("before".to_string(), before.clone())]) {
+    for (client, at) in during
+        .iter()
+        .chain([&("before".to_string(), before.clone())])
+    {
         wait_known(&h, "Holiday", client, at);
         wait_known(&h, "Welsh", client, at);
     }
@@ -111,7 +121,11 @@ fn randomized_cuts_and_restores_end_with_identical_stores() {
                 }
             }
             _ => {
-                let running: Vec<&str> = REFERENCE_NAMES.iter().copied().filter(|s| h.is_running(s)).collect();
+                let running: Vec<&str> = REFERENCE_NAMES
+                    .iter()
+                    .copied()
+                    .filter(|s| h.is_running(s))
+                    .collect();
                 if running.is_empty() {
                     continue;
                 }
@@ -121,7 +135,11 @@ fn randomized_cuts_and_restores_end_with_identical_stores() {
                     // Timestamps sometimes repeat, so ties are exercised too.
                     ts += rng.u64(0..2);
                     let client = &clients[rng.usize(0..clients.len())];
-                    c.ask(&format!("IAMAT {client} +{}+{} {ts}", rng.u8(0..90), rng.u8(0..180)));
+                    c.ask(&format!(
+                        "IAMAT {client} +{}+{} {ts}",
+                        rng.u8(0..90),
+                        rng.u8(0..180)
+                    ));
                     posted += 1;
                 }
             }
@@ -165,7 +183,9 @@ fn a_neighbour_that_never_reads_gets_its_link_dropped_not_our_memory() {
         c.neighbours.push(("Sink".to_string(), sink_addr));
         c.limits.link_output = 256 * 1024;
     });
-    wait_for("the link to Sink", || (accepted.load(Ordering::SeqCst) >= 1).then_some(()));
+    wait_for("the link to Sink", || {
+        (accepted.load(Ordering::SeqCst) >= 1).then_some(())
+    });
     let mut c = h.client("Goloman");
     let mut n = 0u64;
     // Floods pile up for Sink until the cap drops the link; it is dialled again.

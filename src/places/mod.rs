@@ -96,7 +96,13 @@ impl Places {
     }
 
     /// Handles readiness on one of this client's tokens.
-    pub fn on_event(&mut self, registry: &Registry, event: &Event, now: Instant, done: &mut Vec<Reply>) {
+    pub fn on_event(
+        &mut self,
+        registry: &Registry,
+        event: &Event,
+        now: Instant,
+        done: &mut Vec<Reply>,
+    ) {
         let _ = (registry, event, now, done);
     }
 

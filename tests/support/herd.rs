@@ -30,7 +30,11 @@ impl TestHerd {
     }
 
     /// Like [`start`](Self::start), letting `tweak` adjust each server's config.
-    pub fn start_with(names: &[&str], links: &[(&str, &str)], tweak: impl Fn(&mut ServerConfig)) -> TestHerd {
+    pub fn start_with(
+        names: &[&str],
+        links: &[(&str, &str)],
+        tweak: impl Fn(&mut ServerConfig),
+    ) -> TestHerd {
         let listeners: Vec<_> = names
             .iter()
             .map(|_| server::bind("127.0.0.1:0".parse().unwrap()).expect("bind"))
@@ -78,7 +82,10 @@ impl TestHerd {
     }
 
     fn index(&self, name: &str) -> usize {
-        self.names.iter().position(|n| n == name).expect("known name")
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .expect("known name")
     }
 
     /// The address of server `name`.
@@ -165,8 +172,15 @@ impl Client {
     /// Reads one line, without its `\n`. Panics on EOF or timeout.
     pub fn line(&mut self) -> Vec<u8> {
         let mut line = Vec::new();
-        let n = self.reader.read_until(b'\n', &mut line).expect("read a line");
-        assert!(n > 0 && line.ends_with(b"\n"), "connection closed; got {:?}", String::from_utf8_lossy(&line));
+        let n = self
+            .reader
+            .read_until(b'\n', &mut line)
+            .expect("read a line");
+        assert!(
+            n > 0 && line.ends_with(b"\n"),
+            "connection closed; got {:?}",
+            String::from_utf8_lossy(&line)
+        );
         line.pop();
         line
     }
@@ -209,7 +223,10 @@ impl Client {
 
     /// Half-closes, then reads everything until the server closes.
     pub fn finish(mut self) -> Vec<u8> {
-        self.reader.get_ref().shutdown(Shutdown::Write).expect("shutdown");
+        self.reader
+            .get_ref()
+            .shutdown(Shutdown::Write)
+            .expect("shutdown");
         let mut rest = Vec::new();
         self.reader.read_to_end(&mut rest).expect("read to EOF");
         rest
