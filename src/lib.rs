@@ -34,6 +34,11 @@
 //! `on_timeout(now)`. The loop polls with the nearest deadline as its
 //! timeout and fires what is due by comparing with `Instant::now()`.
 //!
+//! ## Durability
+//! Every update a server stores is appended to its [`journal`] before the
+//! replies of the same loop turn are written, and replayed at start, so a
+//! server killed and restarted (or a whole herd) loses nothing it answered.
+//!
 //! ## Around the loops
 //! [`config`] reads `herd.conf`; [`logging`] gives each server its own log
 //! file, written by a thread of its own so the loop never waits on a disk;
@@ -42,6 +47,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod journal;
 pub mod links;
 pub mod logging;
 pub mod places;

@@ -13,7 +13,8 @@ const HELP: &str = "\
 herd: an application-server herd for fast-moving location data
 
 USAGE:
-    herd NAME [NAME ...] [--config FILE] [--log-dir DIR] [--state-dir DIR] [--log-level LEVEL]
+    herd NAME [NAME ...] [--config FILE] [--log-dir DIR] [--state-dir DIR]
+         [--fsync-ms N] [--log-level LEVEL]
 
 Runs the named servers of the herd described in FILE, each with its own event
 loop, in one process. Each listens on its own address from the config, dials
@@ -26,7 +27,11 @@ ARGUMENTS:
 OPTIONS:
     --config FILE        the herd description [default: ./herd.conf]
     --log-dir DIR        where NAME.log files go, created if missing [default: logs]
-    --state-dir DIR      where servers keep durable state [default: the log dir]
+    --state-dir DIR      where each server keeps its journal, NAME.journal: every
+                         update it stored, replayed at start [default: the log dir]
+    --fsync-ms N         also fdatasync the journal every N ms (0: never, the default;
+                         the journal survives a crash of herd either way, fsync is
+                         for power cuts)
     --log-level LEVEL    debug: log every line received and sent (the default);
                          info: connections, links and Places only; warn; off
     -h, --help           this text
@@ -48,6 +53,7 @@ struct Args {
     log_dir: PathBuf,
     state_dir: Option<PathBuf>,
     level: log::LevelFilter,
+    fsync: Option<std::time::Duration>,
 }
 
 fn parse_args() -> Result<Option<Args>, lexopt::Error> {
@@ -59,6 +65,7 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
         log_dir: PathBuf::from("logs"),
         state_dir: None,
         level: log::LevelFilter::Debug,
+        fsync: None,
     };
     while let Some(arg) = parser.next()? {
         match arg {
@@ -66,6 +73,10 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
             Long("config") => args.config = parser.value()?.into(),
             Long("log-dir") => args.log_dir = parser.value()?.into(),
             Long("state-dir") => args.state_dir = Some(parser.value()?.into()),
+            Long("fsync-ms") => {
+                let ms: u64 = parser.value()?.parse()?;
+                args.fsync = (ms > 0).then(|| std::time::Duration::from_millis(ms));
+            }
             Long("log-level") => {
                 let v: String = parser.value()?.parse()?;
                 args.level = match v.as_str() {
@@ -141,7 +152,7 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
     logging::init(&args.log_dir, &args.names, args.level)
         .map_err(|e| format!("logs in {}: {e}", args.log_dir.display()))?;
     let per_server = (fds.saturating_sub(RESERVED_FDS) / args.names.len() as u64).max(1) as usize;
-    let _state_dir = args
+    let state_dir = args
         .state_dir
         .clone()
         .unwrap_or_else(|| args.log_dir.clone());
@@ -151,6 +162,8 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
     for name in &args.names {
         let (mut config, addr) = ServerConfig::from_herd(herd, name)?;
         config.limits.max_clients = per_server;
+        config.state_dir = Some(state_dir.clone());
+        config.fsync = args.fsync;
         let listener = server::bind(addr).map_err(|e| format!("{name}: {e}"))?;
         log::info!(target: name, "open-file limit {fds}: room for {per_server} clients");
         if config.places_key.is_none() {

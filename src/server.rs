@@ -27,6 +27,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -39,6 +40,7 @@ use slab::Slab;
 
 use crate::config::{Herd, PlacesConfig};
 use crate::conn::{Conn, Flush, Piece, Role};
+use crate::journal::Journal;
 use crate::links::{Links, DEFAULT_LINK_OUTPUT_CAP, LINK_TOKEN_BASE};
 use crate::logging::escape;
 use crate::places::{self, Places, Query, Reply, RequestId};
@@ -107,6 +109,11 @@ pub struct ServerConfig {
     /// The Places API key, if the environment has one.
     pub places_key: Option<String>,
     pub limits: Limits,
+    /// Where the journal lives (`NAME.journal`); `None`: no journal, the
+    /// store starts empty and dies with the server.
+    pub state_dir: Option<PathBuf>,
+    /// Sync the journal to disk this often (`None`: leave it to the kernel).
+    pub fsync: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -132,6 +139,8 @@ impl ServerConfig {
                 places: herd.places.clone(),
                 places_key,
                 limits: Limits::default(),
+                state_dir: None,
+                fsync: None,
             },
             listen,
         ))
@@ -222,6 +231,8 @@ struct Core {
     name: String,
     limits: Limits,
     store: Store,
+    /// Where stored updates are made durable, if anywhere.
+    journal: Option<Journal>,
     links: Links,
     places: Places,
     /// Places request → (connection key, connection serial).
@@ -280,6 +291,18 @@ impl Server {
             &config.name,
         )
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let mut store = Store::new();
+        let journal = match &config.state_dir {
+            Some(dir) => {
+                let (journal, replay) = Journal::open(dir, &config.name, &mut store, config.fsync)
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("journal in {}: {e}", dir.display()))
+                    })?;
+                log::info!(target: &config.name, "journal replayed: {} records, {} clients known, {} invalid lines skipped{}", replay.records, store.len(), replay.invalid, if replay.torn_tail { ", a torn last record skipped" } else { "" });
+                Some(journal)
+            }
+            None => None,
+        };
         let now = Instant::now();
         let core = Core {
             links: Links::new(
@@ -290,7 +313,8 @@ impl Server {
             ),
             name: config.name,
             limits: config.limits,
-            store: Store::new(),
+            store,
+            journal,
             places,
             requests: HashMap::new(),
             next_request: 1,
@@ -403,6 +427,10 @@ impl Server {
             self.read(key);
         }
         self.deliver();
+        // Updates reach the journal before their replies leave.
+        if let Some(j) = &mut self.core.journal {
+            j.flush(&self.core.store);
+        }
         for key in std::mem::take(&mut self.dirty) {
             self.flush(key);
         }
@@ -657,6 +685,9 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
             }
             let at = &core.line[..core.line.len() - 1];
             if core.store.offer(iamat.client, iamat.sent_at, at) {
+                if let Some(j) = &mut core.journal {
+                    j.record(at);
+                }
                 core.links.flood(&core.line, None);
             }
         }
@@ -705,10 +736,11 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
                 }
                 Role::Client => None,
             };
-            if core
-                .store
-                .offer(at.client, at.sent_at, &core.line[..core.line.len() - 1])
-            {
+            let stored_line = &core.line[..core.line.len() - 1];
+            if core.store.offer(at.client, at.sent_at, stored_line) {
+                if let Some(j) = &mut core.journal {
+                    j.record(stored_line);
+                }
                 if let Role::Peer { stored, .. } = &mut conn.role {
                     *stored += 1;
                 }

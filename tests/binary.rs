@@ -192,3 +192,103 @@ fn network_bytes_are_escaped_in_the_log() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_server_killed_with_sigkill_restarts_knowing_everything_it_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = write(
+        dir.path(),
+        "h.conf",
+        &format!("server Solo 127.0.0.1:{port}\n"),
+    );
+    let start = || {
+        Command::new(HERD)
+            .args(["Solo", "--config"])
+            .arg(&conf)
+            .arg("--log-dir")
+            .arg(dir.path().join("logs"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--log-level")
+            .arg("info")
+            .spawn()
+            .unwrap()
+    };
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = start();
+    wait_for("Solo to listen", || std::net::TcpStream::connect(addr).ok());
+    let mut c = Client::connect(addr);
+    let mut answered = Vec::new();
+    let mut batch = Vec::new();
+    for i in 0..2000 {
+        batch.extend_from_slice(
+            format!("IAMAT k{} +1+1 {}\n", i % 500, 1_600_000_000 + i).as_bytes(),
+        );
+    }
+    c.send(&batch);
+    for _ in 0..2000 {
+        answered.push(c.text());
+    }
+    // Killed at once, with no chance to flush anything.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(c);
+
+    let mut child = start();
+    let mut c = wait_for("Solo to listen again", || {
+        std::net::TcpStream::connect(addr)
+            .ok()
+            .map(|_| Client::connect(addr))
+    });
+    for at in &answered[1500..] {
+        let client = at.split(' ').nth(3).unwrap();
+        assert_eq!(c.known(client).as_deref(), Some(at.as_str()), "{client}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.path().join("logs/Solo.log")).unwrap();
+    assert!(log.contains("journal replayed: "), "{log}");
+}
+
+#[test]
+fn a_torn_journal_tail_is_skipped_not_a_failed_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = write(
+        dir.path(),
+        "h.conf",
+        &format!("server Solo 127.0.0.1:{port}\n"),
+    );
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    write(
+        &state,
+        "Solo.journal",
+        "AT Solo +0.000000001 whole +1+1 1600000000\nAT Solo +0.000000001 torn +1+1 16000",
+    );
+    let mut child = Command::new(HERD)
+        .args(["Solo", "--config"])
+        .arg(&conf)
+        .arg("--log-dir")
+        .arg(dir.path().join("logs"))
+        .arg("--state-dir")
+        .arg(&state)
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = wait_for("Solo to listen", || {
+        std::net::TcpStream::connect(addr)
+            .ok()
+            .map(|_| Client::connect(addr))
+    });
+    assert_eq!(
+        c.known("whole").as_deref(),
+        Some("AT Solo +0.000000001 whole +1+1 1600000000")
+    );
+    assert_eq!(c.known("torn"), None);
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.path().join("logs/Solo.log")).unwrap();
+    assert!(log.contains("a torn last record skipped"), "{log}");
+}

@@ -205,3 +205,40 @@ fn a_neighbour_that_never_reads_gets_its_link_dropped_not_our_memory() {
     let mut other = h.client("Goloman");
     assert!(other.ask("IAMAT fine +1+1 1").ends_with(" fine +1+1 1"));
 }
+
+#[test]
+fn a_whole_herd_restarted_at_once_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_path_buf();
+    let mut h = TestHerd::start_with(REFERENCE_NAMES, support::herd::REFERENCE_LINKS, |c| {
+        c.state_dir = Some(state.clone())
+    });
+    let mut posted = Vec::new();
+    for (i, s) in REFERENCE_NAMES.iter().enumerate() {
+        let mut c = h.client(s);
+        for k in 0..20 {
+            let client = format!("w{i}-{k}");
+            posted.push((
+                client.clone(),
+                c.ask(&format!("IAMAT {client} +1+1 {}", timestamp())),
+            ));
+        }
+    }
+    for s in REFERENCE_NAMES {
+        h.stop(s);
+    }
+    for s in REFERENCE_NAMES {
+        h.restart(s);
+    }
+    // Every server knows every update: its own journal, or its neighbours' catch-up.
+    for s in REFERENCE_NAMES {
+        let mut c = h.client(s);
+        for (client, at) in &posted {
+            let mut known = None;
+            wait_for(&format!("{s} to know {client}"), || {
+                known = c.known(client);
+                (known.as_deref() == Some(at.as_str())).then_some(())
+            });
+        }
+    }
+}

@@ -58,6 +58,8 @@ impl TestHerd {
                 places: PlacesConfig::default(),
                 places_key: None,
                 limits: Limits::default(),
+                state_dir: None,
+                fsync: None,
             };
             tweak(&mut config);
             configs.push(config);

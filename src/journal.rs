@@ -1,0 +1,403 @@
+//! The durable store: every accepted update appended to `DIR/NAME.journal`,
+//! replayed at start, compacted when it grows well past the live store.
+//!
+//! ## Format
+//! One record per line: the AT line exactly as stored, then `\n`. AT lines
+//! hold no `\n` (fields are runs of non-white-space bytes), so a line is a
+//! record. Replay parses each line as an AT update and offers it to the
+//! store; the store's newest-wins rule makes the order of records and any
+//! duplicates irrelevant.
+//!
+//! ## When a record is safe
+//! The loop collects the records of one turn and appends them with one
+//! `write(2)` *before* it flushes that turn's replies. Once written, a record
+//! is in the kernel's page cache, which survives the process being killed
+//! (SIGKILL, a panic, an OOM kill): an update that was answered with an AT
+//! line is never lost to a crash of the server. The loop never waits for the
+//! disk itself — no fsync on the loop; a power cut can lose what the kernel
+//! had not yet written back (by default up to about 30 s on Linux), or, with
+//! `--fsync-ms N`, what came in the last N ms: a helper thread then calls
+//! `fdatasync` every N ms.
+//!
+//! ## Torn records
+//! A kill in the middle of a `write(2)` can leave a last line without its
+//! `\n`; replay skips it (it was never acknowledged: its reply was not yet
+//! flushed). Lines that do not parse as AT updates are skipped and counted,
+//! never a failed start.
+//!
+//! ## Compaction
+//! When the journal holds more than [`COMPACT_FACTOR`] times as many records
+//! as the store has clients (and at least [`COMPACT_MIN_RECORDS`]), the loop
+//! hands a snapshot of the store to a helper thread, which writes it to
+//! `NAME.journal.new` and syncs it. Meanwhile the loop goes on appending to
+//! the old file and keeps a copy of what it appends; when the snapshot is
+//! done, the loop appends that copy to the new file and renames it over the
+//! old one. A crash at any point leaves either the old journal or the new
+//! one complete. Start-up always compacts (synchronously, before serving).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::protocol::{self, Command};
+use crate::store::Store;
+
+/// Compact when the journal holds this many times the live store's records...
+pub const COMPACT_FACTOR: u64 = 4;
+/// ...and at least this many records.
+pub const COMPACT_MIN_RECORDS: u64 = 100_000;
+
+/// What replay found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// Records read and offered to the store.
+    pub records: u64,
+    /// Lines skipped because they were not AT updates.
+    pub invalid: u64,
+    /// A last line without `\n` (a torn write) was skipped.
+    pub torn_tail: bool,
+}
+
+/// A server's journal.
+pub struct Journal {
+    path: PathBuf,
+    file: Arc<Mutex<File>>,
+    /// Records of this turn, written by `flush`.
+    pending: Vec<u8>,
+    /// Records in the file (for the compaction rule).
+    records: u64,
+    turn_records: u64,
+    compaction: Option<Compaction>,
+    failed: bool,
+    server: String,
+}
+
+struct Compaction {
+    done: Receiver<io::Result<()>>,
+    /// Records in the snapshot being written.
+    snapshot_records: u64,
+    /// What was appended to the old file since the snapshot was taken.
+    since: Vec<u8>,
+    since_records: u64,
+}
+
+impl Journal {
+    /// Opens `dir/NAME.journal`, replays it into `store`, and rewrites it
+    /// compacted. `fsync`: sync the file this often from a helper thread.
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        store: &mut Store,
+        fsync: Option<Duration>,
+    ) -> io::Result<(Journal, Replay)> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{name}.journal"));
+        let replay = match File::open(&path) {
+            Ok(f) => replay(BufReader::new(f), store)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Replay::default(),
+            Err(e) => return Err(e),
+        };
+        // Start from a compacted file: the store as it is now.
+        let tmp = new_path(&path);
+        write_snapshot(&tmp, &snapshot(store))?;
+        fs::rename(&tmp, &path)?;
+        let file = OpenOptions::new().append(true).open(&path)?;
+        let file = Arc::new(Mutex::new(file));
+        if let Some(every) = fsync {
+            spawn_syncer(Arc::downgrade(&file), every, name)?;
+        }
+        Ok((
+            Journal {
+                path,
+                file,
+                pending: Vec::new(),
+                records: store.len() as u64,
+                turn_records: 0,
+                compaction: None,
+                failed: false,
+                server: name.to_string(),
+            },
+            replay,
+        ))
+    }
+
+    /// Queues a stored AT line (without `\n`) for this turn's write.
+    pub fn record(&mut self, line: &[u8]) {
+        self.pending.extend_from_slice(line);
+        self.pending.push(b'\n');
+        self.turn_records += 1;
+    }
+
+    /// Appends this turn's records with one write; call before flushing the
+    /// turn's replies. Then starts or finishes a compaction of `store` if due.
+    pub fn flush(&mut self, store: &Store) {
+        if !self.pending.is_empty() {
+            let result = match self.file.lock() {
+                Ok(mut f) => f.write_all(&self.pending),
+                Err(_) => Err(io::Error::other("journal lock poisoned")),
+            };
+            match result {
+                Ok(()) => self.failed = false,
+                Err(e) => {
+                    // Keep serving: the herd still holds the update, and the
+                    // error is logged once per failing stretch.
+                    if !self.failed {
+                        log::error!(target: &self.server, "journal {}: {e}", self.path.display());
+                    }
+                    self.failed = true;
+                }
+            }
+            if let Some(c) = &mut self.compaction {
+                c.since.extend_from_slice(&self.pending);
+                c.since_records += self.turn_records;
+            }
+            self.records += self.turn_records;
+            self.turn_records = 0;
+            self.pending.clear();
+            if self.pending.capacity() > 1 << 20 {
+                self.pending = Vec::new();
+            }
+        }
+        self.compact(store);
+    }
+
+    /// Records in the journal file (not counting this turn's).
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    fn compact(&mut self, store: &Store) {
+        if let Some(c) = &mut self.compaction {
+            match c.done.try_recv() {
+                Err(TryRecvError::Empty) => {}
+                Ok(Ok(())) => {
+                    let c = self.compaction.take().expect("compaction under way");
+                    if let Err(e) = self.switch(c) {
+                        log::error!(target: &self.server, "journal compaction: {e}");
+                    }
+                }
+                Ok(Err(e)) => {
+                    log::error!(target: &self.server, "journal compaction: {e}");
+                    self.compaction = None;
+                }
+                Err(TryRecvError::Disconnected) => self.compaction = None,
+            }
+            return;
+        }
+        let live = store.len() as u64;
+        if self.records < COMPACT_MIN_RECORDS || self.records < COMPACT_FACTOR * live {
+            return;
+        }
+        let data = snapshot(store);
+        let tmp = new_path(&self.path);
+        let (tx, rx) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("journal-{}", self.server))
+            .spawn(move || {
+                let _ = tx.send(write_snapshot(&tmp, &data));
+            });
+        match spawned {
+            Ok(_) => {
+                log::info!(target: &self.server, "journal: compacting {} records to {live}", self.records);
+                self.compaction = Some(Compaction {
+                    done: rx,
+                    snapshot_records: live,
+                    since: Vec::new(),
+                    since_records: 0,
+                });
+            }
+            Err(e) => log::error!(target: &self.server, "journal compaction thread: {e}"),
+        }
+    }
+
+    fn switch(&mut self, c: Compaction) -> io::Result<()> {
+        let tmp = new_path(&self.path);
+        let mut file = OpenOptions::new().append(true).open(&tmp)?;
+        file.write_all(&c.since)?;
+        fs::rename(&tmp, &self.path)?;
+        match self.file.lock() {
+            Ok(mut f) => *f = file,
+            Err(_) => return Err(io::Error::other("journal lock poisoned")),
+        }
+        let before = self.records;
+        self.records = c.snapshot_records + c.since_records;
+        log::info!(target: &self.server, "journal: compacted {before} records to {}", self.records);
+        Ok(())
+    }
+}
+
+fn new_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".new");
+    PathBuf::from(p)
+}
+
+#[cfg(test)]
+fn count_lines(path: &Path) -> io::Result<u64> {
+    let data = fs::read(path)?;
+    Ok(data.iter().filter(|&&b| b == b'\n').count() as u64)
+}
+
+/// Every stored line, one per line.
+fn snapshot(store: &Store) -> Vec<u8> {
+    let mut data = Vec::new();
+    for i in 0..store.len() {
+        if let Some(e) = store.entry(i) {
+            data.extend_from_slice(&e.line);
+            data.push(b'\n');
+        }
+    }
+    data
+}
+
+fn write_snapshot(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(data)?;
+    f.sync_data()
+}
+
+/// Replays journal lines into `store`.
+pub fn replay(mut input: impl BufRead, store: &mut Store) -> io::Result<Replay> {
+    let mut r = Replay::default();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        if line.last() != Some(&b'\n') {
+            // A torn last write: never acknowledged, so never needed.
+            r.torn_tail = true;
+            break;
+        }
+        line.pop();
+        match protocol::parse(&line) {
+            Command::At(at) => {
+                let mut canonical = Vec::with_capacity(line.len() + 1);
+                protocol::write_at_update(&mut canonical, &at);
+                canonical.pop();
+                store.offer(at.client, at.sent_at, &canonical);
+                r.records += 1;
+            }
+            _ => r.invalid += 1,
+        }
+    }
+    Ok(r)
+}
+
+fn spawn_syncer(file: std::sync::Weak<Mutex<File>>, every: Duration, name: &str) -> io::Result<()> {
+    let server = name.to_string();
+    std::thread::Builder::new()
+        .name(format!("fsync-{name}"))
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(file) = file.upgrade() else { return };
+            // Sync a duplicate descriptor, so the loop's appends never wait
+            // for the lock while the disk works.
+            let dup = file.lock().ok().and_then(|f| f.try_clone().ok());
+            drop(file);
+            if let Some(f) = dup {
+                if let Err(e) = f.sync_data() {
+                    log::error!(target: &server, "journal fsync: {e}");
+                }
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(client: &str, t: u64) -> Vec<u8> {
+        format!("AT S +0.000000001 {client} +1+1 {t}").into_bytes()
+    }
+
+    #[test]
+    fn replay_keeps_the_newest_and_skips_junk_and_a_torn_tail() {
+        let mut input = Vec::new();
+        for (c, t) in [("a", 2), ("b", 1), ("a", 1)] {
+            input.extend_from_slice(&at(c, t));
+            input.push(b'\n');
+        }
+        input.extend_from_slice(b"garbage\n\x00\x00\n");
+        input.extend_from_slice(b"AT S +0.000000001 c +1+1 1");
+        let mut store = Store::new();
+        let r = replay(&input[..], &mut store).unwrap();
+        assert_eq!(
+            r,
+            Replay {
+                records: 3,
+                invalid: 2,
+                torn_tail: true
+            }
+        );
+        assert_eq!(&*store.get(b"a").unwrap().line, &at("a", 2)[..]);
+        assert!(store.get(b"c").is_none());
+    }
+
+    #[test]
+    fn journal_survives_reopen_and_compacts_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new();
+        let (mut j, _) = Journal::open(dir.path(), "S", &mut store, None).unwrap();
+        for t in 0..10 {
+            let line = at("k", t);
+            store.offer(b"k", t as i128 * 1_000_000_000, &line);
+            j.record(&line);
+            j.flush(&store);
+        }
+        assert_eq!(j.records(), 10);
+        drop(j);
+        let mut again = Store::new();
+        let (j, r) = Journal::open(dir.path(), "S", &mut again, None).unwrap();
+        assert_eq!(r.records, 10);
+        assert_eq!(again.get(b"k"), store.get(b"k"));
+        assert_eq!(j.records(), 1);
+        assert_eq!(count_lines(&dir.path().join("S.journal")).unwrap(), 1);
+    }
+
+    #[test]
+    fn compaction_runs_in_the_background_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new();
+        let (mut j, _) =
+            Journal::open(dir.path(), "S", &mut store, Some(Duration::from_millis(5))).unwrap();
+        // Ten clients updated over and over: the journal outgrows the store.
+        let mut t = 0u64;
+        while j.records() < COMPACT_MIN_RECORDS + 10 {
+            for c in 0..10 {
+                t += 1;
+                let client = format!("c{c}");
+                let line = at(&client, t);
+                store.offer(client.as_bytes(), t as i128 * 1_000_000_000, &line);
+                j.record(&line);
+            }
+            j.flush(&store);
+        }
+        // Keep appending while the snapshot is written; the switch happens on a flush.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while j.records() > 1000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "compaction never finished"
+            );
+            t += 1;
+            let line = at("late", t);
+            store.offer(b"late", t as i128 * 1_000_000_000, &line);
+            j.record(&line);
+            j.flush(&store);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(j);
+        let mut again = Store::new();
+        Journal::open(dir.path(), "S", &mut again, None).unwrap();
+        assert_eq!(again.len(), store.len());
+        for c in (0..10).map(|c| format!("c{c}")).chain(["late".to_string()]) {
+            assert_eq!(again.get(c.as_bytes()), store.get(c.as_bytes()), "{c}");
+        }
+    }
+}
