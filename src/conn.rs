@@ -196,15 +196,25 @@ impl Output {
 pub enum Role {
     /// A mobile client (or anything that has not said `HERD`).
     Client,
-    /// An inbound herd link: the peer said `HERD NAME`. `neighbour` is its
-    /// index among this server's neighbours, if it is one.
-    Peer {
-        name: Box<str>,
-        neighbour: Option<usize>,
-        /// Updates received on this link, and how many of them were newer.
-        received: u64,
-        stored: u64,
-    },
+    /// An inbound herd link: the peer said `HERD NAME`.
+    Peer(Box<Peer>),
+}
+
+/// An inbound herd link's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The name it gave, as sent.
+    pub name: Box<[u8]>,
+    /// Its index among this server's neighbours, if it is one.
+    pub neighbour: Option<usize>,
+    /// May it send AT lines? Always, without a shared secret; with one, once
+    /// its `AUTH` checked out.
+    pub authenticated: bool,
+    /// The nonces of a handshake under way: (the dialler's, ours).
+    pub nonces: Option<(Box<[u8]>, String)>,
+    /// Updates received on this link, and how many of them were newer.
+    pub received: u64,
+    pub stored: u64,
 }
 
 /// A reply slot behind a WHATSAT in flight.

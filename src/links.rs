@@ -45,8 +45,10 @@ use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use crate::conn::{Flush, Output};
+use crate::auth::{self, Secret};
+use crate::conn::{Flush, LineReader, Output, Piece};
 use crate::logging::escape;
+use crate::protocol::{self, Command};
 use crate::store::Store;
 
 /// Link tokens are `LINK_TOKEN_BASE + neighbour index`.
@@ -61,6 +63,9 @@ pub const CATCHUP_LOW_WATER: usize = 256 * 1024;
 pub const CATCHUP_HIGH_WATER: usize = 1024 * 1024;
 /// A connect that has not finished by then is abandoned and retried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A neighbour that has not answered our authenticating `HERD` by then is
+/// dropped and dialled again.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reconnect delays: exponential from [`Backoff::FIRST`], capped at
 /// [`Backoff::MAX`], each drawn uniformly from the upper half of its step
@@ -114,8 +119,22 @@ enum State {
     Up {
         stream: TcpStream,
         interest: Interest,
+        /// Connected, but the neighbour has not yet proved it knows the
+        /// secret: nothing but the handshake is sent.
+        handshake: Option<Box<Handshake>>,
     },
 }
+
+struct Handshake {
+    /// Our nonce, sent in `HERD NAME NONCE`.
+    nonce: String,
+    /// For the neighbour's `CHALLENGE` line.
+    reader: LineReader,
+    deadline: Instant,
+}
+
+/// The longest handshake line a neighbour may send.
+const HANDSHAKE_LINE_LIMIT: usize = 1024;
 
 struct CatchUp {
     next: usize,
@@ -142,6 +161,7 @@ struct Link {
 /// All of a server's outbound links.
 pub struct Links {
     server: String,
+    secret: Option<Secret>,
     output_cap: usize,
     hello: Vec<u8>,
     links: Vec<Link>,
@@ -154,6 +174,7 @@ impl Links {
         server: &str,
         neighbours: &[(String, SocketAddr)],
         output_cap: usize,
+        secret: Option<Secret>,
         now: Instant,
     ) -> Links {
         let links = neighbours
@@ -173,6 +194,7 @@ impl Links {
             .collect();
         Links {
             server: server.to_string(),
+            secret,
             output_cap,
             hello: format!("HERD {server}\n").into_bytes(),
             links,
@@ -204,10 +226,7 @@ impl Links {
 
     /// How many links are up.
     pub fn up_count(&self) -> usize {
-        self.links
-            .iter()
-            .filter(|l| matches!(l.state, State::Up { .. }))
-            .count()
+        self.links.iter().filter(|l| l.is_ready()).count()
     }
 
     /// Queues `line` (with its `\n`) to every link that is up, except the
@@ -215,7 +234,7 @@ impl Links {
     pub fn flood(&mut self, line: &[u8], except: Option<usize>) {
         let cap = self.output_cap;
         for (i, link) in self.links.iter_mut().enumerate() {
-            if Some(i) == except || !matches!(link.state, State::Up { .. }) {
+            if Some(i) == except || !link.is_ready() {
                 continue;
             }
             link.out.buf().extend_from_slice(line);
@@ -238,37 +257,60 @@ impl Links {
                     return;
                 }
                 match connect_result(stream) {
-                    Ok(true) => link.up(server, &self.hello, now),
+                    Ok(true) => link.up(server, &self.hello, self.secret.is_some(), now),
                     // Spurious wake-up: the connect is still under way.
                     Ok(false) => {}
                     Err(e) => link.connect_failed(server, registry, &e, now),
                 }
             }
-            State::Up { stream, .. } => {
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    // We never expect data; read to notice EOF, and log what
-                    // a neighbour sends back (a `? ` means it refused a line).
-                    let mut buf = [0u8; 4096];
-                    loop {
-                        match stream.read(&mut buf) {
-                            Ok(0) => {
-                                link.down(server, registry, "closed by the neighbour", now);
-                                return;
+            State::Up {
+                stream, handshake, ..
+            } => {
+                if !(event.is_readable() || event.is_read_closed() || event.is_error()) {
+                    return;
+                }
+                // Links carry no replies: we read to notice EOF, to take the
+                // handshake's CHALLENGE, and to log what a neighbour sends
+                // back (a `? ` means it refused a line).
+                let mut buf = [0u8; 4096];
+                let mut outcome = Ok(None);
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) => {
+                            outcome = Err("closed by the neighbour".to_string());
+                            break;
+                        }
+                        Ok(n) => match handshake.as_deref_mut() {
+                            Some(h) => {
+                                let (secret, nonce) = (&self.secret, &h.nonce);
+                                h.reader.feed(&buf[..n], HANDSHAKE_LINE_LIMIT, |p| {
+                                    if matches!(outcome, Ok(None)) {
+                                        outcome =
+                                            check_challenge(server, secret.as_ref(), nonce, p);
+                                    }
+                                });
+                                if outcome.is_err() {
+                                    break;
+                                }
                             }
-                            Ok(n) => {
+                            None => {
                                 log::warn!(target: server, "link to {} sent back: {}", link.name, escape(&buf[..n.min(200)]));
                             }
-                            // Drained: nothing more until the next event.
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => {
-                                link.down(server, registry, &e.to_string(), now);
-                                return;
-                            }
+                        },
+                        // Drained: nothing more until the next event.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            outcome = Err(e.to_string());
+                            break;
                         }
                     }
                 }
-                // WRITABLE: the flush at the end of the loop iteration writes.
+                match outcome {
+                    Err(why) => link.down(server, registry, &why, now),
+                    Ok(Some(auth_line)) => link.authenticated(server, &auth_line, now),
+                    Ok(None) => {}
+                }
             }
         }
     }
@@ -285,7 +327,10 @@ impl Links {
                 );
                 continue;
             }
-            let State::Up { stream, interest } = &mut link.state else {
+            let State::Up {
+                stream, interest, ..
+            } = &mut link.state
+            else {
                 continue;
             };
             let result = loop {
@@ -343,6 +388,9 @@ impl Links {
             .filter_map(|l| match &l.state {
                 State::Idle { retry_at } => Some(*retry_at),
                 State::Connecting { deadline, .. } => Some(*deadline),
+                State::Up {
+                    handshake: Some(h), ..
+                } => Some(h.deadline),
                 State::Up { .. } => None,
             })
             .min()
@@ -359,6 +407,16 @@ impl Links {
                 State::Connecting { deadline, .. } if *deadline <= now => {
                     let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
                     link.connect_failed(&self.server, registry, &e, now);
+                }
+                State::Up {
+                    handshake: Some(h), ..
+                } if h.deadline <= now => {
+                    link.down(
+                        &self.server,
+                        registry,
+                        "no CHALLENGE in time: does the neighbour have the secret?",
+                        now,
+                    );
                 }
                 _ => {}
             }
@@ -400,30 +458,76 @@ impl Link {
         }
     }
 
-    fn up(&mut self, server: &str, hello: &[u8], now: Instant) {
+    /// The connect finished: send the hello, and either start catch-up at
+    /// once (open herd) or wait for the neighbour's CHALLENGE.
+    fn up(&mut self, server: &str, hello: &[u8], authenticate: bool, now: Instant) {
         let old = std::mem::replace(&mut self.state, State::Idle { retry_at: now });
         let State::Connecting { stream, .. } = old else {
             return;
         };
         let _ = stream.set_nodelay(true);
-        log::info!(target: server, "link to {} {} ({})", self.name, if self.was_up { "re-established" } else { "up" }, self.addr);
-        self.state = State::Up {
-            stream,
-            interest: Interest::READABLE | Interest::WRITABLE,
-        };
-        self.was_up = true;
         self.outage_logged = false;
         self.overflowed = false;
         self.backoff.reset();
         self.out = Output::default();
-        self.out.buf().extend_from_slice(hello);
-        // Catch-up of the whole store; `flush` fixes its end to the store's
-        // length when it first runs.
+        self.catchup = None;
+        let handshake = if authenticate {
+            let nonce = auth::nonce();
+            let buf = self.out.buf();
+            buf.extend_from_slice(&hello[..hello.len() - 1]);
+            buf.push(b' ');
+            buf.extend_from_slice(nonce.as_bytes());
+            buf.push(b'\n');
+            Some(Box::new(Handshake {
+                nonce,
+                reader: LineReader::default(),
+                deadline: now + HANDSHAKE_TIMEOUT,
+            }))
+        } else {
+            self.out.buf().extend_from_slice(hello);
+            None
+        };
+        self.state = State::Up {
+            stream,
+            interest: Interest::READABLE | Interest::WRITABLE,
+            handshake,
+        };
+        if !authenticate {
+            self.ready(server, "", now);
+        }
+    }
+
+    /// The neighbour's CHALLENGE checked out: prove ourselves and go.
+    fn authenticated(&mut self, server: &str, auth_line: &[u8], now: Instant) {
+        if let State::Up { handshake, .. } = &mut self.state {
+            *handshake = None;
+        }
+        self.out.buf().extend_from_slice(auth_line);
+        self.ready(server, ", authenticated", now);
+    }
+
+    /// The link carries updates from now on, starting with catch-up of the
+    /// whole store; `flush` fixes its end to the store's length when it
+    /// first runs.
+    fn ready(&mut self, server: &str, how: &str, now: Instant) {
+        log::info!(target: server, "link to {} {}{how} ({})", self.name, if self.was_up { "re-established" } else { "up" }, self.addr);
+        self.was_up = true;
         self.catchup = Some(CatchUp {
             next: 0,
             end: usize::MAX,
             started: now,
         });
+    }
+
+    /// Up and past any handshake: floods may be queued.
+    fn is_ready(&self) -> bool {
+        matches!(
+            self.state,
+            State::Up {
+                handshake: None,
+                ..
+            }
+        )
     }
 
     fn connect_failed(&mut self, server: &str, registry: &Registry, e: &io::Error, now: Instant) {
@@ -455,6 +559,41 @@ impl Link {
         self.out = Output::default();
         self.catchup = None;
         self.overflowed = false;
+    }
+}
+
+/// Checks a line the neighbour sent during the handshake: `Ok(Some(AUTH
+/// line))` when it is a CHALLENGE that proves the secret, `Ok(None)` for a
+/// blank line, `Err(why)` for anything else.
+fn check_challenge(
+    server: &str,
+    secret: Option<&Secret>,
+    nonce: &str,
+    piece: Piece<'_>,
+) -> Result<Option<Vec<u8>>, String> {
+    let Piece::Line(line) = piece else {
+        return Err("neighbour sent an over-long line during the handshake".to_string());
+    };
+    let Some(secret) = secret else {
+        return Err("handshake without a secret".to_string());
+    };
+    match protocol::parse(line) {
+        Command::Blank => Ok(None),
+        Command::Challenge { nonce: nb, mac } => {
+            let me = server.as_bytes();
+            if !auth::is_nonce(nb) || !secret.verify_accept(me, nonce.as_bytes(), nb, mac) {
+                return Err(
+                    "the neighbour failed authentication: wrong secret, or not a herd server"
+                        .to_string(),
+                );
+            }
+            let proof = secret.dial_mac(me, nonce.as_bytes(), nb);
+            Ok(Some(format!("AUTH {proof}\n").into_bytes()))
+        }
+        _ => Err(format!(
+            "the neighbour refused the handshake: {}",
+            escape(&line[..line.len().min(200)])
+        )),
     }
 }
 

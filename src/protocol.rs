@@ -8,7 +8,9 @@
 //! IAMAT   CLIENT COORDS TIME          -> Command::Iamat
 //! WHATSAT CLIENT RADIUS_KM BOUND      -> Command::Whatsat
 //! AT SERVER DIFF CLIENT COORDS TIME   -> Command::At     (herd update)
-//! HERD NAME                           -> Command::Herd   (a link says who it is)
+//! HERD NAME [NONCE]                   -> Command::Herd   (a link says who it is)
+//! CHALLENGE NONCE MAC                 -> Command::Challenge (herd link handshake)
+//! AUTH MAC                            -> Command::Auth      (herd link handshake)
 //!
 //! COORDS  = SIGN DEG SIGN DEG         latitude in [-90, 90], longitude in [-180, 180]
 //! DEG     = DIGITS [ "." DIGITS ]
@@ -122,9 +124,21 @@ pub enum Command<'a> {
     Iamat(Iamat<'a>),
     Whatsat(Whatsat<'a>),
     At(At<'a>),
-    /// `HERD NAME`: the first line of a herd link, naming the sending server.
+    /// `HERD NAME [NONCE]`: the first line of a herd link, naming the
+    /// sending server; with a nonce when the herd has a shared secret.
     Herd {
         name: &'a [u8],
+        nonce: Option<&'a [u8]>,
+    },
+    /// `CHALLENGE NONCE MAC`: the accepting server's answer to an
+    /// authenticating `HERD` (see `auth`).
+    Challenge {
+        nonce: &'a [u8],
+        mac: &'a [u8],
+    },
+    /// `AUTH MAC`: the dialling server's proof (see `auth`).
+    Auth {
+        mac: &'a [u8],
     },
     /// Anything else: answered with `? ` + the line.
     Invalid,
@@ -139,7 +153,19 @@ pub fn parse(line: &[u8]) -> Command<'_> {
         (b"IAMAT", 4) => iamat(f[1], f[2], f[3]).map(Command::Iamat),
         (b"WHATSAT", 4) => whatsat(f[1], f[2], f[3]).map(Command::Whatsat),
         (b"AT", 6) => at(f[1], f[2], f[3], f[4], f[5]).map(Command::At),
-        (b"HERD", 2) => Some(Command::Herd { name: f[1] }),
+        (b"HERD", 2) => Some(Command::Herd {
+            name: f[1],
+            nonce: None,
+        }),
+        (b"HERD", 3) => Some(Command::Herd {
+            name: f[1],
+            nonce: Some(f[2]),
+        }),
+        (b"CHALLENGE", 3) => Some(Command::Challenge {
+            nonce: f[1],
+            mac: f[2],
+        }),
+        (b"AUTH", 2) => Some(Command::Auth { mac: f[1] }),
         _ => None,
     };
     command.unwrap_or(Command::Invalid)
@@ -971,14 +997,47 @@ mod tests {
 
     #[test]
     fn herd() {
-        assert_eq!(parse(b"HERD Goloman"), Command::Herd { name: b"Goloman" });
+        assert_eq!(
+            parse(b"HERD Goloman"),
+            Command::Herd {
+                name: b"Goloman",
+                nonce: None
+            }
+        );
         assert_eq!(
             parse(b" HERD\tGoloman\r"),
-            Command::Herd { name: b"Goloman" }
+            Command::Herd {
+                name: b"Goloman",
+                nonce: None
+            }
         );
-        assert_eq!(parse(b"HERD \xff"), Command::Herd { name: b"\xff" });
+        assert_eq!(
+            parse(b"HERD \xff"),
+            Command::Herd {
+                name: b"\xff",
+                nonce: None
+            }
+        );
         assert_eq!(parse(b"HERD"), Command::Invalid);
-        assert_eq!(parse(b"HERD Goloman Hands"), Command::Invalid);
+        assert_eq!(
+            parse(b"HERD Goloman 00ff"),
+            Command::Herd {
+                name: b"Goloman",
+                nonce: Some(b"00ff")
+            }
+        );
+        assert_eq!(parse(b"HERD Goloman 00ff x"), Command::Invalid);
+        assert_eq!(
+            parse(b"CHALLENGE n m"),
+            Command::Challenge {
+                nonce: b"n",
+                mac: b"m"
+            }
+        );
+        assert_eq!(parse(b"CHALLENGE n"), Command::Invalid);
+        assert_eq!(parse(b"AUTH m"), Command::Auth { mac: b"m" });
+        assert_eq!(parse(b"AUTH"), Command::Invalid);
+        assert_eq!(parse(b"auth m"), Command::Invalid);
         assert_eq!(parse(b"herd Goloman"), Command::Invalid);
     }
 
@@ -1110,7 +1169,10 @@ mod tests {
         assert_eq!(out, b"HERD Goloman\n");
         assert_eq!(
             parse(&out[..out.len() - 1]),
-            Command::Herd { name: b"Goloman" }
+            Command::Herd {
+                name: b"Goloman",
+                nonce: None
+            }
         );
     }
 
@@ -1178,7 +1240,10 @@ mod tests {
                 Command::Iamat(i) => write_at(&mut out, "S", rng.i128(..), &i),
                 Command::At(at) => write_at_update(&mut out, &at),
                 Command::Whatsat(w) => out.extend_from_slice(radius_metres(w.radius_km).as_bytes()),
-                Command::Herd { .. } | Command::Blank => {}
+                Command::Herd { .. }
+                | Command::Challenge { .. }
+                | Command::Auth { .. }
+                | Command::Blank => {}
                 Command::Invalid => write_invalid(&mut out, &line),
             }
         }

@@ -38,8 +38,9 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
+use crate::auth::{self, Secret};
 use crate::config::{Herd, PlacesConfig};
-use crate::conn::{Conn, Flush, Piece, Role};
+use crate::conn::{Conn, Flush, Peer, Piece, Role};
 use crate::journal::Journal;
 use crate::links::{Links, DEFAULT_LINK_OUTPUT_CAP, LINK_TOKEN_BASE};
 use crate::logging::escape;
@@ -114,6 +115,9 @@ pub struct ServerConfig {
     pub state_dir: Option<PathBuf>,
     /// Sync the journal to disk this often (`None`: leave it to the kernel).
     pub fsync: Option<Duration>,
+    /// The herd's shared secret: links must authenticate, and only
+    /// authenticated links may send AT lines. `None`: open herd.
+    pub secret: Option<Secret>,
 }
 
 impl ServerConfig {
@@ -132,6 +136,17 @@ impl ServerConfig {
         let places_key = std::env::var(&herd.places.key_env)
             .ok()
             .filter(|k| !k.is_empty());
+        let secret = match &herd.secret_env {
+            Some(var) => match std::env::var_os(var) {
+                Some(v) if !v.is_empty() => Some(Secret::new(v.as_encoded_bytes())),
+                _ => {
+                    return Err(format!(
+                        "secret_env names ${var}, which is empty or not set"
+                    ))
+                }
+            },
+            None => None,
+        };
         Ok((
             ServerConfig {
                 name: name.to_string(),
@@ -141,6 +156,7 @@ impl ServerConfig {
                 limits: Limits::default(),
                 state_dir: None,
                 fsync: None,
+                secret,
             },
             listen,
         ))
@@ -233,6 +249,7 @@ struct Core {
     store: Store,
     /// Where stored updates are made durable, if anywhere.
     journal: Option<Journal>,
+    secret: Option<Secret>,
     links: Links,
     places: Places,
     /// Places request → (connection key, connection serial).
@@ -309,12 +326,14 @@ impl Server {
                 &config.name,
                 &config.neighbours,
                 config.limits.link_output,
+                config.secret.clone(),
                 now,
             ),
             name: config.name,
             limits: config.limits,
             store,
             journal,
+            secret: config.secret,
             places,
             requests: HashMap::new(),
             next_request: 1,
@@ -351,6 +370,9 @@ impl Server {
         let name = self.core.name.clone();
         self.core.traffic_log = log::log_enabled!(target: &name, log::Level::Debug);
         log::info!(target: &name, "listening on {} with {} neighbours", self.listener.local_addr()?, self.core.links.len());
+        if self.core.secret.is_none() {
+            log::warn!(target: &name, "no shared secret (secret_env): herd links are not authenticated, and any connection may send AT updates");
+        }
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
             let timeout = if !self.resume.is_empty() || self.accept_more {
@@ -568,13 +590,8 @@ impl Server {
         let name = &self.core.name;
         match &conn.role {
             Role::Client => log::info!(target: name, "client {} disconnected: {why}", conn.peer),
-            Role::Peer {
-                name: peer,
-                received,
-                stored,
-                ..
-            } => {
-                log::info!(target: name, "link from {peer} ({}) down: {why}; received {received} updates, {stored} newer", conn.peer)
+            Role::Peer(p) => {
+                log::info!(target: name, "link from {} ({}) down: {why}; received {} updates, {} newer", escape(&p.name), conn.peer, p.received, p.stored)
             }
         }
     }
@@ -646,9 +663,15 @@ fn read_conn(
                 let mut reader = std::mem::take(&mut conn.reader);
                 let limit = core.limits.line;
                 reader.feed(&scratch[..n], limit, |p| {
-                    handle(core, registry, conn, key, p)
+                    // A connection we gave up on (failed AUTH) gets nothing more.
+                    if !conn.read_closed {
+                        handle(core, registry, conn, key, p)
+                    }
                 });
                 conn.reader = reader;
+                if conn.read_closed {
+                    return ReadOutcome::Drained;
+                }
             }
             // Drained: the next event says when there is more.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
@@ -723,44 +746,85 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
                 .submit(registry, id, query, Instant::now(), &mut core.done);
         }
         Command::At(at) => {
+            let from = match &mut conn.role {
+                Role::Peer(p) if p.authenticated => {
+                    p.received += 1;
+                    p.neighbour
+                }
+                // With a shared secret, only authenticated links update.
+                _ if core.secret.is_some() => {
+                    log::warn!(target: name, "from {}: AT from an unauthenticated connection refused", conn.peer);
+                    invalid(core, conn, line);
+                    return;
+                }
+                _ => None,
+            };
             core.line.clear();
             protocol::write_at_update(&mut core.line, &at);
-            let from = match &mut conn.role {
-                Role::Peer {
-                    neighbour,
-                    received,
-                    ..
-                } => {
-                    *received += 1;
-                    *neighbour
-                }
-                Role::Client => None,
-            };
             let stored_line = &core.line[..core.line.len() - 1];
             if core.store.offer(at.client, at.sent_at, stored_line) {
                 if let Some(j) = &mut core.journal {
                     j.record(stored_line);
                 }
-                if let Role::Peer { stored, .. } = &mut conn.role {
-                    *stored += 1;
+                if let Role::Peer(p) = &mut conn.role {
+                    p.stored += 1;
                 }
                 core.links.flood(&core.line, from);
             }
         }
-        Command::Herd { name: peer } => match conn.role {
-            Role::Client => {
-                let neighbour = core.links.index_of_name(peer);
-                let peer_name = String::from_utf8_lossy(peer).into_owned();
-                log::info!(target: name, "link from {} up ({}){}", escape(peer), conn.peer, if neighbour.is_none() { " (not a neighbour in herd.conf)" } else { "" });
-                conn.role = Role::Peer {
-                    name: peer_name.into_boxed_str(),
-                    neighbour,
-                    received: 0,
-                    stored: 0,
-                };
+        Command::Herd { name: peer, nonce } => {
+            if conn.role != Role::Client {
+                invalid(core, conn, line);
+                return;
             }
-            Role::Peer { .. } => invalid(core, conn, line),
-        },
+            let neighbour = core.links.index_of_name(peer);
+            let mut p = Peer {
+                name: peer.into(),
+                neighbour,
+                authenticated: false,
+                nonces: None,
+                received: 0,
+                stored: 0,
+            };
+            match (&core.secret, nonce) {
+                (None, None) => {
+                    p.authenticated = true;
+                    log::info!(target: name, "link from {} up ({}){}", escape(peer), conn.peer, if neighbour.is_none() { " (not a neighbour in herd.conf)" } else { "" });
+                }
+                (Some(secret), Some(na)) if auth::is_nonce(na) => {
+                    let nb = auth::nonce();
+                    let mac = secret.accept_mac(peer, na, nb.as_bytes());
+                    conn.reply(format!("CHALLENGE {nb} {mac}\n").as_bytes());
+                    p.nonces = Some((na.into(), nb));
+                }
+                (secret, _) => {
+                    log::warn!(target: name, "from {}: herd link refused: {}", conn.peer, if secret.is_some() { "it did not offer to authenticate" } else { "it wants to authenticate and this herd has no secret" });
+                    invalid(core, conn, line);
+                    return;
+                }
+            }
+            conn.role = Role::Peer(Box::new(p));
+        }
+        Command::Auth { mac } => {
+            let (Some(secret), Role::Peer(p)) = (&core.secret, &mut conn.role) else {
+                invalid(core, conn, line);
+                return;
+            };
+            let Some((na, nb)) = p.nonces.take() else {
+                invalid(core, conn, line);
+                return;
+            };
+            if secret.verify_dial(&p.name, &na, nb.as_bytes(), mac) {
+                p.authenticated = true;
+                log::info!(target: name, "link from {} up, authenticated ({})", escape(&p.name), conn.peer);
+            } else {
+                log::warn!(target: name, "link from {} ({}): authentication failed; closing", escape(&p.name), conn.peer);
+                invalid(core, conn, line);
+                // Read nothing more from it; it is closed once the reply is out.
+                conn.read_closed = true;
+            }
+        }
+        Command::Challenge { .. } => invalid(core, conn, line),
         Command::Invalid => invalid(core, conn, line),
     }
 }

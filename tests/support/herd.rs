@@ -60,6 +60,7 @@ impl TestHerd {
                 limits: Limits::default(),
                 state_dir: None,
                 fsync: None,
+                secret: None,
             };
             tweak(&mut config);
             configs.push(config);
