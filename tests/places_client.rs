@@ -827,3 +827,48 @@ fn logs_tell_outcomes_never_the_key() {
         );
     }
 }
+
+#[test]
+fn hanging_connect_times_out() {
+    // A listener that never accepts, its queue filled: further SYNs go unanswered.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        let filler =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        filler.set_nonblocking(true).unwrap();
+        let _ = filler.connect(&addr.into());
+        fillers.push(filler);
+    }
+    let config = PlacesConfig {
+        api: PlacesApi::Legacy,
+        url: format!("https://{addr}/x"),
+        key_env: "K".into(),
+        ca: None,
+    };
+    let limits = Limits {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(10),
+        ..Limits::default()
+    };
+    let mut h = Harness::new(&config, Some(KEY), limits);
+    let (reply, took) = h.ask(query(5));
+    // Either our connect timer fired, or (on a kernel that answers the SYN)
+    // the TLS handshake never completed and the request deadline did.
+    if took < Duration::from_secs(5) {
+        check_failure(&reply, "UNKNOWN_ERROR", "connect timed out after 500ms");
+    } else {
+        check_failure(&reply, "UNKNOWN_ERROR", "within 10s");
+    }
+    drop(fillers);
+}

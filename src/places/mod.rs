@@ -3,10 +3,10 @@
 //! One [`Places`] per server, owned by its loop; it owns no thread and never
 //! blocks. Its parts:
 //!
-//! - [`url`]: the endpoint from `herd.conf` (`https://HOST[:PORT]/PATH`).
+//! - `url`: the endpoint from `herd.conf` (`https://HOST[:PORT]/PATH`).
 //! - `dns`: the host looked up on a helper thread that wakes the loop with
 //!   the server's `Waker` (a literal IP needs none); cached, looked up again
-//!   after connect failures and every [`dns::DNS_TTL`].
+//!   after connect failures and every five minutes (`dns::DNS_TTL`).
 //! - `tls`: one mio `TcpStream` + `rustls::ClientConnection` driven by hand
 //!   (webpki roots plus `places_ca`; SNI and verification always on).
 //! - `http`: the response parser (httparse; `Content-Length`, chunked, or
