@@ -79,9 +79,7 @@ pub enum Command<'a> {
     Whatsat(Whatsat<'a>),
     At(At<'a>),
     /// `HERD NAME`: the first line of a herd link, naming the sending server.
-    Herd {
-        name: &'a [u8],
-    },
+    Herd { name: &'a [u8] },
     /// Anything else: answered with `? ` + the line.
     Invalid,
 }
