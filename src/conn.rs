@@ -215,6 +215,18 @@ pub struct Peer {
     /// Updates received on this link, and how many of them were newer.
     pub received: u64,
     pub stored: u64,
+    /// A catch-up being received, announced by `SYNC`.
+    pub sync: Option<Sync>,
+}
+
+/// A catch-up being received: how many updates were announced, the link's
+/// counts when it began, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sync {
+    pub count: u64,
+    pub received_before: u64,
+    pub stored_before: u64,
+    pub started: std::time::Instant,
 }
 
 /// A reply slot behind a WHATSAT in flight.

@@ -13,8 +13,9 @@
 //! `Idle` (waiting for the retry time) → `Connecting` (a nonblocking connect
 //! in the poll; done on WRITABLE when `take_error` is empty and `peer_addr`
 //! answers, failed on an error or after [`CONNECT_TIMEOUT`]) → `Up`. On `Up`
-//! the link sends `HERD NAME`, then its whole store (*catch-up*), then every
-//! update flooded to it. Any error, EOF or an output backlog past
+//! the link sends `HERD NAME` (and, with a shared secret, completes the
+//! handshake of `auth` first), then `SYNC COUNT` and its whole store
+//! (*catch-up*), then every update flooded to it. Any error, EOF or an output backlog past
 //! the output cap takes it back to `Idle` with a [`Backoff`] delay.
 //! A link is only ever read to notice that the neighbour went away.
 //!
@@ -336,8 +337,11 @@ impl Links {
             let result = loop {
                 if let Some(c) = &mut link.catchup {
                     if c.end == usize::MAX {
-                        // First flush since the link came up: the store as it is now.
+                        // First flush since the link came up: the store as it
+                        // is now, announced so the receiver can log it.
                         c.end = store.len();
+                        let buf = link.out.buf();
+                        buf.extend_from_slice(format!("SYNC {}\n", c.end).as_bytes());
                     }
                     if link.out.len() < CATCHUP_LOW_WATER {
                         let buf = link.out.buf();

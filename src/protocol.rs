@@ -11,6 +11,7 @@
 //! HERD NAME [NONCE]                   -> Command::Herd   (a link says who it is)
 //! CHALLENGE NONCE MAC                 -> Command::Challenge (herd link handshake)
 //! AUTH MAC                            -> Command::Auth      (herd link handshake)
+//! SYNC COUNT                          -> Command::Sync      (catch-up of COUNT updates follows)
 //!
 //! COORDS  = SIGN DEG SIGN DEG         latitude in [-90, 90], longitude in [-180, 180]
 //! DEG     = DIGITS [ "." DIGITS ]
@@ -140,8 +141,25 @@ pub enum Command<'a> {
     Auth {
         mac: &'a [u8],
     },
+    /// `SYNC COUNT`: a herd link announces the catch-up that follows: its
+    /// whole store, COUNT AT lines.
+    Sync {
+        count: u64,
+    },
     /// Anything else: answered with `? ` + the line.
     Invalid,
+}
+
+/// A decimal count: 1 to 19 digits, nothing else.
+fn count(field: &[u8]) -> Option<u64> {
+    if field.is_empty() || field.len() > 19 || !field.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        field
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
+    )
 }
 
 /// Parses one line. `line` excludes the `\n`; a trailing `\r` (or any other
@@ -166,6 +184,7 @@ pub fn parse(line: &[u8]) -> Command<'_> {
             mac: f[2],
         }),
         (b"AUTH", 2) => Some(Command::Auth { mac: f[1] }),
+        (b"SYNC", 2) => count(f[1]).map(|count| Command::Sync { count }),
         _ => None,
     };
     command.unwrap_or(Command::Invalid)
@@ -1038,6 +1057,18 @@ mod tests {
         assert_eq!(parse(b"AUTH m"), Command::Auth { mac: b"m" });
         assert_eq!(parse(b"AUTH"), Command::Invalid);
         assert_eq!(parse(b"auth m"), Command::Invalid);
+        assert_eq!(parse(b"SYNC 0"), Command::Sync { count: 0 });
+        assert_eq!(parse(b"SYNC 100000"), Command::Sync { count: 100_000 });
+        assert_eq!(
+            parse(b"SYNC 9999999999999999999"),
+            Command::Sync {
+                count: 9_999_999_999_999_999_999
+            }
+        );
+        assert_eq!(parse(b"SYNC 99999999999999999999"), Command::Invalid);
+        assert_eq!(parse(b"SYNC -1"), Command::Invalid);
+        assert_eq!(parse(b"SYNC"), Command::Invalid);
+        assert_eq!(parse(b"SYNC 1 2"), Command::Invalid);
         assert_eq!(parse(b"herd Goloman"), Command::Invalid);
     }
 
@@ -1243,6 +1274,7 @@ mod tests {
                 Command::Herd { .. }
                 | Command::Challenge { .. }
                 | Command::Auth { .. }
+                | Command::Sync { .. }
                 | Command::Blank => {}
                 Command::Invalid => write_invalid(&mut out, &line),
             }

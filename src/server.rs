@@ -40,7 +40,7 @@ use slab::Slab;
 
 use crate::auth::{self, Secret};
 use crate::config::{Herd, PlacesConfig};
-use crate::conn::{Conn, Flush, Peer, Piece, Role};
+use crate::conn::{Conn, Flush, Peer, Piece, Role, Sync};
 use crate::journal::Journal;
 use crate::links::{Links, DEFAULT_LINK_OUTPUT_CAP, LINK_TOKEN_BASE};
 use crate::logging::escape;
@@ -771,7 +771,30 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
                 }
                 core.links.flood(&core.line, from);
             }
+            if let Role::Peer(p) = &mut conn.role {
+                if let Some(s) = &p.sync {
+                    if p.received - s.received_before >= s.count {
+                        log::info!(target: name, "catch-up from {}: {} updates received, {} newer, in {:.1} ms", escape(&p.name), s.count, p.stored - s.stored_before, s.started.elapsed().as_secs_f64() * 1e3);
+                        p.sync = None;
+                    }
+                }
+            }
         }
+        Command::Sync { count } => match &mut conn.role {
+            Role::Peer(p) if p.authenticated => {
+                if count == 0 {
+                    log::info!(target: name, "catch-up from {}: nothing to receive", escape(&p.name));
+                } else {
+                    p.sync = Some(Sync {
+                        count,
+                        received_before: p.received,
+                        stored_before: p.stored,
+                        started: Instant::now(),
+                    });
+                }
+            }
+            _ => invalid(core, conn, line),
+        },
         Command::Herd { name: peer, nonce } => {
             if conn.role != Role::Client {
                 invalid(core, conn, line);
@@ -785,6 +808,7 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
                 nonces: None,
                 received: 0,
                 stored: 0,
+                sync: None,
             };
             match (&core.secret, nonce) {
                 (None, None) => {

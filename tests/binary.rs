@@ -152,6 +152,8 @@ fn sigterm_stops_cleanly_with_the_log_flushed() {
     assert!(alpha.contains(&at), "the reply is logged");
     assert!(alpha.contains("link to Beta up"), "{alpha}");
     assert!(beta.contains("link from Alpha up"), "{beta}");
+    assert!(beta.contains("catch-up from Alpha"), "{beta}");
+    assert!(alpha.contains("catch-up to Beta: sent"), "{alpha}");
     assert!(alpha.contains("room for"), "the client capacity is logged");
     assert!(alpha.contains("signal 15"), "{alpha}");
 }

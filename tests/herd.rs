@@ -242,3 +242,39 @@ fn a_whole_herd_restarted_at_once_loses_nothing() {
         }
     }
 }
+
+#[test]
+fn a_server_restarted_empty_learns_a_hundred_thousand_clients_by_catch_up() {
+    const CLIENTS: usize = 100_000;
+    let mut h = TestHerd::start(&["A", "B"], &[("A", "B")]);
+    h.stop("B");
+    let mut c = h.client("A");
+    let mut last = String::new();
+    for chunk in 0..CLIENTS / 1000 {
+        let mut batch = Vec::with_capacity(64 * 1000);
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            batch.extend_from_slice(
+                format!("IAMAT catchup-{i} +1+1 1600000000.{i:09}\n").as_bytes(),
+            );
+        }
+        c.send(&batch);
+        for _ in 0..1000 {
+            last = c.text();
+        }
+    }
+    let started = Instant::now();
+    h.restart("B");
+    // Catch-up streams the store in the order it was filled: the last client arrives last.
+    let mut b = Client::connect(h.addr("B"));
+    wait_for("B to learn the last of 100,000 clients", || {
+        (b.known(&format!("catchup-{}", CLIENTS - 1)).as_deref() == Some(last.as_str()))
+            .then_some(())
+    });
+    let took = started.elapsed();
+    eprintln!("B restarted empty and learned {CLIENTS} clients in {took:?} (restart included)");
+    assert_eq!(
+        b.known("catchup-0")
+            .map(|l| l.ends_with(" catchup-0 +1+1 1600000000.000000000")),
+        Some(true)
+    );
+}
