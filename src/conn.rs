@@ -258,6 +258,8 @@ pub struct Conn {
     /// Reading stopped because the client is not reading its replies (or has
     /// too many WHATSATs in flight); resumed once it catches up.
     pub paused: bool,
+    /// When it last sent something, in seconds since its loop started.
+    pub active: u32,
 }
 
 impl Conn {
@@ -275,6 +277,7 @@ impl Conn {
             interest: Interest::READABLE,
             read_closed: false,
             paused: false,
+            active: 0,
         }
     }
 

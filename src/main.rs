@@ -7,14 +7,14 @@ use std::sync::mpsc;
 
 use herd::config::Herd;
 use herd::logging;
-use herd::server::{self, ServerConfig};
+use herd::server::{self, Limits, ServerConfig};
 
 const HELP: &str = "\
 herd: an application-server herd for fast-moving location data
 
 USAGE:
     herd NAME [NAME ...] [--config FILE] [--log-dir DIR] [--state-dir DIR]
-         [--fsync-ms N] [--log-level LEVEL]
+         [--fsync-ms N] [--log-level LEVEL] [LIMITS]
 
 Runs the named servers of the herd described in FILE, each with its own event
 loop, in one process. Each listens on its own address from the config, dials
@@ -32,6 +32,21 @@ OPTIONS:
     --fsync-ms N         also fdatasync the journal every N ms (0: never, the default;
                          the journal survives a crash of herd either way, fsync is
                          for power cuts)
+LIMITS (see README; every one has a default):
+    --max-clients N      client connections per server; past it new ones are
+                         accepted and closed at once [default: what the open-file
+                         limit allows, shared among the servers of this process]
+    --line-limit BYTES   longest request line; longer ones get `? ` and their first
+                         BYTES bytes, the rest is skipped [default: 8192, min 1024]
+    --client-output BYTES  replies a client may leave unread before the server
+                         stops reading it [default: 262144]
+    --link-output BYTES  output a herd link may hold for a neighbour that does not
+                         read before the link is dropped [default: 67108864]
+    --places-in-flight N  Places requests (and HTTPS connections) at once per
+                         server; more wait in a queue [default: 64]
+    --idle-timeout SECS  close client connections silent this long [default: 0, never]
+
+OTHER OPTIONS:
     --log-level LEVEL    debug: log every line received and sent (the default);
                          info: connections, links and Places only; warn; off
     -h, --help           this text
@@ -54,6 +69,9 @@ struct Args {
     state_dir: Option<PathBuf>,
     level: log::LevelFilter,
     fsync: Option<std::time::Duration>,
+    /// Limits as set on the command line; `max_clients` 0 means "from the
+    /// descriptor limit".
+    limits: Limits,
 }
 
 fn parse_args() -> Result<Option<Args>, lexopt::Error> {
@@ -66,6 +84,10 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
         state_dir: None,
         level: log::LevelFilter::Debug,
         fsync: None,
+        limits: Limits {
+            max_clients: 0,
+            ..Limits::default()
+        },
     };
     while let Some(arg) = parser.next()? {
         match arg {
@@ -73,6 +95,27 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
             Long("config") => args.config = parser.value()?.into(),
             Long("log-dir") => args.log_dir = parser.value()?.into(),
             Long("state-dir") => args.state_dir = Some(parser.value()?.into()),
+            Long("max-clients") => args.limits.max_clients = parser.value()?.parse()?,
+            Long("line-limit") => {
+                let n: usize = parser.value()?.parse()?;
+                if n < 1024 {
+                    return Err("--line-limit: at least 1024 bytes".into());
+                }
+                args.limits.line = n;
+            }
+            Long("client-output") => args.limits.client_output = parser.value()?.parse()?,
+            Long("link-output") => args.limits.link_output = parser.value()?.parse()?,
+            Long("places-in-flight") => {
+                let n: usize = parser.value()?.parse()?;
+                if n == 0 {
+                    return Err("--places-in-flight: at least 1".into());
+                }
+                args.limits.places.max_in_flight = n;
+            }
+            Long("idle-timeout") => {
+                let secs: u64 = parser.value()?.parse()?;
+                args.limits.idle_timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+            }
             Long("fsync-ms") => {
                 let ms: u64 = parser.value()?.parse()?;
                 args.fsync = (ms > 0).then(|| std::time::Duration::from_millis(ms));
@@ -161,11 +204,18 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
     let mut running = Vec::new();
     for name in &args.names {
         let (mut config, addr) = ServerConfig::from_herd(herd, name)?;
-        config.limits.max_clients = per_server;
+        config.limits = Limits {
+            max_clients: if args.limits.max_clients > 0 {
+                args.limits.max_clients
+            } else {
+                per_server
+            },
+            ..args.limits.clone()
+        };
         config.state_dir = Some(state_dir.clone());
         config.fsync = args.fsync;
         let listener = server::bind(addr).map_err(|e| format!("{name}: {e}"))?;
-        log::info!(target: name, "open-file limit {fds}: room for {per_server} clients");
+        log::info!(target: name, "open-file limit {fds}: room for {per_server} clients; accepting at most {}", config.limits.max_clients);
         if config.places_key.is_none() {
             log::warn!(target: name, "no Places API key in ${}: WHATSAT answers will carry an error", herd.places.key_env);
         }

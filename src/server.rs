@@ -71,6 +71,8 @@ pub const LISTEN_BACKLOG: i32 = 1024;
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Events taken from the poll per turn.
 pub const EVENTS_PER_POLL: usize = 1024;
+/// How often refused connections and idle connections are looked at.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Per-server limits; every one is documented in README.
 #[derive(Debug, Clone)]
@@ -85,6 +87,11 @@ pub struct Limits {
     pub whatsats_per_conn: usize,
     /// Pending output per herd link past which the link is dropped.
     pub link_output: usize,
+    /// Close client connections silent for this long (`None`: never; phones
+    /// keep connections idle for long, so this is off by default).
+    pub idle_timeout: Option<Duration>,
+    /// The Places client's limits (requests in flight, queue, body, deadline).
+    pub places: places::Limits,
 }
 
 impl Default for Limits {
@@ -95,6 +102,8 @@ impl Default for Limits {
             max_clients: 1_000_000,
             whatsats_per_conn: DEFAULT_WHATSATS_PER_CONN,
             link_output: DEFAULT_LINK_OUTPUT_CAP,
+            idle_timeout: None,
+            places: places::Limits::default(),
         }
     }
 }
@@ -280,6 +289,14 @@ pub struct Server {
     accept_more: bool,
     /// Accepting paused after EMFILE/ENFILE until then.
     accept_paused_until: Option<Instant>,
+    /// Out of descriptors was logged for the current stretch.
+    emfile_logged: bool,
+    /// Connections refused at the limit since the last sweep (logged once a
+    /// sweep, so a connection storm is a line a second, not a line each).
+    refused: u64,
+    /// When the loop started: connection activity is kept as seconds since.
+    epoch: Instant,
+    next_sweep: Instant,
 }
 
 /// What reading a connection came to.
@@ -301,11 +318,12 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let places = Places::new(
+        let places = Places::with_limits(
             &config.places,
             config.places_key.clone(),
             waker.clone(),
             &config.name,
+            config.limits.places.clone(),
         )
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let mut store = Store::new();
@@ -354,6 +372,10 @@ impl Server {
             dirty: Vec::new(),
             accept_more: false,
             accept_paused_until: None,
+            refused: 0,
+            emfile_logged: false,
+            epoch: Instant::now(),
+            next_sweep: Instant::now() + SWEEP_INTERVAL,
         })
     }
 
@@ -438,6 +460,9 @@ impl Server {
         self.core
             .places
             .on_timeout(registry, now, &mut self.core.done);
+        if self.next_sweep <= now {
+            self.sweep(now);
+        }
         if self.accept_paused_until.is_some_and(|t| t <= now) {
             self.accept_paused_until = None;
             self.accept_more = true;
@@ -465,6 +490,8 @@ impl Server {
             self.core.links.next_deadline(),
             self.core.places.next_deadline(),
             self.accept_paused_until,
+            (self.refused > 0 || self.core.limits.idle_timeout.is_some())
+                .then_some(self.next_sweep),
         ]
         .into_iter()
         .flatten()
@@ -478,14 +505,20 @@ impl Server {
         }
         for _ in 0..ACCEPT_BATCH {
             match self.listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => {
+                    self.emfile_logged = false;
+                    self.admit(stream, peer)
+                }
                 // The backlog is empty: wait for the next event.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_out_of_descriptors(&e) => {
                     // Accepting again at once would fail again: pause, and
                     // let closing connections free descriptors meanwhile.
-                    log::warn!(target: &self.core.name, "accept: {e}; pausing accepts for {} ms", ACCEPT_PAUSE.as_millis());
+                    if !self.emfile_logged {
+                        log::warn!(target: &self.core.name, "accept: {e}; pausing accepts, retrying every {} ms until descriptors free up", ACCEPT_PAUSE.as_millis());
+                        self.emfile_logged = true;
+                    }
                     self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
                     return;
                 }
@@ -499,7 +532,12 @@ impl Server {
     fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
         let name = &self.core.name;
         if self.conns.len() >= self.core.limits.max_clients {
-            log::warn!(target: name, "refused {peer}: {} connections is the limit", self.core.limits.max_clients);
+            // Accepted and closed at once (dropping `stream`): the client
+            // learns at once, and the backlog does not fill with retries.
+            if self.refused == 0 {
+                log::warn!(target: name, "refused {peer}: {} connections is the limit", self.core.limits.max_clients);
+            }
+            self.refused += 1;
             return;
         }
         let _ = stream.set_nodelay(true);
@@ -517,17 +555,52 @@ impl Server {
             return;
         }
         self.next_serial += 1;
-        entry.insert(Conn::new(stream, peer, self.next_serial));
+        let mut conn = Conn::new(stream, peer, self.next_serial);
+        conn.active = self.epoch.elapsed().as_secs() as u32;
+        entry.insert(conn);
         log::info!(target: name, "client {peer} connected");
         // Data may have arrived with the handshake already.
         self.resume.push(key);
     }
 
+    /// Seconds since the loop started (for idle connections).
+    fn seconds(&self) -> u32 {
+        self.epoch.elapsed().as_secs() as u32
+    }
+
+    /// Once a second: sum up refused connections, close idle ones.
+    fn sweep(&mut self, now: Instant) {
+        self.next_sweep = now + SWEEP_INTERVAL;
+        if self.refused > 1 {
+            log::warn!(target: &self.core.name, "refused {} more connections in the last second: {} connections is the limit", self.refused - 1, self.core.limits.max_clients);
+        }
+        self.refused = 0;
+        if let Some(idle) = self.core.limits.idle_timeout {
+            let now_s = self.seconds();
+            let limit = idle.as_secs().max(1) as u32;
+            let idle_keys: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| {
+                    c.role == Role::Client
+                        && now_s.saturating_sub(c.active) >= limit
+                        && c.is_drained()
+                })
+                .map(|(k, _)| k)
+                .collect();
+            for key in idle_keys {
+                self.close(key, "idle timeout");
+            }
+        }
+    }
+
     fn read(&mut self, key: usize) {
         let registry = self.poll.registry();
+        let active = self.seconds();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        conn.active = active;
         let core = &mut self.core;
         let outcome = read_conn(core, registry, conn, key, &mut self.scratch);
         match outcome {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::herd::{wait_for, Client, PATIENCE};
+use support::herd::{wait_for, Client, KillOnDrop, PATIENCE};
 
 const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
@@ -104,6 +104,7 @@ fn sigterm_stops_cleanly_with_the_log_flushed() {
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
+        .map(KillOnDrop)
         .unwrap();
     let addr = format!("127.0.0.1:{pa}").parse().unwrap();
     let stream = wait_for("Alpha to listen", || {
@@ -126,7 +127,7 @@ fn sigterm_stops_cleanly_with_the_log_flushed() {
     assert!(status.success());
     let deadline = Instant::now() + PATIENCE;
     let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "herd did not stop on SIGTERM");
@@ -168,12 +169,13 @@ fn network_bytes_are_escaped_in_the_log() {
         &format!("server Solo 127.0.0.1:{port}\n"),
     );
     let logs = dir.path().join("logs");
-    let mut child = Command::new(HERD)
+    let child = Command::new(HERD)
         .args(["Solo", "--config"])
         .arg(&conf)
         .arg("--log-dir")
         .arg(&logs)
         .spawn()
+        .map(KillOnDrop)
         .unwrap();
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_for("Solo to listen", || std::net::TcpStream::connect(addr).ok());
@@ -191,8 +193,7 @@ fn network_bytes_are_escaped_in_the_log() {
         text.contains("FORGED\\x0d2026-01-01T00:00:00Z Solo INFO fake \\xff"),
         "{text}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 }
 
 #[test]
@@ -215,10 +216,11 @@ fn a_server_killed_with_sigkill_restarts_knowing_everything_it_answered() {
             .arg("--log-level")
             .arg("info")
             .spawn()
+            .map(KillOnDrop)
             .unwrap()
     };
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = start();
+    let child = start();
     wait_for("Solo to listen", || std::net::TcpStream::connect(addr).ok());
     let mut c = Client::connect(addr);
     let mut answered = Vec::new();
@@ -232,12 +234,11 @@ fn a_server_killed_with_sigkill_restarts_knowing_everything_it_answered() {
     for _ in 0..2000 {
         answered.push(c.text());
     }
-    // Killed at once, with no chance to flush anything.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // Killed at once (SIGKILL), with no chance to flush anything.
+    drop(child);
     drop(c);
 
-    let mut child = start();
+    let child = start();
     let mut c = wait_for("Solo to listen again", || {
         std::net::TcpStream::connect(addr)
             .ok()
@@ -247,8 +248,7 @@ fn a_server_killed_with_sigkill_restarts_knowing_everything_it_answered() {
         let client = at.split(' ').nth(3).unwrap();
         assert_eq!(c.known(client).as_deref(), Some(at.as_str()), "{client}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let log = std::fs::read_to_string(dir.path().join("logs/Solo.log")).unwrap();
     assert!(log.contains("journal replayed: "), "{log}");
 }
@@ -269,7 +269,7 @@ fn a_torn_journal_tail_is_skipped_not_a_failed_start() {
         "Solo.journal",
         "AT Solo +0.000000001 whole +1+1 1600000000\nAT Solo +0.000000001 torn +1+1 16000",
     );
-    let mut child = Command::new(HERD)
+    let child = Command::new(HERD)
         .args(["Solo", "--config"])
         .arg(&conf)
         .arg("--log-dir")
@@ -277,6 +277,7 @@ fn a_torn_journal_tail_is_skipped_not_a_failed_start() {
         .arg("--state-dir")
         .arg(&state)
         .spawn()
+        .map(KillOnDrop)
         .unwrap();
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut c = wait_for("Solo to listen", || {
@@ -289,8 +290,7 @@ fn a_torn_journal_tail_is_skipped_not_a_failed_start() {
         Some("AT Solo +0.000000001 whole +1+1 1600000000")
     );
     assert_eq!(c.known("torn"), None);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let log = std::fs::read_to_string(dir.path().join("logs/Solo.log")).unwrap();
     assert!(log.contains("a torn last record skipped"), "{log}");
 }

@@ -255,3 +255,21 @@ pub fn timestamp() -> String {
         .unwrap();
     format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
+
+/// A child process (a `herd` binary) killed when the test ends, pass or fail,
+/// so a failing test never leaves a server running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// The child's process ID.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
