@@ -323,7 +323,7 @@ impl Server {
             config.places_key.clone(),
             waker.clone(),
             &config.name,
-            config.limits.places.clone(),
+            config.limits.places,
         )
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let mut store = Store::new();
