@@ -29,6 +29,53 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     p
 }
 
+/// A one-server herd, `Solo`, run as its own process: `dir/h.conf`,
+/// logs in `dir/logs`, journal in `dir/state`.
+struct Solo {
+    dir: std::path::PathBuf,
+    conf: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+}
+
+impl Solo {
+    fn new(dir: &Path) -> Solo {
+        let port = free_port();
+        let conf = write(dir, "h.conf", &format!("server Solo 127.0.0.1:{port}\n"));
+        Solo {
+            dir: dir.to_path_buf(),
+            conf,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        }
+    }
+
+    /// Starts the server with `extra` arguments and waits until it listens.
+    fn start(&self, extra: &[&str]) -> (KillOnDrop, Client) {
+        let child = Command::new(HERD)
+            .args(["Solo", "--config"])
+            .arg(&self.conf)
+            .arg("--log-dir")
+            .arg(self.dir.join("logs"))
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .map(KillOnDrop)
+            .unwrap();
+        let addr = self.addr;
+        let client = wait_for("Solo to listen", || {
+            std::net::TcpStream::connect(addr)
+                .ok()
+                .map(|_| Client::connect(addr))
+        });
+        (child, client)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("logs/Solo.log")).unwrap()
+    }
+}
+
 #[test]
 fn a_bad_config_exits_2_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,67 +209,24 @@ fn sigterm_stops_cleanly_with_the_log_flushed() {
 #[test]
 fn network_bytes_are_escaped_in_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let conf = write(
-        dir.path(),
-        "h.conf",
-        &format!("server Solo 127.0.0.1:{port}\n"),
-    );
-    let logs = dir.path().join("logs");
-    let child = Command::new(HERD)
-        .args(["Solo", "--config"])
-        .arg(&conf)
-        .arg("--log-dir")
-        .arg(&logs)
-        .spawn()
-        .map(KillOnDrop)
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_for("Solo to listen", || std::net::TcpStream::connect(addr).ok());
-    let mut c = Client::connect(addr);
+    let solo = Solo::new(dir.path());
+    let (_child, mut c) = solo.start(&[]);
     c.send(b"FORGED\r2026-01-01T00:00:00Z Solo INFO fake \xff\n");
     assert!(c.line().starts_with(b"? FORGED"));
-    let log = logs.join("Solo.log");
     let text = wait_for("the line to reach the log", || {
-        std::fs::read(&log)
-            .ok()
-            .map(|b| String::from_utf8(b).expect("the log is UTF-8"))
-            .filter(|t| t.contains("FORGED"))
+        Some(solo.log()).filter(|t| t.contains("FORGED"))
     });
     assert!(
         text.contains("FORGED\\x0d2026-01-01T00:00:00Z Solo INFO fake \\xff"),
         "{text}"
     );
-    drop(child);
 }
 
 #[test]
 fn a_server_killed_with_sigkill_restarts_knowing_everything_it_answered() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let conf = write(
-        dir.path(),
-        "h.conf",
-        &format!("server Solo 127.0.0.1:{port}\n"),
-    );
-    let start = || {
-        Command::new(HERD)
-            .args(["Solo", "--config"])
-            .arg(&conf)
-            .arg("--log-dir")
-            .arg(dir.path().join("logs"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg("--log-level")
-            .arg("info")
-            .spawn()
-            .map(KillOnDrop)
-            .unwrap()
-    };
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = start();
-    wait_for("Solo to listen", || std::net::TcpStream::connect(addr).ok());
-    let mut c = Client::connect(addr);
+    let solo = Solo::new(dir.path());
+    let (child, mut c) = solo.start(&["--log-level", "info"]);
     let mut answered = Vec::new();
     let mut batch = Vec::new();
     for i in 0..2000 {
@@ -236,32 +240,19 @@ fn a_server_killed_with_sigkill_restarts_knowing_everything_it_answered() {
     }
     // Killed at once (SIGKILL), with no chance to flush anything.
     drop(child);
-    drop(c);
 
-    let child = start();
-    let mut c = wait_for("Solo to listen again", || {
-        std::net::TcpStream::connect(addr)
-            .ok()
-            .map(|_| Client::connect(addr))
-    });
+    let (_child, mut c) = solo.start(&["--log-level", "info"]);
     for at in &answered[1500..] {
         let client = at.split(' ').nth(3).unwrap();
         assert_eq!(c.known(client).as_deref(), Some(at.as_str()), "{client}");
     }
-    drop(child);
-    let log = std::fs::read_to_string(dir.path().join("logs/Solo.log")).unwrap();
-    assert!(log.contains("journal replayed: "), "{log}");
+    assert!(solo.log().contains("journal replayed: "));
 }
 
 #[test]
 fn a_torn_journal_tail_is_skipped_not_a_failed_start() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let conf = write(
-        dir.path(),
-        "h.conf",
-        &format!("server Solo 127.0.0.1:{port}\n"),
-    );
+    let solo = Solo::new(dir.path());
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     write(
@@ -269,28 +260,11 @@ fn a_torn_journal_tail_is_skipped_not_a_failed_start() {
         "Solo.journal",
         "AT Solo +0.000000001 whole +1+1 1600000000\nAT Solo +0.000000001 torn +1+1 16000",
     );
-    let child = Command::new(HERD)
-        .args(["Solo", "--config"])
-        .arg(&conf)
-        .arg("--log-dir")
-        .arg(dir.path().join("logs"))
-        .arg("--state-dir")
-        .arg(&state)
-        .spawn()
-        .map(KillOnDrop)
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut c = wait_for("Solo to listen", || {
-        std::net::TcpStream::connect(addr)
-            .ok()
-            .map(|_| Client::connect(addr))
-    });
+    let (_child, mut c) = solo.start(&[]);
     assert_eq!(
         c.known("whole").as_deref(),
         Some("AT Solo +0.000000001 whole +1+1 1600000000")
     );
     assert_eq!(c.known("torn"), None);
-    drop(child);
-    let log = std::fs::read_to_string(dir.path().join("logs/Solo.log")).unwrap();
-    assert!(log.contains("a torn last record skipped"), "{log}");
+    assert!(solo.log().contains("a torn last record skipped"));
 }

@@ -36,21 +36,6 @@ fn expected_cut(bound: usize) -> Vec<u8> {
     out
 }
 
-fn read_answer(c: &mut Client) -> (Vec<u8>, Vec<u8>) {
-    let head = c.line();
-    let mut json = Vec::new();
-    loop {
-        let l = c.line();
-        if l.is_empty() {
-            break;
-        }
-        json.extend_from_slice(&l);
-        json.push(b'\n');
-    }
-    json.push(b'\n');
-    (head, json)
-}
-
 #[test]
 fn bounds_1_5_and_20_reproduce_googles_bytes_cut_after_the_bound() {
     for framing in [Framing::ContentLength, Framing::Chunked(700)] {
@@ -60,7 +45,7 @@ fn bounds_1_5_and_20_reproduce_googles_bytes_cut_after_the_bound() {
         let at = c.ask("IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.918963997");
         for bound in [1, 5, 20] {
             c.send(format!("WHATSAT kiwi.cs.ucla.edu 10 {bound}\n").as_bytes());
-            let (head, json) = read_answer(&mut c);
+            let (head, json) = c.answer();
             assert_eq!(String::from_utf8(head).unwrap(), at);
             assert_eq!(
                 String::from_utf8_lossy(&json),
@@ -94,7 +79,7 @@ fn the_answer_is_one_write_the_at_line_and_the_json_together() {
     let mut c = h.client("Goloman");
     c.ask("IAMAT k +34.068930-118.445127 1520023934.918963997");
     c.send(b"WHATSAT k 0.5 1\n");
-    let (_, json) = read_answer(&mut c);
+    let (_, json) = c.answer();
     assert!(json.ends_with(b"}\n\n"));
     assert_eq!(places.requests()[0].query("radius").as_deref(), Some("500"));
 }
@@ -106,7 +91,7 @@ fn the_new_api_is_asked_properly_and_translated() {
     let mut c = h.client("Goloman");
     c.ask("IAMAT kiwi +34.068930-118.445127 1520023934.918963997");
     c.send(b"WHATSAT kiwi 1.5 3\n");
-    let (_, json) = read_answer(&mut c);
+    let (_, json) = c.answer();
     let text = String::from_utf8(json).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["status"], "OK");
@@ -142,7 +127,7 @@ fn an_untrusted_places_server_gets_the_failure_framing() {
     let mut c = h.client("Goloman");
     let at = c.ask("IAMAT k +1+1 1520023934");
     c.send(b"WHATSAT k 1 1\n");
-    let (head, json) = read_answer(&mut c);
+    let (head, json) = c.answer();
     assert_eq!(String::from_utf8(head).unwrap(), at);
     let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(v["results"], serde_json::json!([]));
@@ -171,7 +156,7 @@ fn fifty_slow_whatsats_overlap_and_iamats_never_wait_for_them() {
     );
     let mut first_answer = None;
     for c in &mut askers {
-        let (_, json) = read_answer(c);
+        let (_, json) = c.answer();
         first_answer.get_or_insert(start.elapsed());
         assert!(json.starts_with(b"{\n"));
     }
@@ -199,7 +184,7 @@ fn replies_keep_request_order_behind_a_slow_whatsat() {
     let mut c = h.client("Goloman");
     c.ask("IAMAT kiwi +34.068930-118.445127 1520023934.918963997");
     c.send(b"WHATSAT kiwi 10 1\nIAMAT after +1+1 5\nBAD\n");
-    let (head, _) = read_answer(&mut c);
+    let (head, _) = c.answer();
     assert!(String::from_utf8(head).unwrap().contains(" kiwi "));
     assert!(c.text().ends_with(" after +1+1 5"));
     assert_eq!(c.text(), "? BAD");

@@ -199,22 +199,35 @@ impl Client {
         self.text()
     }
 
-    /// Reads a WHATSAT answer: the AT line, then the JSON up to its empty line.
-    /// A `? ` reply comes back as `Err(line)`.
+    /// Reads the JSON of a WHATSAT answer exactly as sent, through the two
+    /// newlines that end it.
+    fn json(&mut self) -> Vec<u8> {
+        let mut json = Vec::new();
+        loop {
+            let l = self.line();
+            json.extend_from_slice(&l);
+            json.push(b'\n');
+            if l.is_empty() {
+                return json;
+            }
+        }
+    }
+
+    /// Reads a WHATSAT answer as bytes: the AT line (without `\n`), and the JSON.
+    pub fn answer(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let head = self.line();
+        (head, self.json())
+    }
+
+    /// Reads a WHATSAT answer as text: the AT line and the JSON (without the
+    /// empty line that ends it). A `? ` reply comes back as `Err(line)`.
     pub fn whatsat_reply(&mut self) -> Result<(String, String), String> {
         let head = self.text();
         if head.starts_with("? ") {
             return Err(head);
         }
-        let mut json = String::new();
-        loop {
-            let l = self.text();
-            if l.is_empty() {
-                break;
-            }
-            json.push_str(&l);
-            json.push('\n');
-        }
+        let mut json = String::from_utf8(self.json()).expect("UTF-8 JSON");
+        json.pop();
         Ok((head, json))
     }
 
