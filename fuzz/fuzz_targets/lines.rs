@@ -1,0 +1,220 @@
+//! Fuzz target `lines`: arbitrary bytes, cut into arbitrary chunks, through
+//! the server's [`LineReader`] and [`protocol::parse`]; every piece is
+//! answered as `server.rs` answers it (a [`Store`] stands in for the
+//! server's, Places always fails), and the replies' invariants are asserted:
+//!
+//! * a piece is a line without `\n` of at most the limit, or an over-long
+//!   line's first `limit` bytes; cutting the input differently never changes
+//!   the pieces, nor the replies;
+//! * every reply is nothing (blank line, AT update, HERD), an AT line that
+//!   re-parses with the request's fields byte for byte and DIFF = now - TIME
+//!   exactly, a WHATSAT answer (a stored AT line, JSON, an empty line), or
+//!   `? ` + the line as received without its terminator.
+//!
+//! Input layout: byte 0 is a mode: bits 0–2 the number of cuts, bits 3–4
+//! the line limit (8 KiB, 16, 64 or 256 bytes), bits 5–6 the server's clock.
+//! Then two bytes per cut (a position in the payload, modulo its length + 1),
+//! then the payload. Shorter inputs are all payload, mode 0.
+
+#![no_main]
+
+use herd::conn::{LineReader, Piece};
+use herd::protocol::{self, Command, Iamat, Nanos};
+use herd::server::{failure_body, DEFAULT_LINE_LIMIT};
+use herd::store::Store;
+use libfuzzer_sys::fuzz_target;
+
+const SERVER: &str = "Goloman";
+const LIMITS: [usize; 4] = [DEFAULT_LINE_LIMIT, 16, 64, 256];
+const CLOCKS: [Nanos; 4] = [1_520_023_935_182_837_383, 0, i64::MAX as Nanos, -1];
+
+struct Input<'a> {
+    limit: usize,
+    now: Nanos,
+    /// Cut positions in `payload`, sorted, ending with its length.
+    cuts: Vec<usize>,
+    payload: &'a [u8],
+}
+
+fn split(data: &[u8]) -> Input<'_> {
+    let (mode, rest) = data.split_first().map_or((0, data), |(&m, r)| (m, r));
+    let n = usize::from(mode & 7);
+    let (mode, header, payload) = if rest.len() >= 2 * n {
+        let (header, payload) = rest.split_at(2 * n);
+        (mode, header, payload)
+    } else {
+        (0, &rest[..0], data)
+    };
+    let mut cuts: Vec<usize> = header
+        .chunks_exact(2)
+        .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])) % (payload.len() + 1))
+        .collect();
+    cuts.push(payload.len());
+    cuts.sort_unstable();
+    Input {
+        limit: LIMITS[usize::from(mode >> 3) & 3],
+        now: CLOCKS[usize::from(mode >> 5) & 3],
+        cuts,
+        payload,
+    }
+}
+
+/// A piece as kept: (too long, bytes).
+type Owned = (bool, Vec<u8>);
+
+fn pieces(input: &Input<'_>, cuts: &[usize]) -> Vec<Owned> {
+    let mut reader = LineReader::default();
+    let mut got = Vec::new();
+    let mut keep = |p: Piece<'_>| {
+        got.push(match p {
+            Piece::Line(l) => (false, l.to_vec()),
+            Piece::TooLong(l) => (true, l.to_vec()),
+        })
+    };
+    let mut start = 0;
+    for &end in cuts {
+        reader.feed(&input.payload[start..end], input.limit, &mut keep);
+        assert!(reader.pending() <= input.limit, "pending past the limit");
+        start = end;
+    }
+    reader.finish(&mut keep);
+    assert_eq!(reader.pending(), 0);
+    got
+}
+
+/// The reference: split on `\n`; a line longer than the limit gives its
+/// first `limit` bytes; an unterminated last line counts at EOF.
+fn reference(payload: &[u8], limit: usize) -> Vec<Owned> {
+    let mut lines: Vec<&[u8]> = payload.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines
+        .into_iter()
+        .map(|l| match l.len() > limit {
+            true => (true, l[..limit].to_vec()),
+            false => (false, l.to_vec()),
+        })
+        .collect()
+}
+
+/// A DIFF's value by digit arithmetic of its own; panics unless canonical
+/// (sign, no leading zeros, exactly 9 fraction digits, `+` for zero).
+fn diff_value(diff: &[u8]) -> Nanos {
+    let text = std::str::from_utf8(diff).expect("DIFF is ASCII");
+    let (sign, rest) = text.split_at(1);
+    let (secs, nanos) = rest.split_once('.').expect("DIFF has a point");
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    assert!(digits(secs) && digits(nanos) && nanos.len() == 9, "{text}");
+    assert!(secs.len() == 1 || !secs.starts_with('0'), "{text}");
+    let magnitude: Nanos = format!("{secs}{nanos}").parse().expect("DIFF fits");
+    match sign {
+        "+" => magnitude,
+        "-" if magnitude != 0 => -magnitude,
+        _ => panic!("{text}"),
+    }
+}
+
+/// `? ` + the line without its terminator (the `\r` of a `\r\n` included).
+fn assert_invalid(reply: &[u8], line: &[u8]) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    assert_eq!(reply, [b"? ", line, b"\n"].concat());
+}
+
+/// An AT line for `iamat`, received at `now`.
+fn assert_at(reply: &[u8], iamat: &Iamat<'_>, now: Nanos) {
+    let line = reply.strip_suffix(b"\n").expect("ends in \\n");
+    assert!(!line.contains(&b'\n'));
+    let Command::At(at) = protocol::parse(line) else {
+        panic!("not an AT line: {}", line.escape_ascii());
+    };
+    assert_eq!(at.server, SERVER.as_bytes());
+    assert_eq!(at.client, iamat.client);
+    assert_eq!(at.coords, iamat.coords);
+    assert_eq!(at.time, iamat.time);
+    assert_eq!(at.sent_at, iamat.sent_at);
+    assert_eq!(diff_value(at.diff), now - iamat.sent_at);
+    let fields: [&[u8]; 6] = [b"AT", at.server, at.diff, at.client, at.coords, at.time];
+    assert_eq!(line, fields.join(&b' '));
+}
+
+/// Answers one piece as the server does, appending to `out`.
+fn answer(
+    store: &mut Store,
+    (too_long, piece): &Owned,
+    limit: usize,
+    now: Nanos,
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    assert!(!piece.contains(&b'\n'));
+    if *too_long {
+        assert_eq!(piece.len(), limit);
+        protocol::write_invalid(out, piece);
+        assert_invalid(&out[start..], piece);
+        return;
+    }
+    assert!(piece.len() <= limit);
+    match protocol::parse(piece) {
+        Command::Blank => assert!(piece.iter().all(|&b| protocol::is_space(b))),
+        Command::Iamat(iamat) => {
+            protocol::write_at(out, SERVER, now, &iamat);
+            assert_at(&out[start..], &iamat, now);
+            let line = &out[start..out.len() - 1];
+            store.offer(iamat.client, iamat.sent_at, line);
+        }
+        Command::Whatsat(w) => {
+            assert!((1..=20).contains(&w.bound));
+            let metres = protocol::radius_metres(w.radius_km);
+            assert!(metres.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+            match store.get(w.client) {
+                None => {
+                    protocol::write_invalid(out, piece);
+                    assert_invalid(&out[start..], piece);
+                }
+                Some(entry) => {
+                    out.extend_from_slice(&entry.line);
+                    out.push(b'\n');
+                    out.extend_from_slice(&failure_body("REQUEST_DENIED", "no key"));
+                    let reply = &out[start..];
+                    let (head, json) = reply.split_at(entry.line.len() + 1);
+                    assert!(matches!(protocol::parse(head), Command::At(_)));
+                    assert!(json.ends_with(b"}\n\n"));
+                    assert!(!json[..json.len() - 2].windows(2).any(|w| w == b"\n\n"));
+                }
+            }
+        }
+        Command::At(at) => {
+            // An update: stored if newer, no reply. Its canonical form
+            // re-parses to the same update.
+            let mut update = Vec::new();
+            protocol::write_at_update(&mut update, &at);
+            let line = &update[..update.len() - 1];
+            assert_eq!(protocol::parse(line), Command::At(at));
+            store.offer(at.client, at.sent_at, line);
+        }
+        Command::Herd { name } => assert!(!name.is_empty()),
+        Command::Invalid => {
+            protocol::write_invalid(out, piece);
+            assert_invalid(&out[start..], piece);
+        }
+    }
+}
+
+fn answer_all(input: &Input<'_>, pieces: &[Owned]) {
+    let mut store = Store::new();
+    let mut out = Vec::new();
+    for piece in pieces {
+        answer(&mut store, piece, input.limit, input.now, &mut out);
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let input = split(data);
+    let whole = pieces(&input, &[input.payload.len()]);
+    let cut = pieces(&input, &input.cuts);
+    assert_eq!(whole, cut, "chunking changed the pieces");
+    assert_eq!(whole, reference(input.payload, input.limit));
+    // (Equal pieces give equal replies: answering them once is enough.)
+    answer_all(&input, &whole);
+});
