@@ -48,7 +48,8 @@ pub struct LineReader {
 
 impl LineReader {
     /// Feeds `data`, calling `each` for every complete piece, in order.
-    /// `limit` is the longest line accepted, in bytes, without its `\n`.
+    /// `limit` is the longest line accepted, in bytes, without its `\n` or
+    /// `\r\n` (the `\r` of a `\r\n` is part of the terminator).
     pub fn feed(&mut self, mut data: &[u8], limit: usize, mut each: impl FnMut(Piece<'_>)) {
         while !data.is_empty() {
             let nl = memchr(b'\n', data);
@@ -62,36 +63,54 @@ impl LineReader {
                     None => return,
                 }
             }
-            match nl {
-                Some(i) if self.partial.len() + i <= limit => {
-                    if self.partial.is_empty() {
+            let take = nl.unwrap_or(data.len());
+            let total = self.partial.len() + take;
+            let last = if take > 0 {
+                data.get(take - 1)
+            } else {
+                self.partial.last()
+            };
+            // A final `\r` may be the start of a `\r\n`: it does not count
+            // until a byte other than `\n` follows it.
+            let content = if last == Some(&b'\r') {
+                total - 1
+            } else {
+                total
+            };
+            if content <= limit {
+                match nl {
+                    Some(i) if self.partial.is_empty() => {
                         // The common case: the whole line is in this read.
                         each(Piece::Line(&data[..i]));
-                    } else {
+                    }
+                    Some(i) => {
                         self.partial.extend_from_slice(&data[..i]);
                         each(Piece::Line(&self.partial));
                         self.clear_partial();
                     }
-                    data = &data[i + 1..];
-                }
-                _ => {
-                    let take = nl.unwrap_or(data.len());
-                    if self.partial.len() + take <= limit {
+                    None => {
                         // No `\n` yet and still within the limit: keep it.
                         self.partial.extend_from_slice(data);
                         return;
                     }
-                    let room = limit - self.partial.len();
-                    self.partial.extend_from_slice(&data[..room]);
-                    each(Piece::TooLong(&self.partial));
-                    self.clear_partial();
-                    match nl {
-                        Some(i) => data = &data[i + 1..],
-                        None => {
-                            self.discarding = true;
-                            return;
-                        }
-                    }
+                }
+                data = &data[take + 1..];
+                continue;
+            }
+            // Past the limit: answer with the first `limit` bytes, skip the rest.
+            if self.partial.len() >= limit {
+                self.partial.truncate(limit);
+            } else {
+                let room = limit - self.partial.len();
+                self.partial.extend_from_slice(&data[..room]);
+            }
+            each(Piece::TooLong(&self.partial));
+            self.clear_partial();
+            match nl {
+                Some(i) => data = &data[i + 1..],
+                None => {
+                    self.discarding = true;
+                    return;
                 }
             }
         }
@@ -370,8 +389,19 @@ mod tests {
             (&[b"abc"], 10, true, &["L:abc"]),
             (&[b"abc"], 10, false, &[]),
             (&[b"\n\n"], 10, false, &["L:", "L:"]),
-            // At the limit exactly: accepted.
+            // At the limit exactly: accepted, with `\n` or `\r\n`.
             (&[b"0123456789\n"], 10, false, &["L:0123456789"]),
+            (&[b"0123456789\r\n"], 10, false, &["L:0123456789\r"]),
+            (&[b"0123456789\r", b"\n"], 10, false, &["L:0123456789\r"]),
+            (&[b"0123456789\r"], 10, true, &["L:0123456789\r"]),
+            // A `\r` that is not followed by `\n` is part of the line.
+            (
+                &[b"0123456789\r", b"x\nok\n"],
+                10,
+                false,
+                &["T:0123456789", "L:ok"],
+            ),
+            (&[b"01234567\rX\n"], 10, false, &["L:01234567\rX"]),
             // One past: answered with its first bytes, the rest skipped.
             (
                 &[b"0123456789X\nok\n"],

@@ -483,10 +483,15 @@ fn write_decimal(out: &mut Vec<u8>, n: u128) {
 /// its `\n` and without a `\r` right before that `\n`. (Only that one `\r` is
 /// dropped; any other white space is echoed as received.)
 pub fn write_invalid(out: &mut Vec<u8>, line: &[u8]) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    out.reserve(line.len() + 3);
+    write_refused(out, line.strip_suffix(b"\r").unwrap_or(line));
+}
+
+/// Appends `? ` + `bytes` + `\n` with `bytes` exactly as given: for the
+/// first bytes of an over-long line, where a last `\r` is not a terminator.
+pub fn write_refused(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 3);
     out.extend_from_slice(b"? ");
-    out.extend_from_slice(line);
+    out.extend_from_slice(bytes);
     out.push(b'\n');
 }
 

@@ -762,7 +762,9 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
         Piece::Line(line) => line,
         Piece::TooLong(start) => {
             log::info!(target: name, "from {}: line longer than {} bytes: {}...", conn.peer, core.limits.line, escape(&start[..start.len().min(64)]));
-            invalid(core, conn, start);
+            core.line.clear();
+            protocol::write_refused(&mut core.line, start);
+            conn.reply(&core.line);
             return;
         }
     };

@@ -74,7 +74,8 @@ fn pieces(input: &Input<'_>, cuts: &[usize]) -> Vec<Owned> {
     let mut start = 0;
     for &end in cuts {
         reader.feed(&input.payload[start..end], input.limit, &mut keep);
-        assert!(reader.pending() <= input.limit, "pending past the limit");
+        // The limit, and one `\r` that may turn out to start a `\r\n`.
+        assert!(reader.pending() <= input.limit + 1, "pending past the limit");
         start = end;
     }
     reader.finish(&mut keep);
@@ -82,8 +83,9 @@ fn pieces(input: &Input<'_>, cuts: &[usize]) -> Vec<Owned> {
     got
 }
 
-/// The reference: split on `\n`; a line longer than the limit gives its
-/// first `limit` bytes; an unterminated last line counts at EOF.
+/// The reference: split on `\n`; a line longer than the limit (not counting
+/// a final `\r`: it belongs to the terminator) gives its first `limit`
+/// bytes; an unterminated last line counts at EOF.
 fn reference(payload: &[u8], limit: usize) -> Vec<Owned> {
     let mut lines: Vec<&[u8]> = payload.split(|&b| b == b'\n').collect();
     if lines.last().is_some_and(|l| l.is_empty()) {
@@ -91,7 +93,7 @@ fn reference(payload: &[u8], limit: usize) -> Vec<Owned> {
     }
     lines
         .into_iter()
-        .map(|l| match l.len() > limit {
+        .map(|l| match l.strip_suffix(b"\r").unwrap_or(l).len() > limit {
             true => (true, l[..limit].to_vec()),
             false => (false, l.to_vec()),
         })
@@ -150,11 +152,12 @@ fn answer(
     assert!(!piece.contains(&b'\n'));
     if *too_long {
         assert_eq!(piece.len(), limit);
-        protocol::write_invalid(out, piece);
-        assert_invalid(&out[start..], piece);
+        // The first bytes exactly as received, a last `\r` included.
+        protocol::write_refused(out, piece);
+        assert_eq!(&out[start..], [b"? ", &piece[..], b"\n"].concat());
         return;
     }
-    assert!(piece.len() <= limit);
+    assert!(piece.strip_suffix(b"\r").unwrap_or(piece).len() <= limit);
     match protocol::parse(piece) {
         Command::Blank => assert!(piece.iter().all(|&b| protocol::is_space(b))),
         Command::Iamat(iamat) => {
@@ -193,7 +196,8 @@ fn answer(
             assert_eq!(protocol::parse(line), Command::At(at));
             store.offer(at.client, at.sent_at, line);
         }
-        Command::Herd { name } => assert!(!name.is_empty()),
+        Command::Herd { name, .. } => assert!(!name.is_empty()),
+        Command::Challenge { .. } | Command::Auth { .. } | Command::Sync { .. } => {}
         Command::Invalid => {
             protocol::write_invalid(out, piece);
             assert_invalid(&out[start..], piece);
