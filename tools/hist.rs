@@ -161,7 +161,10 @@ mod tests {
             assert_eq!(Hist::index(lower(i)), i);
             assert_eq!(Hist::index(Hist::upper(i)), i);
             let (lo, hi) = (lower(i), Hist::upper(i));
-            assert!((hi - lo) as f64 <= lo as f64 / SUB as f64 + 1.0, "bucket {i}");
+            assert!(
+                (hi - lo) as f64 <= lo as f64 / SUB as f64 + 1.0,
+                "bucket {i}"
+            );
         }
         assert_eq!(Hist::index(u64::MAX), BUCKETS - 1);
     }
@@ -180,7 +183,11 @@ mod tests {
         for v in 1..=100_000u64 {
             h.record(v * 1000);
         }
-        for (q, want) in [(0.5, 50_000_000u64), (0.99, 99_000_000), (0.999, 99_900_000)] {
+        for (q, want) in [
+            (0.5, 50_000_000u64),
+            (0.99, 99_000_000),
+            (0.999, 99_900_000),
+        ] {
             let got = h.quantile(q);
             let err = (got as f64 - want as f64).abs() / want as f64;
             assert!(err <= 1.0 / SUB as f64, "q={q}: {got} vs {want}");
