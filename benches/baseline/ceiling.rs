@@ -3,7 +3,10 @@
 //!
 //! One thread, one `mio::Poll`, a slab of connections; every `\n` read is
 //! answered with the same AT-shaped line (as long as a real reply), and
-//! nothing else is done: no parsing, no store, no clock, no logging. A last
+//! nothing else is done: no parsing, no store, no clock, no logging. Like
+//! herd, it reads every ready connection first and writes each one's
+//! replies once at the end of the poll turn (the I/O pattern is the same, so
+//! the difference is the work). A last
 //! line ended by EOF instead of `\n` is answered too, then the connection is
 //! closed once its replies are written, as herd does (SPEC §2), so the churn
 //! load works against it. It is what `tools/compare.sh` calls the *ceiling*:
@@ -54,6 +57,7 @@ fn main() -> io::Result<()> {
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0u8; 64 * 1024];
+    let mut dirty: Vec<usize> = Vec::new();
     loop {
         if let Err(e) = poll.poll(&mut events, None) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -70,11 +74,25 @@ fn main() -> io::Result<()> {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
-            if let Step::Close = serve(conn, key, &poll, &mut scratch) {
-                let mut conn = conns.remove(key);
-                let _ = poll.registry().deregister(&mut conn.stream);
+            match read(conn, &mut scratch) {
+                Step::Open => dirty.push(key),
+                Step::Close => close(&mut conns, &poll, key),
             }
         }
+        for key in dirty.drain(..) {
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            if let Step::Close = write(conn, key, &poll) {
+                close(&mut conns, &poll, key);
+            }
+        }
+    }
+}
+
+fn close(conns: &mut Slab<Conn>, poll: &Poll, key: usize) {
+    if let Some(mut conn) = conns.try_remove(key) {
+        let _ = poll.registry().deregister(&mut conn.stream);
     }
 }
 
@@ -111,8 +129,8 @@ fn accept(listener: &mut TcpListener, poll: &Poll, conns: &mut Slab<Conn>) {
     }
 }
 
-/// Reads to `WouldBlock`, answers every line, writes what it can.
-fn serve(conn: &mut Conn, key: usize, poll: &Poll, scratch: &mut [u8]) -> Step {
+/// Reads to `WouldBlock` and answers every line.
+fn read(conn: &mut Conn, scratch: &mut [u8]) -> Step {
     while !conn.read_closed {
         match conn.stream.read(scratch) {
             Ok(0) => {
@@ -135,6 +153,11 @@ fn serve(conn: &mut Conn, key: usize, poll: &Poll, scratch: &mut [u8]) -> Step {
             Err(_) => return Step::Close,
         }
     }
+    Step::Open
+}
+
+/// Writes what it can; asks for WRITABLE while bytes remain.
+fn write(conn: &mut Conn, key: usize, poll: &Poll) -> Step {
     while conn.pos < conn.out.len() {
         match conn.stream.write(&conn.out[conn.pos..]) {
             Ok(0) => return Step::Close,
