@@ -155,7 +155,7 @@ for level in debug info; do
     wait_port $((P0 + 1))
     PROP[$level]=$("$BIN/flood_load" --mode propagation --duration "$DURATION" --warmup "$WARMUP" "${PROBE_ARGS[@]}") || true
     if [ "$level" = info ]; then
-        RECONNECT=$("$BIN/flood_load" --mode reconnect --rounds 10 "${PROBE_ARGS[@]}") || true
+        RECONNECT=$("$BIN/flood_load" --mode reconnect --rounds 10 --observe-addr "127.0.0.1:$((P0 + 3))" "${PROBE_ARGS[@]}") || true
     fi
     kill -TERM "$SERVER" 2>/dev/null || true
     wait "$SERVER" 2>/dev/null || true

@@ -75,6 +75,9 @@ OPTIONS:
     --probe ADDR         where the Probe listens [default: 127.0.0.1:12010]
     --observe NAME       propagation/reconnect: the server linked to the Probe
                          whose numbers make the summary [default: Welsh]
+    --observe-addr ADDR  reconnect: where --observe listens; the Probe dials it
+                         and says HERD Probe when it comes back, as a restarted
+                         server would [default: 127.0.0.1:12003, Welsh]
     --in-process         propagation/reconnect: run the reference herd (plus the
                          Probe linked to --observe) inside this process
     --clients N          catchup: clients to learn [default: 100000]
@@ -114,6 +117,7 @@ struct Opts {
     server_pid: Option<u32>,
     probe: SocketAddr,
     observe: String,
+    observe_addr: SocketAddr,
     in_process: bool,
     clients: usize,
     target: String,
@@ -139,6 +143,7 @@ fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         server_pid: None,
         probe: SocketAddr::from(([127, 0, 0, 1], 12010)),
         observe: "Welsh".into(),
+        observe_addr: SocketAddr::from(([127, 0, 0, 1], 12003)),
         in_process: false,
         clients: 100_000,
         target: "Holiday".into(),
@@ -179,6 +184,7 @@ fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
             Long("server-pid") => o.server_pid = Some(p.value()?.parse()?),
             Long("probe") => o.probe = p.value()?.parse()?,
             Long("observe") => o.observe = p.value()?.parse()?,
+            Long("observe-addr") => o.observe_addr = p.value()?.parse()?,
             Long("in-process") => o.in_process = true,
             Long("clients") => o.clients = p.value()?.parse::<usize>()?.max(1),
             Long("target") => o.target = p.value()?.parse()?,
@@ -775,9 +781,13 @@ fn catchup(o: &Opts) -> io::Result<()> {
 }
 
 fn reconnect(o: &Opts) -> io::Result<()> {
-    let (mut probe, _herd) = start_probe(o)?;
+    let (mut probe, herd) = start_probe(o)?;
+    let observed = match &herd {
+        Some(h) => h.addr(&o.observe)?,
+        None => o.observe_addr,
+    };
     println!(
-        "flood_load reconnect: Probe on {} goes down for ~{} ms (+-50%) and comes back, {} rounds; timing {}'s redial",
+        "flood_load reconnect: Probe on {} goes down for ~{} ms (+-50%) and comes back (dialling {observed} with HERD Probe), {} rounds; timing {}'s redial",
         probe.addr(),
         o.down.as_millis(),
         o.rounds,
@@ -787,10 +797,17 @@ fn reconnect(o: &Opts) -> io::Result<()> {
     let mut times = Vec::new();
     let mut errors = 0;
     let mut rng = fastrand::Rng::new();
+    let mut hello = None;
     for round in 1..=o.rounds {
         probe.crash();
+        drop(hello.take());
         std::thread::sleep(o.down.mul_f64(0.5 + rng.f64()));
         probe.listen()?;
+        // Back up, a server dials its neighbours at once and says who it is.
+        hello = TcpStream::connect(observed)
+            .and_then(|mut s| s.write_all(b"HERD Probe\n").map(|()| s))
+            .map_err(|e| eprintln!("[round {round:>2}] dialling {observed}: {e}"))
+            .ok();
         match wait_for_link(&mut probe, &o.observe, Duration::from_secs(10)) {
             Ok(d) => {
                 if !o.quiet {
