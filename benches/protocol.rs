@@ -1,0 +1,88 @@
+//! The wire protocol without sockets: parsing each command, formatting the
+//! replies. Read as messages per second (`Throughput::Elements`).
+//!
+//!     cargo bench --bench protocol
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use herd::protocol::{self, Command};
+
+const IAMAT: &[u8] = b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.918963997";
+const WHATSAT: &[u8] = b"WHATSAT kiwi.cs.ucla.edu 10 5";
+const AT: &[u8] =
+    b"AT Goloman +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.918963997";
+const INVALID: &[u8] = b"IAMAT kiwi.cs.ucla.edu +94.068930-118.445127 1520023934.918963997";
+
+fn parse(c: &mut Criterion) {
+    let mut group = c.benchmark_group("parse");
+    group.throughput(Throughput::Elements(1));
+    for (name, line) in [
+        ("iamat", IAMAT),
+        ("whatsat", WHATSAT),
+        ("at", AT),
+        ("invalid", INVALID),
+        ("herd", &b"HERD Goloman"[..]),
+    ] {
+        group.bench_function(name, |b| b.iter(|| protocol::parse(black_box(line))));
+    }
+    // A read's worth of lines, as the loop sees them: 64 pipelined IAMATs.
+    let mut batch = Vec::new();
+    for i in 0..64 {
+        batch.extend_from_slice(
+            format!("IAMAT client-{i} +34.068930-118.445127 1520023934.{i:09}\r\n").as_bytes(),
+        );
+    }
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("iamat_x64_split_and_parse", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for line in black_box(&batch[..]).split(|&b| b == b'\n') {
+                if let Command::Iamat(i) = protocol::parse(line) {
+                    n += i.client.len();
+                }
+            }
+            n
+        })
+    });
+    group.finish();
+}
+
+fn format(c: &mut Criterion) {
+    let mut group = c.benchmark_group("format");
+    group.throughput(Throughput::Elements(1));
+    let Command::Iamat(iamat) = protocol::parse(IAMAT) else {
+        panic!("IAMAT does not parse")
+    };
+    let Command::At(at) = protocol::parse(AT) else {
+        panic!("AT does not parse")
+    };
+    let received = iamat.sent_at + 263_873_386;
+    let mut out = Vec::with_capacity(256);
+    group.bench_function("write_at", |b| {
+        b.iter(|| {
+            out.clear();
+            protocol::write_at(&mut out, "Goloman", black_box(received), black_box(&iamat));
+            out.len()
+        })
+    });
+    group.bench_function("write_at_update", |b| {
+        b.iter(|| {
+            out.clear();
+            protocol::write_at_update(&mut out, black_box(&at));
+            out.len()
+        })
+    });
+    group.bench_function("write_invalid", |b| {
+        b.iter(|| {
+            out.clear();
+            protocol::write_invalid(&mut out, black_box(INVALID));
+            out.len()
+        })
+    });
+    group.bench_function("now_nanos", |b| b.iter(protocol::now_nanos));
+    group.finish();
+}
+
+criterion_group!(benches, parse, format);
+criterion_main!(benches);

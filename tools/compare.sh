@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# tools/compare.sh: measures herd against its ceiling and the asyncio baseline,
+# for every target of the issue "Measure it and make it fast" it can cover.
+#
+#   tools/compare.sh [--rounds N] [--duration SECS] [--port P] [--threads T]
+#
+# Builds release, then for each load row and each round starts every contender
+# in turn (the order rotates each round) on one port, runs the same flood_load
+# command against it, and stops it: ceiling (benches/baseline/ceiling.rs), herd
+# with its default logging of every line (debug), herd with traffic logging off
+# (info), and the Python asyncio baseline (benches/baseline/asyncio_herd.py).
+# Prints the per-round rates, their medians, and for each target the median
+# of the per-round ratios (each round's runs are adjacent in time, so this
+# pairs runs under the same background load) next to the ratio of the
+# medians; the first decides whether the target is met. Then single runs: idle RSS per connection, propagation in the
+# five-server herd (tools/probe-herd.conf moved to this script's ports),
+# reconnect, and catch-up (in process). Every process it starts is stopped on
+# exit, whatever happens. Default: 3 rounds of 3 s runs, about 4 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=3
+DURATION=3
+WARMUP=0.5
+PORT=12100
+THREADS=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --duration) DURATION=$2; shift 2 ;;
+        --port) PORT=$2; shift 2 ;;
+        --threads) THREADS=$2; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "compare.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+echo "building release..." >&2
+cargo build --release --bins -q
+BIN=$CARGO_TARGET_DIR/release
+WORK=$(mktemp -d /tmp/herd-compare.XXXXXX)
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]:-}"; do
+        if [ -n "$p" ]; then kill -TERM "$p" 2>/dev/null || true; fi
+    done
+    for p in "${PIDS[@]:-}"; do
+        if [ -n "$p" ]; then wait "$p" 2>/dev/null || true; fi
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Waits until something accepts on 127.0.0.1:$1.
+wait_port() {
+    for _ in $(seq 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "compare.sh: nothing listens on port $1" >&2
+    return 1
+}
+
+SERVER=
+# start KIND: starts contender KIND on $PORT, sets SERVER to its pid.
+start() {
+    rm -rf "$WORK/logs"
+    case "$1" in
+        ceiling) "$BIN/ceiling" "127.0.0.1:$PORT" 2>/dev/null & ;;
+        herd) "$BIN/herd" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level debug & ;;
+        herd-info) "$BIN/herd" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level info & ;;
+        asyncio) python3 benches/baseline/asyncio_herd.py --name Bench --port "$PORT" --log-dir "$WORK/logs" & ;;
+    esac
+    SERVER=$!
+    PIDS+=("$SERVER")
+    wait_port "$PORT"
+}
+
+stop() {
+    kill -TERM "$SERVER" 2>/dev/null || true
+    wait "$SERVER" 2>/dev/null || true
+    SERVER=
+    rm -rf "$WORK/logs"
+}
+
+# field NAME: the value of NAME=... in the summary line on stdin.
+field() { grep '^summary' | tail -1 | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+# meets VALUE OP LIMIT -> yes/NO
+meets() { awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? (v >= l) : (v <= l); print (ok ? "yes" : "NO") }'; }
+
+printf 'server Bench 127.0.0.1:%s\n' "$PORT" > "$WORK/bench.conf"
+
+LOAD=(--duration "$DURATION" --warmup "$WARMUP" --threads "$THREADS" --addr "127.0.0.1:$PORT" --quiet)
+ROWS=(rr50 pipe16 rr1000 churn)
+declare -A ARGS=(
+    [rr50]="--conns 50 --inflight 1"
+    [pipe16]="--conns 50 --inflight 16"
+    [rr1000]="--conns 1000 --inflight 1"
+    [churn]="--mode churn --conns 50"
+)
+declare -A WHO=(
+    [rr50]="ceiling herd herd-info asyncio"
+    [pipe16]="ceiling herd herd-info"
+    [rr1000]="ceiling herd herd-info"
+    [churn]="ceiling herd herd-info"
+)
+declare -A RATES=()
+declare -A ERRS=()
+
+START=$(date +%s)
+for round in $(seq "$ROUNDS"); do
+    for row in "${ROWS[@]}"; do
+        read -r -a who <<< "${WHO[$row]}"
+        n=${#who[@]}
+        for i in $(seq 0 $((n - 1))); do
+            kind=${who[$(((i + round - 1) % n))]}
+            start "$kind"
+            # shellcheck disable=SC2086
+            out=$("$BIN/flood_load" "${LOAD[@]}" ${ARGS[$row]}) || true
+            stop
+            rate=$(field rate <<< "$out")
+            errors=$(field errors <<< "$out")
+            RATES[$row,$kind]="${RATES[$row,$kind]:-} ${rate:-0}"
+            ERRS[$row,$kind]=$(( ${ERRS[$row,$kind]:-0} + ${errors:-1} ))
+            echo "round $round $row $kind: ${rate:-failed}/s errors ${errors:-?}" >&2
+        done
+    done
+done
+
+# Single runs of the herd alone.
+start herd-info
+out=$("$BIN/flood_load" --mode idle --addr "127.0.0.1:$PORT" --server-pid "$SERVER" --quiet) || true
+stop
+IDLE=$out
+
+P0=$((PORT + 10))
+sed -e "s/127.0.0.1:12000/127.0.0.1:$P0/; s/127.0.0.1:12001/127.0.0.1:$((P0 + 1))/; s/127.0.0.1:12002/127.0.0.1:$((P0 + 2))/" \
+    -e "s/127.0.0.1:12003/127.0.0.1:$((P0 + 3))/; s/127.0.0.1:12004/127.0.0.1:$((P0 + 4))/; s/127.0.0.1:12010/127.0.0.1:$((P0 + 10))/" \
+    tools/probe-herd.conf > "$WORK/probe-herd.conf"
+PROBE_ARGS=(--addr "127.0.0.1:$((P0 + 1))" --probe "127.0.0.1:$((P0 + 10))" --quiet)
+declare -A PROP=()
+for level in debug info; do
+    rm -rf "$WORK/herdlogs"
+    "$BIN/herd" Goloman Hands Holiday Welsh Wilkes --config "$WORK/probe-herd.conf" --log-dir "$WORK/herdlogs" --log-level "$level" &
+    SERVER=$!
+    PIDS+=("$SERVER")
+    wait_port $((P0 + 1))
+    PROP[$level]=$("$BIN/flood_load" --mode propagation --duration "$DURATION" --warmup "$WARMUP" "${PROBE_ARGS[@]}") || true
+    if [ "$level" = info ]; then
+        RECONNECT=$("$BIN/flood_load" --mode reconnect --rounds 10 --observe-addr "127.0.0.1:$((P0 + 3))" "${PROBE_ARGS[@]}") || true
+    fi
+    kill -TERM "$SERVER" 2>/dev/null || true
+    wait "$SERVER" 2>/dev/null || true
+    rm -rf "$WORK/herdlogs"
+done
+CATCHUP=$("$BIN/flood_load" --mode catchup --clients 100000 --quiet) || true
+ELAPSED=$(( $(date +%s) - START ))
+
+# The report.
+echo
+echo "herd compare: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $ROUNDS rounds, ${DURATION} s per run (+${WARMUP} s warm-up), $THREADS load thread(s), contenders alternating; took ${ELAPSED} s"
+echo
+printf '%-26s %-10s %12s %12s %12s %12s   %s\n' "load (replies/s, median)" "" ceiling "herd" "herd-info" asyncio "per-round rates"
+for row in "${ROWS[@]}"; do
+    case $row in
+        rr50) label="rr 50 conns x 1" ;;
+        pipe16) label="pipelined 50 x 16" ;;
+        rr1000) label="rr 1000 conns x 1" ;;
+        churn) label="churn (conn/s), 50 at once" ;;
+    esac
+    line=$(printf '%-26s %-10s' "$label" "")
+    rounds=""
+    for kind in ceiling herd herd-info asyncio; do
+        if [ -n "${RATES[$row,$kind]:-}" ]; then
+            m=$(median <<< "${RATES[$row,$kind]}")
+            declare "MED_${row}_${kind//-/_}=$m"
+            line+=$(printf ' %12.0f' "$m")
+            rounds+=" $kind:${RATES[$row,$kind]# }"
+            [ "${ERRS[$row,$kind]}" -gt 0 ] && rounds+=" (${ERRS[$row,$kind]} errors)"
+        else
+            line+=$(printf ' %12s' "-")
+        fi
+    done
+    echo "$line  $rounds"
+done
+
+m() { local v="MED_$1_${2//-/_}"; echo "${!v:-0}"; }
+echo
+printf '%-46s %10s %10s %6s   %s\n' "target" "measured" "wanted" "met" "(ratio of medians; per-round ratios)"
+target() { printf '%-46s %10s %10s %6s   %s\n' "$1" "$2" "$3 $4" "$(meets "$2" "$3" "$4")" "${5:-}"; }
+# rtarget LABEL ROW A B OP LIMIT: a ratio target between contenders A and B.
+# The measure is the median over rounds of A/B within each round: a round's
+# runs are minutes closer in time than the rounds' medians, so the pairs share
+# the machine's background load.
+rtarget() {
+    local rounds="" paired xs ys
+    read -r -a xs <<< "${RATES[$2,$3]:-}"
+    read -r -a ys <<< "${RATES[$2,$4]:-}"
+    for i in "${!xs[@]}"; do rounds+=" $(ratio "${xs[$i]}" "${ys[$i]:-0}")"; done
+    paired=$(median <<< "$rounds" | awk '{ printf "%.2f", $1 }')
+    target "$1" "$paired" "$5" "$6" "($(ratio "$(m "$2" "$3")" "$(m "$2" "$4")");$rounds)"
+}
+rtarget "rr 50x1: herd / ceiling" rr50 herd ceiling ">=" 0.9
+rtarget "rr 50x1: herd / asyncio" rr50 herd asyncio ">=" 5
+rtarget "pipelined 50x16, logging every line / ceiling" pipe16 herd ceiling ">=" 0.3
+rtarget "pipelined 50x16, --log-level info / ceiling" pipe16 herd-info ceiling ">=" 0.6
+rtarget "rr 1000x1: herd / ceiling" rr1000 herd ceiling ">=" 0.9
+rtarget "churn: herd / ceiling" churn herd ceiling ">=" 0.9
+echo "  not targets, with traffic logging off (--log-level info):"
+rtarget "  rr 50x1: herd-info / ceiling" rr50 herd-info ceiling ">=" 0.9
+rtarget "  rr 50x1: herd-info / asyncio" rr50 herd-info asyncio ">=" 5
+rtarget "  rr 1000x1: herd-info / ceiling" rr1000 herd-info ceiling ">=" 0.9
+rtarget "  churn: herd-info / ceiling" churn herd-info ceiling ">=" 0.9
+b1=$(field bytes_per_conn_first <<< "$IDLE"); b2=$(field bytes_per_conn_second <<< "$IDLE")
+n=$(field conns <<< "$IDLE")
+target "idle: RSS bytes/conn, first half of ${n:-?}" "${b1:--}" "<=" 300
+target "idle: RSS bytes/conn, second half" "${b2:--}" "<=" 300
+for level in debug info; do
+    p50=$(field p50_us <<< "${PROP[$level]}"); p99=$(field p99_us <<< "${PROP[$level]}")
+    target "propagation Hands->Welsh p50 us ($level)" "${p50:--}" "<=" 200
+    target "propagation Hands->Welsh p99 us ($level)" "${p99:--}" "<=" 1000
+done
+target "catch-up of 100,000 clients, ms" "$(field all_ms <<< "$CATCHUP")" "<=" 1000
+target "reconnect after restart, median ms" "$(field p50_ms <<< "$RECONNECT")" "<=" 300
+echo
+echo "summaries:"
+for s in "$IDLE" "${PROP[debug]}" "${PROP[info]}" "$RECONNECT" "$CATCHUP"; do
+    grep '^summary' <<< "$s" | tail -1 | sed 's/^/  /' || echo "  (a run failed)"
+done

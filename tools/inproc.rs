@@ -1,0 +1,243 @@
+//! In-process herds on `127.0.0.1`, for the benches and for flood_load's
+//! in-process modes, and a blocking Probe: a herd member the caller plays
+//! itself.
+//!
+//! Listeners are bound first (port 0), then a `herd.conf` text naming the
+//! real ports is written and checked with [`Herd::parse`], and every server
+//! gets its [`ServerConfig`] from [`ServerConfig::from_herd`], exactly as the
+//! binary does. Members listed as *outside* (the Probe) are in the config and
+//! linked like any other, but not started: their address is a listener the
+//! caller owns, which the linked servers dial. A server of the herd does not
+//! distinguish the Probe from a neighbour: it sends it `HERD NAME`, its whole
+//! store (catch-up), then every update it stores, as it would to any
+//! neighbour. That is how benches and the load tool observe propagation.
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use herd::config::Herd;
+use herd::server::{self, Running, ServerConfig};
+
+/// The reference herd of SPEC §1.
+pub const REFERENCE_NAMES: &[&str] = &["Goloman", "Hands", "Holiday", "Welsh", "Wilkes"];
+/// Its links.
+pub const REFERENCE_LINKS: &[(&str, &str)] = &[
+    ("Goloman", "Hands"),
+    ("Goloman", "Holiday"),
+    ("Goloman", "Wilkes"),
+    ("Hands", "Wilkes"),
+    ("Holiday", "Welsh"),
+    ("Holiday", "Wilkes"),
+];
+
+/// A herd whose servers run as threads of this process.
+pub struct InProcHerd {
+    names: Vec<String>,
+    addrs: Vec<SocketAddr>,
+    herd: Herd,
+    running: Vec<Option<Running>>,
+}
+
+impl InProcHerd {
+    /// Starts servers `names` linked by `links`. `outside` members (name,
+    /// address the caller listens on) are in the config and may appear in
+    /// `links`, but are not started.
+    pub fn start(
+        names: &[&str],
+        links: &[(&str, &str)],
+        outside: &[(&str, SocketAddr)],
+    ) -> io::Result<InProcHerd> {
+        let listeners = names
+            .iter()
+            .map(|_| server::bind(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .collect::<io::Result<Vec<_>>>()?;
+        let addrs = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut text = String::new();
+        for (name, addr) in names.iter().zip(&addrs) {
+            text.push_str(&format!("server {name} {addr}\n"));
+        }
+        for (name, addr) in outside {
+            text.push_str(&format!("server {name} {addr}\n"));
+        }
+        for (a, b) in links {
+            text.push_str(&format!("link {a} {b}\n"));
+        }
+        let herd = Herd::parse(&text, Path::new("in-process.conf")).map_err(io::Error::other)?;
+        let mut running = Vec::new();
+        for (name, listener) in names.iter().zip(listeners) {
+            let (config, _) = ServerConfig::from_herd(&herd, name).map_err(io::Error::other)?;
+            running.push(Some(server::spawn(config, listener)?));
+        }
+        Ok(InProcHerd {
+            names: names.iter().map(|s| s.to_string()).collect(),
+            addrs,
+            herd,
+            running,
+        })
+    }
+
+    /// The reference herd, with `Probe` (at `probe`) linked to each of `probed`.
+    pub fn reference_with_probe(probe: SocketAddr, probed: &[&str]) -> io::Result<InProcHerd> {
+        let mut links = REFERENCE_LINKS.to_vec();
+        for name in probed {
+            links.push((name, "Probe"));
+        }
+        InProcHerd::start(REFERENCE_NAMES, &links, &[("Probe", probe)])
+    }
+
+    fn index(&self, name: &str) -> io::Result<usize> {
+        self.names.iter().position(|n| n == name).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no server {name} in this herd"),
+            )
+        })
+    }
+
+    /// The address server `name` listens on.
+    pub fn addr(&self, name: &str) -> io::Result<SocketAddr> {
+        Ok(self.addrs[self.index(name)?])
+    }
+
+    /// Stops server `name`: its listener and every connection close.
+    pub fn stop(&mut self, name: &str) -> io::Result<()> {
+        let i = self.index(name)?;
+        match self.running[i].take() {
+            Some(r) => r.stop(),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts server `name` again, empty, on its port.
+    pub fn restart(&mut self, name: &str) -> io::Result<()> {
+        let i = self.index(name)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match server::bind(self.addrs[i]) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        let (config, _) = ServerConfig::from_herd(&self.herd, name).map_err(io::Error::other)?;
+        self.running[i] = Some(server::spawn(config, listener)?);
+        Ok(())
+    }
+}
+
+impl Drop for InProcHerd {
+    fn drop(&mut self) {
+        for r in self.running.iter_mut().filter_map(Option::take) {
+            let _ = r.stop();
+        }
+    }
+}
+
+/// A blocking listener playing a herd member that servers dial.
+pub struct ProbeListener {
+    listener: TcpListener,
+}
+
+impl ProbeListener {
+    /// Listens on `127.0.0.1:0`.
+    pub fn bind() -> io::Result<ProbeListener> {
+        Ok(ProbeListener {
+            listener: TcpListener::bind(("127.0.0.1", 0))?,
+        })
+    }
+
+    /// The address to put in the herd's config.
+    pub fn addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Waits (up to `patience`) for a server to dial in and say `HERD NAME`.
+    pub fn accept_link(&self, patience: Duration) -> io::Result<ProbeLink> {
+        self.listener.set_nonblocking(true)?;
+        let deadline = Instant::now() + patience;
+        let stream = loop {
+            match self.listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no herd server dialled the probe",
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(patience))?;
+        let mut link = ProbeLink {
+            name: String::new(),
+            reader: BufReader::with_capacity(256 * 1024, stream),
+            line: Vec::new(),
+        };
+        let hello = link.next_line()?.to_vec();
+        link.name = match hello.strip_prefix(b"HERD ") {
+            Some(name) => String::from_utf8_lossy(name).trim().to_string(),
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("probe: expected HERD NAME, got {:?}", hello.escape_ascii()),
+                ))
+            }
+        };
+        Ok(link)
+    }
+}
+
+/// One server's link into the probe.
+pub struct ProbeLink {
+    /// The name the server gave in `HERD NAME`.
+    pub name: String,
+    reader: BufReader<TcpStream>,
+    line: Vec<u8>,
+}
+
+impl ProbeLink {
+    /// The next line the server sent, without `\n`.
+    pub fn next_line(&mut self) -> io::Result<&[u8]> {
+        self.line.clear();
+        let n = self.reader.read_until(b'\n', &mut self.line)?;
+        if n == 0 || self.line.last() != Some(&b'\n') {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the herd server closed the probe link",
+            ));
+        }
+        self.line.pop();
+        Ok(&self.line)
+    }
+
+    /// Reads lines until one whose TIME field (the last) is `time`; returns
+    /// how many lines were read.
+    pub fn wait_for_time(&mut self, time: &[u8]) -> io::Result<usize> {
+        let mut n = 0;
+        loop {
+            n += 1;
+            let line = self.next_line()?;
+            if line.rsplit(|&b| b == b' ').next() == Some(time) {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+/// The current wall clock as an IAMAT TIME field, with nanoseconds.
+pub fn timestamp() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
