@@ -13,15 +13,24 @@
 //! Traffic (every line received and sent) is logged at `debug`; connection,
 //! link and Places events at `info`. The level is set at start-up.
 //!
+//! Traffic is the bulk of the log (two lines per request), so it does not go
+//! through `log` and `fern`: a [`TrafficLog`] writes each line as bytes into
+//! one buffer of the loop — the timestamp formatted once per loop turn, the
+//! peer address and the escaping done by hand — and hands the whole buffer
+//! to the writer thread once per turn. Lines of one turn share its timestamp.
+//!
 //! Bytes from the network are logged through [`escape`], so no client can
 //! break or forge a log line.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// Lines a server may have queued for its writer thread before new ones are dropped.
@@ -62,8 +71,13 @@ impl fmt::Display for Escaped<'_> {
 
 enum Msg {
     Line(String),
+    /// Whole lines, already formatted: a loop turn's traffic.
+    Lines(Vec<u8>),
     Flush(SyncSender<()>),
 }
+
+/// The writer of each server whose traffic is logged, for [`TrafficLog::for_server`].
+static TRAFFIC: OnceLock<Mutex<HashMap<String, SyncSender<Msg>>>> = OnceLock::new();
 
 /// The `log::Log` at the end of one server's fern chain: hands the formatted
 /// line to the server's writer thread without blocking.
@@ -124,6 +138,9 @@ fn writer(file: File, rx: Receiver<Msg>) {
                 Msg::Line(l) => {
                     let _ = out.write_all(l.as_bytes());
                 }
+                Msg::Lines(b) => {
+                    let _ = out.write_all(&b);
+                }
                 Msg::Flush(ack) => {
                     let _ = out.flush();
                     let _ = ack.send(());
@@ -156,6 +173,11 @@ pub fn init(dir: &Path, servers: &[String], level: log::LevelFilter) -> io::Resu
             .spawn(move || writer(file, rx))?;
         let target = name.clone();
         let prefix = name.clone();
+        if level >= log::LevelFilter::Debug {
+            if let Ok(mut m) = TRAFFIC.get_or_init(Default::default).lock() {
+                m.insert(name.clone(), tx.clone());
+            }
+        }
         let sink: Box<dyn log::Log> = Box::new(ChannelLog {
             tx,
             dropped: AtomicU64::new(0),
@@ -194,6 +216,136 @@ pub fn init(dir: &Path, servers: &[String], level: log::LevelFilter) -> io::Resu
     root.apply().map_err(io::Error::other)
 }
 
+/// One server's traffic log: see the module header.
+pub struct TrafficLog {
+    tx: SyncSender<Msg>,
+    buf: Vec<u8>,
+    /// `TIMESTAMP NAME DEBUG `, for the current turn once a line needs it.
+    prefix: Vec<u8>,
+    name: String,
+    fresh: bool,
+    dropped: u64,
+}
+
+impl TrafficLog {
+    /// The traffic log of server `name`, if the process logs traffic (it was
+    /// set up by [`init`] at `debug`).
+    pub fn for_server(name: &str) -> Option<TrafficLog> {
+        let tx = TRAFFIC.get()?.lock().ok()?.get(name)?.clone();
+        Some(TrafficLog {
+            tx,
+            buf: Vec::new(),
+            prefix: Vec::new(),
+            name: name.to_string(),
+            fresh: false,
+            dropped: 0,
+        })
+    }
+
+    /// A new loop turn: the next line takes a new timestamp.
+    pub fn new_turn(&mut self) {
+        self.fresh = false;
+    }
+
+    /// Logs `VERB PEER: BYTES SUFFIX`, e.g. `from 127.0.0.1:5000: IAMAT ...`,
+    /// with BYTES escaped.
+    pub fn line(&mut self, verb: &str, peer: &SocketAddr, bytes: &[u8], suffix: &str) {
+        if !self.fresh {
+            self.prefix.clear();
+            let stamp = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+            self.prefix.extend_from_slice(stamp.as_bytes());
+            self.prefix.push(b' ');
+            self.prefix.extend_from_slice(self.name.as_bytes());
+            self.prefix.extend_from_slice(b" DEBUG ");
+            self.fresh = true;
+        }
+        self.buf.extend_from_slice(&self.prefix);
+        self.buf.extend_from_slice(verb.as_bytes());
+        self.buf.push(b' ');
+        write_addr(&mut self.buf, peer);
+        self.buf.extend_from_slice(b": ");
+        write_escaped(&mut self.buf, bytes);
+        self.buf.extend_from_slice(suffix.as_bytes());
+        self.buf.push(b'\n');
+    }
+
+    /// Hands the buffered lines to the writer thread (once per turn); if
+    /// the writer is behind, they are dropped and counted, never waited for.
+    pub fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        if self.dropped > 0 {
+            let note = format!(
+                "{} {} WARN {} traffic log lines dropped: writer behind\n",
+                humantime::format_rfc3339_micros(SystemTime::now()),
+                self.name,
+                self.dropped
+            );
+            if self.tx.try_send(Msg::Line(note)).is_ok() {
+                self.dropped = 0;
+            }
+        }
+        let lines = std::mem::take(&mut self.buf);
+        if let Err(TrySendError::Full(Msg::Lines(lost))) = self.tx.try_send(Msg::Lines(lines)) {
+            self.dropped += lost.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+    }
+}
+
+/// Appends `bytes` escaped as [`Escaped`] does, without `fmt`.
+pub fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'\\';
+    if bytes.iter().all(|&b| plain(b)) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        if plain(b) {
+            out.push(b);
+        } else if b == b'\\' {
+            out.extend_from_slice(b"\\\\");
+        } else {
+            out.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+        }
+    }
+}
+
+/// Appends a socket address as `Display` writes it; IPv4 by hand.
+pub fn write_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            for (i, octet) in a.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                write_decimal(out, u32::from(*octet));
+            }
+            out.push(b':');
+            write_decimal(out, u32::from(a.port()));
+        }
+        SocketAddr::V6(_) => {
+            use std::io::Write as _;
+            let _ = write!(out, "{addr}");
+        }
+    }
+}
+
+fn write_decimal(out: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 /// Flushes every server's log file (waits for the writer threads).
 pub fn flush() {
     log::logger().flush();
@@ -202,6 +354,32 @@ pub fn flush() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_byte_writers_agree_with_display() {
+        let cases: &[&[u8]] = &[
+            b"IAMAT kiwi +1+1 5",
+            b"a\nb\\c\xff\x00",
+            b"",
+            "é".as_bytes(),
+        ];
+        for bytes in cases {
+            let mut out = Vec::new();
+            write_escaped(&mut out, bytes);
+            assert_eq!(out, escape(bytes).to_string().as_bytes());
+        }
+        for addr in [
+            "127.0.0.1:5000",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "[::1]:12000",
+        ] {
+            let a: SocketAddr = addr.parse().unwrap();
+            let mut out = Vec::new();
+            write_addr(&mut out, &a);
+            assert_eq!(out, a.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn escape_keeps_printable_ascii_and_escapes_the_rest() {

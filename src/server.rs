@@ -43,7 +43,7 @@ use crate::config::{Herd, PlacesConfig};
 use crate::conn::{Conn, Flush, Peer, Piece, Role, Sync};
 use crate::journal::Journal;
 use crate::links::{Links, DEFAULT_LINK_OUTPUT_CAP, LINK_TOKEN_BASE};
-use crate::logging::escape;
+use crate::logging::{escape, TrafficLog};
 use crate::places::{self, Places, Query, Reply, RequestId};
 use crate::protocol::{self, Command};
 use crate::store::Store;
@@ -268,7 +268,8 @@ struct Core {
     done: Vec<Reply>,
     /// Formatting space for one AT line.
     line: Vec<u8>,
-    traffic_log: bool,
+    /// Every line received and sent, when the log level is `debug`.
+    traffic: Option<TrafficLog>,
 }
 
 /// One server: its poll loop and everything the loop owns.
@@ -357,7 +358,7 @@ impl Server {
             next_request: 1,
             done: Vec::new(),
             line: Vec::with_capacity(256),
-            traffic_log: false,
+            traffic: None,
         };
         Ok(Server {
             poll,
@@ -390,7 +391,7 @@ impl Server {
     /// Runs the loop until stopped.
     pub fn run(mut self) -> io::Result<()> {
         let name = self.core.name.clone();
-        self.core.traffic_log = log::log_enabled!(target: &name, log::Level::Debug);
+        self.core.traffic = TrafficLog::for_server(&name);
         log::info!(target: &name, "listening on {} with {} neighbours", self.listener.local_addr()?, self.core.links.len());
         if self.core.secret.is_none() {
             log::warn!(target: &name, "no shared secret (secret_env): herd links are not authenticated, and any connection may send AT updates");
@@ -483,6 +484,10 @@ impl Server {
         }
         let registry = self.poll.registry();
         self.core.links.flush(registry, &self.core.store, now);
+        if let Some(t) = &mut self.core.traffic {
+            t.flush();
+            t.new_turn();
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -660,6 +665,10 @@ impl Server {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        // What this connection said and was told comes before its goodbye.
+        if let Some(t) = &mut self.core.traffic {
+            t.flush();
+        }
         let name = &self.core.name;
         match &conn.role {
             Role::Client => log::info!(target: name, "client {} disconnected: {why}", conn.peer),
@@ -692,6 +701,9 @@ impl Server {
         // Best effort: hand clients what is already answered.
         for (_, conn) in self.conns.iter_mut() {
             let _ = conn.out.flush_to(&mut conn.stream);
+        }
+        if let Some(t) = &mut self.core.traffic {
+            t.flush();
         }
         log::info!(target: &self.core.name, "stopped: {} clients connected, {} known", self.conns.len(), self.core.store.len());
     }
@@ -768,8 +780,8 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
             return;
         }
     };
-    if core.traffic_log {
-        log::debug!(target: name, "from {}: {}", conn.peer, escape(line));
+    if let Some(t) = &mut core.traffic {
+        t.line("from", &conn.peer, line, "");
     }
     match protocol::parse(line) {
         Command::Blank => {}
@@ -778,8 +790,8 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
             core.line.clear();
             protocol::write_at(&mut core.line, name, now, &iamat);
             conn.reply(&core.line);
-            if core.traffic_log {
-                log::debug!(target: name, "to {}: {}", conn.peer, escape(&core.line[..core.line.len() - 1]));
+            if let Some(t) = &mut core.traffic {
+                t.line("to", &conn.peer, &core.line[..core.line.len() - 1], "");
             }
             let at = &core.line[..core.line.len() - 1];
             if core.store.offer(iamat.client, iamat.sent_at, at) {
@@ -813,8 +825,8 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
             let id = core.next_request;
             core.next_request += 1;
             core.requests.insert(id, (key, conn.serial));
-            if core.traffic_log {
-                log::debug!(target: name, "to {}: {} (+ Places answer)", conn.peer, escape(&entry.line));
+            if let Some(t) = &mut core.traffic {
+                t.line("to", &conn.peer, &entry.line, " (+ Places answer)");
             }
             conn.wait_for(id, head);
             core.places
@@ -932,8 +944,8 @@ fn invalid(core: &mut Core, conn: &mut Conn, line: &[u8]) {
     core.line.clear();
     protocol::write_invalid(&mut core.line, line);
     conn.reply(&core.line);
-    if core.traffic_log {
-        log::debug!(target: core.name.as_str(), "to {}: {}", conn.peer, escape(&core.line[..core.line.len() - 1]));
+    if let Some(t) = &mut core.traffic {
+        t.line("to", &conn.peer, &core.line[..core.line.len() - 1], "");
     }
 }
 
