@@ -444,7 +444,11 @@ impl Server {
                     return;
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.read(key);
+                    // A plain readable edge: a read that does not fill the
+                    // scratch buffer took everything there was, and new data
+                    // brings a new edge. With EOF or an error pending, read on.
+                    let short_drains = !(event.is_read_closed() || event.is_error());
+                    self.read(key, short_drains);
                 }
                 if event.is_writable() {
                     self.dirty.push(key);
@@ -472,7 +476,7 @@ impl Server {
             self.accept();
         }
         for key in std::mem::take(&mut self.resume) {
-            self.read(key);
+            self.read(key, false);
         }
         self.deliver();
         // Updates reach the journal before their replies leave.
@@ -599,7 +603,10 @@ impl Server {
         }
     }
 
-    fn read(&mut self, key: usize) {
+    /// Reads and handles what connection `key` sent. `short_drains`: a read
+    /// shorter than the scratch buffer means the socket is drained (saves
+    /// the `recv` that would only say `WouldBlock`; see `dispatch`).
+    fn read(&mut self, key: usize, short_drains: bool) {
         let registry = self.poll.registry();
         let active = self.seconds();
         let Some(conn) = self.conns.get_mut(key) else {
@@ -607,7 +614,7 @@ impl Server {
         };
         conn.active = active;
         let core = &mut self.core;
-        let outcome = read_conn(core, registry, conn, key, &mut self.scratch);
+        let outcome = read_conn(core, registry, conn, key, &mut self.scratch, short_drains);
         match outcome {
             ReadOutcome::Drained => {}
             ReadOutcome::Yielded => {
@@ -726,6 +733,7 @@ fn read_conn(
     conn: &mut Conn,
     key: usize,
     scratch: &mut [u8],
+    short_drains: bool,
 ) -> ReadOutcome {
     if conn.read_closed {
         return ReadOutcome::Drained;
@@ -754,7 +762,7 @@ fn read_conn(
                     }
                 });
                 conn.reader = reader;
-                if conn.read_closed {
+                if conn.read_closed || (short_drains && n < scratch.len()) {
                     return ReadOutcome::Drained;
                 }
             }
