@@ -52,7 +52,7 @@ impl LineReader {
     /// `\r\n` (the `\r` of a `\r\n` is part of the terminator).
     pub fn feed(&mut self, mut data: &[u8], limit: usize, mut each: impl FnMut(Piece<'_>)) {
         while !data.is_empty() {
-            let nl = memchr(b'\n', data);
+            let nl = memchr::memchr(b'\n', data);
             if self.discarding {
                 match nl {
                     Some(i) => {
@@ -138,10 +138,6 @@ impl LineReader {
             self.partial.clear();
         }
     }
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
 }
 
 /// What a flush achieved.

@@ -45,7 +45,7 @@ use crate::journal::Journal;
 use crate::links::{Links, DEFAULT_LINK_OUTPUT_CAP, LINK_TOKEN_BASE};
 use crate::logging::{escape, TrafficLog};
 use crate::places::{self, Places, Query, Reply, RequestId};
-use crate::protocol::{self, Command};
+use crate::protocol::{self, Command, Nanos};
 use crate::store::Store;
 
 /// The listener's token.
@@ -270,6 +270,9 @@ struct Core {
     line: Vec<u8>,
     /// Every line received and sent, when the log level is `debug`.
     traffic: Option<TrafficLog>,
+    /// The time of receipt of the bytes being handled: read once per
+    /// `read(2)`, since the lines of one read arrived together.
+    received_at: Option<Nanos>,
 }
 
 /// One server: its poll loop and everything the loop owns.
@@ -359,6 +362,7 @@ impl Server {
             done: Vec::new(),
             line: Vec::with_capacity(256),
             traffic: None,
+            received_at: None,
         };
         Ok(Server {
             poll,
@@ -745,6 +749,7 @@ fn read_conn(
         }
         match conn.stream.read(scratch) {
             Ok(0) => {
+                core.received_at = None;
                 // EOF: a last line without `\n` is still a request.
                 let mut reader = std::mem::take(&mut conn.reader);
                 reader.finish(|p| handle(core, registry, conn, key, p));
@@ -753,6 +758,7 @@ fn read_conn(
                 return ReadOutcome::Drained;
             }
             Ok(n) => {
+                core.received_at = None;
                 let mut reader = std::mem::take(&mut conn.reader);
                 let limit = core.limits.line;
                 reader.feed(&scratch[..n], limit, |p| {
@@ -794,7 +800,7 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
     match protocol::parse(line) {
         Command::Blank => {}
         Command::Iamat(iamat) => {
-            let now = protocol::now_nanos();
+            let now = *core.received_at.get_or_insert_with(protocol::now_nanos);
             core.line.clear();
             protocol::write_at(&mut core.line, name, now, &iamat);
             conn.reply(&core.line);
