@@ -385,6 +385,16 @@ impl Links {
         }
     }
 
+    /// Neighbour `i` just dialled us, so it is up: if our link to it is
+    /// waiting out a backoff, dial at the end of this turn instead.
+    pub fn neighbour_is_up(&mut self, i: usize, now: Instant) {
+        if let Some(link) = self.links.get_mut(i) {
+            if let State::Idle { retry_at } = &mut link.state {
+                *retry_at = (*retry_at).min(now);
+            }
+        }
+    }
+
     /// The earliest retry or connect deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.links

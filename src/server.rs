@@ -902,6 +902,10 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
                 return;
             }
             let neighbour = core.links.index_of_name(peer);
+            if let Some(i) = neighbour {
+                // It is back: no need to wait for our backoff to find out.
+                core.links.neighbour_is_up(i, Instant::now());
+            }
             let mut p = Peer {
                 name: peer.into(),
                 neighbour,
