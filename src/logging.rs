@@ -13,15 +13,25 @@
 //! Traffic (every line received and sent) is logged at `debug`; connection,
 //! link and Places events at `info`. The level is set at start-up.
 //!
-//! Traffic is the bulk of the log (two lines per request), so it does not go
-//! through `log` and `fern`: a [`TrafficLog`] writes each line as bytes into
-//! one buffer of the loop — the timestamp formatted once per loop turn, the
-//! peer address and the escaping done by hand — and hands the whole buffer
-//! to the writer thread once per turn. Lines of one turn share its timestamp.
+//! A server's loop thread does not hand its lines to the writer one by one:
+//! it [attaches](attach_loop) a thread-local batch, and every line it logs —
+//! through `log` macros (routed there by the `ChannelLog` at the end of the
+//! server's fern chain) or as traffic — is appended to that batch, which goes
+//! to the writer thread once it holds [`LOG_BATCH_BYTES`] or its oldest line
+//! is [`LOG_BATCH_DELAY`] old (the loop's timers see to that), and at
+//! shutdown. Lines keep their order, the writer wakes a few times a second
+//! instead of once per loop turn, and lines still reach the file within a
+//! fraction of a second.
+//!
+//! Traffic is the bulk of the log (two lines per request), so [`traffic`]
+//! writes it as bytes without `fmt`: the timestamp formatted once per loop
+//! turn (lines of one turn share it), the peer address and the escaping by
+//! hand.
 //!
 //! Bytes from the network are logged through [`escape`], so no client can
 //! break or forge a log line.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -31,7 +41,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Lines a server may have queued for its writer thread before new ones are dropped.
 pub const LOG_QUEUE_LINES: usize = 65_536;
@@ -69,15 +79,71 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// The longest a loop thread's line waits in its batch.
+pub const LOG_BATCH_DELAY: Duration = Duration::from_millis(100);
+/// A batch this large goes to the writer at once.
+pub const LOG_BATCH_BYTES: usize = 64 * 1024;
+
 enum Msg {
     Line(String),
-    /// Whole lines, already formatted: a loop turn's traffic.
+    /// Whole lines, already formatted: a loop thread's batch.
     Lines(Vec<u8>),
     Flush(SyncSender<()>),
 }
 
-/// The writer of each server whose traffic is logged, for [`TrafficLog::for_server`].
-static TRAFFIC: OnceLock<Mutex<HashMap<String, SyncSender<Msg>>>> = OnceLock::new();
+/// A server's writer, and whether its traffic is logged.
+type Writer = (SyncSender<Msg>, bool);
+
+/// Each server's writer, for [`attach_loop`].
+static WRITERS: OnceLock<Mutex<HashMap<String, Writer>>> = OnceLock::new();
+
+/// A loop thread's batch of lines (see the module header).
+struct Batch {
+    name: String,
+    tx: SyncSender<Msg>,
+    traffic: bool,
+    buf: Vec<u8>,
+    /// When the oldest line in `buf` was added.
+    since: Option<Instant>,
+    /// `TIMESTAMP NAME DEBUG `, for the current turn once a line needs it.
+    prefix: Vec<u8>,
+    fresh: bool,
+    dropped: u64,
+}
+
+impl Batch {
+    fn send(&mut self) {
+        self.since = None;
+        if self.buf.is_empty() {
+            return;
+        }
+        if self.dropped > 0 {
+            let note = format!(
+                "{} {} WARN {} log lines dropped: writer behind\n",
+                humantime::format_rfc3339_micros(SystemTime::now()),
+                self.name,
+                self.dropped
+            );
+            if self.tx.try_send(Msg::Line(note)).is_ok() {
+                self.dropped = 0;
+            }
+        }
+        let lines = std::mem::take(&mut self.buf);
+        if let Err(TrySendError::Full(Msg::Lines(lost))) = self.tx.try_send(Msg::Lines(lines)) {
+            self.dropped += lost.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.send();
+    }
+}
+
+thread_local! {
+    static BATCH: RefCell<Option<Batch>> = const { RefCell::new(None) };
+}
 
 /// The `log::Log` at the end of one server's fern chain: hands the formatted
 /// line to the server's writer thread without blocking.
@@ -92,6 +158,18 @@ impl log::Log for ChannelLog {
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        // On the server's own loop thread: into its batch, in order.
+        let batched = BATCH.with(|b| match b.borrow_mut().as_mut() {
+            Some(batch) if batch.name == record.target() => {
+                let _ = writeln!(batch.buf, "{}", record.args());
+                batch.since.get_or_insert_with(Instant::now);
+                true
+            }
+            _ => false,
+        });
+        if batched {
+            return;
+        }
         let mut line = record.args().to_string();
         line.push('\n');
         let dropped = self.dropped.load(Ordering::Relaxed);
@@ -173,10 +251,8 @@ pub fn init(dir: &Path, servers: &[String], level: log::LevelFilter) -> io::Resu
             .spawn(move || writer(file, rx))?;
         let target = name.clone();
         let prefix = name.clone();
-        if level >= log::LevelFilter::Debug {
-            if let Ok(mut m) = TRAFFIC.get_or_init(Default::default).lock() {
-                m.insert(name.clone(), tx.clone());
-            }
+        if let Ok(mut m) = WRITERS.get_or_init(Default::default).lock() {
+            m.insert(name.clone(), (tx.clone(), level >= log::LevelFilter::Debug));
         }
         let sink: Box<dyn log::Log> = Box::new(ChannelLog {
             tx,
@@ -216,81 +292,96 @@ pub fn init(dir: &Path, servers: &[String], level: log::LevelFilter) -> io::Resu
     root.apply().map_err(io::Error::other)
 }
 
-/// One server's traffic log: see the module header.
-pub struct TrafficLog {
-    tx: SyncSender<Msg>,
-    buf: Vec<u8>,
-    /// `TIMESTAMP NAME DEBUG `, for the current turn once a line needs it.
-    prefix: Vec<u8>,
-    name: String,
-    fresh: bool,
-    dropped: u64,
-}
-
-impl TrafficLog {
-    /// The traffic log of server `name`, if the process logs traffic (it was
-    /// set up by [`init`] at `debug`).
-    pub fn for_server(name: &str) -> Option<TrafficLog> {
-        let tx = TRAFFIC.get()?.lock().ok()?.get(name)?.clone();
-        Some(TrafficLog {
-            tx,
-            buf: Vec::new(),
-            prefix: Vec::new(),
+/// Makes the calling thread the loop thread of server `name`: what it logs
+/// for `name` is batched (see the module header). Returns whether traffic is
+/// to be logged (the level is `debug`); false, and nothing batched, when the
+/// process has no log for `name` (tests, tools).
+pub fn attach_loop(name: &str) -> bool {
+    let Some((tx, traffic)) = WRITERS
+        .get()
+        .and_then(|w| w.lock().ok())
+        .and_then(|w| w.get(name).cloned())
+    else {
+        return false;
+    };
+    BATCH.with(|b| {
+        *b.borrow_mut() = Some(Batch {
             name: name.to_string(),
+            tx,
+            traffic,
+            buf: Vec::new(),
+            since: None,
+            prefix: Vec::new(),
             fresh: false,
             dropped: 0,
         })
-    }
+    });
+    traffic
+}
 
-    /// A new loop turn: the next line takes a new timestamp.
-    pub fn new_turn(&mut self) {
-        self.fresh = false;
-    }
-
-    /// Logs `VERB PEER: BYTES SUFFIX`, e.g. `from 127.0.0.1:5000: IAMAT ...`,
-    /// with BYTES escaped.
-    pub fn line(&mut self, verb: &str, peer: &SocketAddr, bytes: &[u8], suffix: &str) {
-        if !self.fresh {
-            self.prefix.clear();
-            let stamp = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
-            self.prefix.extend_from_slice(stamp.as_bytes());
-            self.prefix.push(b' ');
-            self.prefix.extend_from_slice(self.name.as_bytes());
-            self.prefix.extend_from_slice(b" DEBUG ");
-            self.fresh = true;
-        }
-        self.buf.extend_from_slice(&self.prefix);
-        self.buf.extend_from_slice(verb.as_bytes());
-        self.buf.push(b' ');
-        write_addr(&mut self.buf, peer);
-        self.buf.extend_from_slice(b": ");
-        write_escaped(&mut self.buf, bytes);
-        self.buf.extend_from_slice(suffix.as_bytes());
-        self.buf.push(b'\n');
-    }
-
-    /// Hands the buffered lines to the writer thread (once per turn); if
-    /// the writer is behind, they are dropped and counted, never waited for.
-    pub fn flush(&mut self) {
-        if self.buf.is_empty() {
+/// Logs a traffic line on the loop thread: `VERB PEER: BYTES SUFFIX`, e.g.
+/// `from 127.0.0.1:5000: IAMAT ...`, with BYTES escaped.
+pub fn traffic(verb: &str, peer: &SocketAddr, bytes: &[u8], suffix: &str) {
+    BATCH.with(|b| {
+        let mut b = b.borrow_mut();
+        let Some(batch) = b.as_mut().filter(|b| b.traffic) else {
             return;
+        };
+        if !batch.fresh {
+            batch.prefix.clear();
+            let stamp = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+            batch.prefix.extend_from_slice(stamp.as_bytes());
+            batch.prefix.push(b' ');
+            batch.prefix.extend_from_slice(batch.name.as_bytes());
+            batch.prefix.extend_from_slice(b" DEBUG ");
+            batch.fresh = true;
         }
-        if self.dropped > 0 {
-            let note = format!(
-                "{} {} WARN {} traffic log lines dropped: writer behind\n",
-                humantime::format_rfc3339_micros(SystemTime::now()),
-                self.name,
-                self.dropped
-            );
-            if self.tx.try_send(Msg::Line(note)).is_ok() {
-                self.dropped = 0;
+        batch.since.get_or_insert_with(Instant::now);
+        let buf = &mut batch.buf;
+        buf.extend_from_slice(&batch.prefix);
+        buf.extend_from_slice(verb.as_bytes());
+        buf.push(b' ');
+        write_addr(buf, peer);
+        buf.extend_from_slice(b": ");
+        write_escaped(buf, bytes);
+        buf.extend_from_slice(suffix.as_bytes());
+        buf.push(b'\n');
+    });
+}
+
+/// A new loop turn: the next traffic line takes a new timestamp; the batch
+/// goes to the writer if it is full or old enough.
+pub fn turn_end(now: Instant) {
+    BATCH.with(|b| {
+        if let Some(batch) = b.borrow_mut().as_mut() {
+            batch.fresh = false;
+            let due = batch
+                .since
+                .is_some_and(|t| now.duration_since(t) >= LOG_BATCH_DELAY);
+            if due || batch.buf.len() >= LOG_BATCH_BYTES {
+                batch.send();
             }
         }
-        let lines = std::mem::take(&mut self.buf);
-        if let Err(TrySendError::Full(Msg::Lines(lost))) = self.tx.try_send(Msg::Lines(lines)) {
-            self.dropped += lost.iter().filter(|&&b| b == b'\n').count() as u64;
+    });
+}
+
+/// When the loop thread's batch must go to the writer, if it holds anything.
+pub fn deadline() -> Option<Instant> {
+    BATCH.with(|b| {
+        b.borrow()
+            .as_ref()
+            .and_then(|batch| batch.since)
+            .map(|t| t + LOG_BATCH_DELAY)
+    })
+}
+
+/// Sends the loop thread's batch to the writer now (at shutdown).
+pub fn flush_loop() {
+    BATCH.with(|b| {
+        if let Some(batch) = b.borrow_mut().as_mut() {
+            batch.send();
         }
-    }
+    });
 }
 
 /// Appends `bytes` escaped as [`Escaped`] does, without `fmt`.

@@ -43,7 +43,7 @@ use crate::config::{Herd, PlacesConfig};
 use crate::conn::{Conn, Flush, Peer, Piece, Role, Sync};
 use crate::journal::Journal;
 use crate::links::{Links, DEFAULT_LINK_OUTPUT_CAP, LINK_TOKEN_BASE};
-use crate::logging::{escape, TrafficLog};
+use crate::logging::{self, escape};
 use crate::places::{self, Places, Query, Reply, RequestId};
 use crate::protocol::{self, Command, Nanos};
 use crate::store::Store;
@@ -268,8 +268,8 @@ struct Core {
     done: Vec<Reply>,
     /// Formatting space for one AT line.
     line: Vec<u8>,
-    /// Every line received and sent, when the log level is `debug`.
-    traffic: Option<TrafficLog>,
+    /// Log every line received and sent (the log level is `debug`).
+    traffic: bool,
     /// The time of receipt of the bytes being handled: read once per
     /// `read(2)`, since the lines of one read arrived together.
     received_at: Option<Nanos>,
@@ -361,7 +361,7 @@ impl Server {
             next_request: 1,
             done: Vec::new(),
             line: Vec::with_capacity(256),
-            traffic: None,
+            traffic: false,
             received_at: None,
         };
         Ok(Server {
@@ -395,7 +395,7 @@ impl Server {
     /// Runs the loop until stopped.
     pub fn run(mut self) -> io::Result<()> {
         let name = self.core.name.clone();
-        self.core.traffic = TrafficLog::for_server(&name);
+        self.core.traffic = logging::attach_loop(&name);
         log::info!(target: &name, "listening on {} with {} neighbours", self.listener.local_addr()?, self.core.links.len());
         if self.core.secret.is_none() {
             log::warn!(target: &name, "no shared secret (secret_env): herd links are not authenticated, and any connection may send AT updates");
@@ -492,10 +492,7 @@ impl Server {
         }
         let registry = self.poll.registry();
         self.core.links.flush(registry, &self.core.store, now);
-        if let Some(t) = &mut self.core.traffic {
-            t.flush();
-            t.new_turn();
-        }
+        logging::turn_end(now);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -503,6 +500,7 @@ impl Server {
             self.core.links.next_deadline(),
             self.core.places.next_deadline(),
             self.accept_paused_until,
+            logging::deadline(),
             (self.refused > 0 || self.core.limits.idle_timeout.is_some())
                 .then_some(self.next_sweep),
         ]
@@ -676,10 +674,6 @@ impl Server {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        // What this connection said and was told comes before its goodbye.
-        if let Some(t) = &mut self.core.traffic {
-            t.flush();
-        }
         let name = &self.core.name;
         match &conn.role {
             Role::Client => log::info!(target: name, "client {} disconnected: {why}", conn.peer),
@@ -713,10 +707,8 @@ impl Server {
         for (_, conn) in self.conns.iter_mut() {
             let _ = conn.out.flush_to(&mut conn.stream);
         }
-        if let Some(t) = &mut self.core.traffic {
-            t.flush();
-        }
         log::info!(target: &self.core.name, "stopped: {} clients connected, {} known", self.conns.len(), self.core.store.len());
+        logging::flush_loop();
     }
 }
 
@@ -794,8 +786,8 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
             return;
         }
     };
-    if let Some(t) = &mut core.traffic {
-        t.line("from", &conn.peer, line, "");
+    if core.traffic {
+        logging::traffic("from", &conn.peer, line, "");
     }
     match protocol::parse(line) {
         Command::Blank => {}
@@ -804,8 +796,8 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
             core.line.clear();
             protocol::write_at(&mut core.line, name, now, &iamat);
             conn.reply(&core.line);
-            if let Some(t) = &mut core.traffic {
-                t.line("to", &conn.peer, &core.line[..core.line.len() - 1], "");
+            if core.traffic {
+                logging::traffic("to", &conn.peer, &core.line[..core.line.len() - 1], "");
             }
             let at = &core.line[..core.line.len() - 1];
             if core.store.offer(iamat.client, iamat.sent_at, at) {
@@ -839,8 +831,8 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
             let id = core.next_request;
             core.next_request += 1;
             core.requests.insert(id, (key, conn.serial));
-            if let Some(t) = &mut core.traffic {
-                t.line("to", &conn.peer, &entry.line, " (+ Places answer)");
+            if core.traffic {
+                logging::traffic("to", &conn.peer, &entry.line, " (+ Places answer)");
             }
             conn.wait_for(id, head);
             core.places
@@ -962,8 +954,8 @@ fn invalid(core: &mut Core, conn: &mut Conn, line: &[u8]) {
     core.line.clear();
     protocol::write_invalid(&mut core.line, line);
     conn.reply(&core.line);
-    if let Some(t) = &mut core.traffic {
-        t.line("to", &conn.peer, &core.line[..core.line.len() - 1], "");
+    if core.traffic {
+        logging::traffic("to", &conn.peer, &core.line[..core.line.len() - 1], "");
     }
 }
 
