@@ -483,15 +483,16 @@ impl Server {
             self.read(key, false);
         }
         self.deliver();
-        // Updates reach the journal before their replies leave.
+        // Updates reach the journal before their replies leave; floods go
+        // first, since the herd's propagation time adds up hop by hop.
         if let Some(j) = &mut self.core.journal {
             j.flush(&self.core.store);
         }
+        let registry = self.poll.registry();
+        self.core.links.flush(registry, &self.core.store, now);
         for key in std::mem::take(&mut self.dirty) {
             self.flush(key);
         }
-        let registry = self.poll.registry();
-        self.core.links.flush(registry, &self.core.store, now);
         logging::turn_end(now);
     }
 
