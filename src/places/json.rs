@@ -590,7 +590,7 @@ mod tests {
     fn writer_reproduces_googles_sample() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/places/nearbysearch-legacy.json"
+            "/tests/data/places/nearbysearch-legacy.json"
         );
         let Ok(sample) = std::fs::read_to_string(path) else {
             eprintln!("skipped: no {path}");

@@ -32,15 +32,15 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
-/// The legacy sample (`/work/shared/places/nearbysearch-legacy.json`).
+/// The legacy sample (`tests/data/places/nearbysearch-legacy.json`).
 pub const LEGACY_SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/places/nearbysearch-legacy.json"
+    "/tests/data/places/nearbysearch-legacy.json"
 );
 /// The Places API (New) sample (5 places).
 pub const NEW_SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/places/searchnearby-new.json"
+    "/tests/data/places/searchnearby-new.json"
 );
 /// The legacy endpoint's path.
 pub const LEGACY_PATH: &str = "/maps/api/place/nearbysearch/json";
