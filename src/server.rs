@@ -956,7 +956,9 @@ fn invalid(core: &mut Core, conn: &mut Conn, line: &[u8]) {
     protocol::write_invalid(&mut core.line, line);
     conn.reply(&core.line);
     if core.traffic {
-        logging::traffic("to", &conn.peer, &core.line[..core.line.len() - 1], "");
+        // The line itself was logged just above, as received: say so rather
+        // than log its bytes (a client sending garbage doubles the log less).
+        logging::traffic("to", &conn.peer, b"? ", "(+ the line above)");
     }
 }
 
