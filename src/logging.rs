@@ -43,6 +43,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::protocol;
+
 /// Lines a server may have queued for its writer thread before new ones are dropped.
 pub const LOG_QUEUE_LINES: usize = 65_536;
 
@@ -411,30 +413,16 @@ pub fn write_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
                 if i > 0 {
                     out.push(b'.');
                 }
-                write_decimal(out, u32::from(*octet));
+                protocol::write_decimal(out, u128::from(*octet));
             }
             out.push(b':');
-            write_decimal(out, u32::from(a.port()));
+            protocol::write_decimal(out, u128::from(a.port()));
         }
         SocketAddr::V6(_) => {
             use std::io::Write as _;
             let _ = write!(out, "{addr}");
         }
     }
-}
-
-fn write_decimal(out: &mut Vec<u8>, mut n: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Flushes every server's log file (waits for the writer threads).

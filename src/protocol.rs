@@ -450,8 +450,9 @@ pub fn write_diff(out: &mut Vec<u8>, diff: Nanos) {
     out.extend_from_slice(&digits);
 }
 
-/// Appends `n` in decimal.
-fn write_decimal(out: &mut Vec<u8>, n: u128) {
+/// Appends `n` in decimal, without `fmt` (the traffic log and the load
+/// tool use it too).
+pub fn write_decimal(out: &mut Vec<u8>, n: u128) {
     // u128::MAX has 39 digits.
     let mut buf = [0u8; 39];
     let mut i = buf.len();

@@ -115,7 +115,7 @@ impl ClientId {
         degrees(out, (h % 180_000_001) as i64 - 90_000_000);
         degrees(out, ((h >> 32) % 360_000_001) as i64 - 180_000_000);
         out.push(b' ');
-        decimal(out, (t / 1_000_000_000) as u64);
+        herd::protocol::write_decimal(out, u128::from((t / 1_000_000_000) as u64));
         out.push(b'.');
         let mut frac = [b'0'; 9];
         let mut f = (t % 1_000_000_000) as u64;
@@ -140,7 +140,7 @@ impl ClientId {
 fn degrees(out: &mut Vec<u8>, micro: i64) {
     out.push(if micro < 0 { b'-' } else { b'+' });
     let m = micro.unsigned_abs();
-    decimal(out, m / 1_000_000);
+    herd::protocol::write_decimal(out, u128::from(m / 1_000_000));
     out.push(b'.');
     let mut frac = [b'0'; 6];
     let mut f = m % 1_000_000;
@@ -149,20 +149,6 @@ fn degrees(out: &mut Vec<u8>, micro: i64) {
         f /= 10;
     }
     out.extend_from_slice(&frac);
-}
-
-fn decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
 }
 
 fn mix(mut x: u64) -> u64 {
