@@ -961,7 +961,3 @@ fn invalid(core: &mut Core, conn: &mut Conn, line: &[u8]) {
         logging::traffic("to", &conn.peer, b"? ", "(+ the line above)");
     }
 }
-
-/// Places answers are delivered through [`places::failure_body`] when the
-/// client has none; re-exported for tests that build expected replies.
-pub use places::failure_body;

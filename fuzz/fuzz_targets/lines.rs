@@ -20,7 +20,8 @@
 
 use herd::conn::{LineReader, Piece};
 use herd::protocol::{self, Command, Iamat, Nanos};
-use herd::server::{failure_body, DEFAULT_LINE_LIMIT};
+use herd::places::failure_body;
+use herd::server::DEFAULT_LINE_LIMIT;
 use herd::store::Store;
 use libfuzzer_sys::fuzz_target;
 
