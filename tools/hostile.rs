@@ -33,6 +33,24 @@ struct Counts {
     errors: AtomicU64,
 }
 
+impl Counts {
+    /// One attacker write: counts what went out; a timeout means the server
+    /// stopped reading us, as it should. False when the connection failed.
+    fn write(&self, s: &mut impl Write, buf: &[u8]) -> bool {
+        match s.write(buf) {
+            Ok(n) => {
+                self.sent.fetch_add(n as u64, Ordering::Relaxed);
+                true
+            }
+            Err(e) if is_timeout(&e) => true,
+            Err(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
 /// Running attackers.
 pub struct Attack {
     pace: Pace,
@@ -85,16 +103,8 @@ impl Attack {
                     for _ in 0..64 {
                         client.iamat(&mut buf, load::wall_ns());
                     }
-                    match s.write(&buf) {
-                        Ok(n) => {
-                            counts.sent.fetch_add(n as u64, Ordering::Relaxed);
-                        }
-                        // The server stopped reading us, as it should.
-                        Err(e) if is_timeout(&e) => {}
-                        Err(_) => {
-                            counts.errors.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
+                    if !counts.write(&mut s, &buf) {
+                        return;
                     }
                 }
             }));
@@ -157,15 +167,8 @@ impl Attack {
             while !stop.load(Ordering::Relaxed) {
                 pace.wait(buf.len());
                 fill(&mut rng, &mut buf);
-                match s.write(&buf) {
-                    Ok(n) => {
-                        counts.sent.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    Err(e) if is_timeout(&e) => {}
-                    Err(_) => {
-                        counts.errors.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
+                if !counts.write(&mut s, &buf) {
+                    return;
                 }
             }
         }));

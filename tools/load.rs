@@ -22,11 +22,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use herd::conn::{LineReader, Piece};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::hist::Hist;
+
+/// The longest reply line the tool expects; herd's are far shorter (a
+/// Places JSON line is at most a few hundred bytes).
+pub const REPLY_LINE_LIMIT: usize = 1 << 20;
 
 /// Error texts kept to show (the count is always exact).
 const ERROR_SAMPLES: usize = 5;
@@ -170,6 +175,18 @@ pub fn fnv(bytes: &[u8]) -> u64 {
 pub struct Progress {
     pub done: AtomicU64,
     pub errors: AtomicU64,
+}
+
+impl Progress {
+    /// Adds what a thread's tally gained since `reported`, its last report.
+    fn report(&self, tally: &Tally, reported: &mut (u64, u64)) {
+        let now = (tally.done_all, tally.out.errors);
+        if now != *reported {
+            self.done.fetch_add(now.0 - reported.0, Ordering::Relaxed);
+            self.errors.fetch_add(now.1 - reported.1, Ordering::Relaxed);
+            *reported = now;
+        }
+    }
 }
 
 /// What one run measured.
@@ -337,7 +354,7 @@ struct Conn {
     out: Vec<u8>,
     out_pos: usize,
     writable: bool,
-    partial: Vec<u8>,
+    reader: LineReader,
     pending: VecDeque<Pending>,
     /// Inside a WHATSAT's JSON, until its empty line.
     in_body: bool,
@@ -449,23 +466,11 @@ impl Conn {
     }
 
     fn consume(&mut self, data: &[u8], now: Instant, tally: &mut Tally) {
-        let mut partial = std::mem::take(&mut self.partial);
-        let joined = !partial.is_empty();
-        if joined {
-            partial.extend_from_slice(data);
-        }
-        let src: &[u8] = if joined { &partial } else { data };
-        let mut start = 0;
-        while let Some(i) = src[start..].iter().position(|&b| b == b'\n') {
-            self.line(&src[start..start + i], now, tally);
-            start += i + 1;
-        }
-        if joined {
-            partial.drain(..start);
-        } else {
-            partial.extend_from_slice(&data[start..]);
-        }
-        self.partial = partial;
+        let mut reader = std::mem::take(&mut self.reader);
+        reader.feed(data, REPLY_LINE_LIMIT, |piece| match piece {
+            Piece::Line(line) | Piece::TooLong(line) => self.line(line, now, tally),
+        });
+        self.reader = reader;
     }
 
     fn line(&mut self, line: &[u8], now: Instant, tally: &mut Tally) {
@@ -528,7 +533,7 @@ fn rr_thread(spec: &Spec, t: usize, barrier: &Barrier, progress: &Progress) -> i
                     out: Vec::with_capacity(4096),
                     out_pos: 0,
                     writable: false,
-                    partial: Vec::new(),
+                    reader: LineReader::default(),
                     pending: VecDeque::new(),
                     in_body: false,
                     known: false,
@@ -642,16 +647,7 @@ fn rr_thread(spec: &Spec, t: usize, barrier: &Barrier, progress: &Progress) -> i
                 let _ = poll.registry().deregister(&mut c.stream);
             }
         }
-        let errors = tally.out.errors;
-        if (tally.done_all, errors) != reported {
-            progress
-                .done
-                .fetch_add(tally.done_all - reported.0, Ordering::Relaxed);
-            progress
-                .errors
-                .fetch_add(errors - reported.1, Ordering::Relaxed);
-            reported = (tally.done_all, errors);
-        }
+        progress.report(&tally, &mut reported);
         if conns.iter().all(|c| c.dead) {
             break;
         }
@@ -819,16 +815,7 @@ fn churn_thread(
             }
             to_open.push(slot);
         }
-        let errors = tally.out.errors;
-        if (tally.done_all, errors) != reported {
-            progress
-                .done
-                .fetch_add(tally.done_all - reported.0, Ordering::Relaxed);
-            progress
-                .errors
-                .fetch_add(errors - reported.1, Ordering::Relaxed);
-            reported = (tally.done_all, errors);
-        }
+        progress.report(&tally, &mut reported);
     }
     Ok(tally.out)
 }

@@ -13,6 +13,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use herd::conn::{LineReader, Piece};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -37,7 +38,7 @@ struct Link {
     stream: TcpStream,
     /// The name from `HERD NAME`, once said.
     name: Option<String>,
-    partial: Vec<u8>,
+    reader: LineReader,
 }
 
 /// A listener that herd servers dial as their neighbour `Probe`.
@@ -129,7 +130,7 @@ impl Probe {
                     entry.insert(Link {
                         stream,
                         name: None,
-                        partial: Vec::new(),
+                        reader: LineReader::default(),
                     });
                 }
                 // Nothing more to accept until the next event.
@@ -169,16 +170,9 @@ impl Probe {
 
 /// Splits what was read into lines; the first line of a link names it.
 fn lines(link: &mut Link, data: &[u8], wall_ns: u128, on: &mut impl FnMut(ProbeEvent<'_>)) {
-    let mut partial = std::mem::take(&mut link.partial);
-    let joined = !partial.is_empty();
-    if joined {
-        partial.extend_from_slice(data);
-    }
-    let src: &[u8] = if joined { &partial } else { data };
-    let mut start = 0;
-    while let Some(i) = src[start..].iter().position(|&b| b == b'\n') {
-        let line = &src[start..start + i];
-        start += i + 1;
+    let mut reader = std::mem::take(&mut link.reader);
+    reader.feed(data, crate::load::REPLY_LINE_LIMIT, |piece| {
+        let (Piece::Line(line) | Piece::TooLong(line)) = piece;
         match &link.name {
             Some(name) => on(ProbeEvent::Line {
                 name,
@@ -192,9 +186,8 @@ fn lines(link: &mut Link, data: &[u8], wall_ns: u128, on: &mut impl FnMut(ProbeE
                 link.name = Some(name);
             }
         }
-    }
-    let rest = src[start..].to_vec();
-    link.partial = rest;
+    });
+    link.reader = reader;
 }
 
 /// The wall clock in nanoseconds since the epoch.
