@@ -225,11 +225,6 @@ impl Links {
         self.links.is_empty()
     }
 
-    /// How many links are up.
-    pub fn up_count(&self) -> usize {
-        self.links.iter().filter(|l| l.is_ready()).count()
-    }
-
     /// Queues `line` (with its `\n`) to every link that is up, except the
     /// neighbour it came from.
     pub fn flood(&mut self, line: &[u8], except: Option<usize>) {
