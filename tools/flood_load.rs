@@ -86,6 +86,8 @@ OPTIONS:
     --down-ms MS         reconnect: how long the Probe stays down, +-50% [default: 500]
     --attack-mbps M      hostile: MB/s per attacker connection (storm: 100*M
                          connections/s); 0 = flat out [default: 5]
+    --attackers LIST     hostile: which attackers, comma-separated, of garbage,
+                         long, slow, storm [default: all four]
     --quiet              no progress lines
     -h, --help           this text
 
@@ -124,6 +126,7 @@ struct Opts {
     rounds: usize,
     down: Duration,
     attack_mbps: f64,
+    attackers: hostile::Kinds,
     quiet: bool,
 }
 
@@ -150,6 +153,7 @@ fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         rounds: 10,
         down: Duration::from_millis(500),
         attack_mbps: 5.0,
+        attackers: hostile::Kinds::ALL,
         quiet: false,
     };
     let secs = |v: f64| -> Result<Duration, lexopt::Error> {
@@ -191,6 +195,7 @@ fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
             Long("rounds") => o.rounds = p.value()?.parse::<usize>()?.max(1),
             Long("down-ms") => o.down = Duration::from_millis(p.value()?.parse()?),
             Long("attack-mbps") => o.attack_mbps = p.value()?.parse()?,
+            Long("attackers") => o.attackers = p.value()?.string()?.parse()?,
             Long("quiet") => o.quiet = true,
             _ => return Err(arg.unexpected()),
         }
@@ -871,7 +876,7 @@ fn hostile(o: &Opts) -> io::Result<()> {
             ""
         }
     );
-    let attack = hostile::Attack::start(s.addr, o.sources, o.attack_mbps)?;
+    let attack = hostile::Attack::start(s.addr, o.sources, o.attack_mbps, o.attackers)?;
     let mut s2 = s.clone();
     s2.prefix = run_prefix() + "b";
     let loud = load::run_rr(&s2, !o.quiet);

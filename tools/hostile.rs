@@ -51,6 +51,52 @@ impl Counts {
     }
 }
 
+/// Which attackers run (`--attackers garbage,long,slow,storm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kinds {
+    pub garbage: bool,
+    pub long: bool,
+    pub slow: bool,
+    pub storm: bool,
+}
+
+impl Kinds {
+    pub const ALL: Kinds = Kinds {
+        garbage: true,
+        long: true,
+        slow: true,
+        storm: true,
+    };
+}
+
+impl std::str::FromStr for Kinds {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<Kinds, String> {
+        let mut k = Kinds {
+            garbage: false,
+            long: false,
+            slow: false,
+            storm: false,
+        };
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "garbage" => k.garbage = true,
+                "long" => k.long = true,
+                "slow" => k.slow = true,
+                "storm" => k.storm = true,
+                "all" => k = Kinds::ALL,
+                other => {
+                    return Err(format!(
+                        "unknown attacker {other:?}: garbage, long, slow, storm or all"
+                    ))
+                }
+            }
+        }
+        Ok(k)
+    }
+}
+
 /// Running attackers.
 pub struct Attack {
     pace: Pace,
@@ -62,7 +108,7 @@ pub struct Attack {
 
 impl Attack {
     /// Starts every attacker against `addr`.
-    pub fn start(addr: SocketAddr, sources: u32, mbps: f64) -> io::Result<Attack> {
+    pub fn start(addr: SocketAddr, sources: u32, mbps: f64, kinds: Kinds) -> io::Result<Attack> {
         let mut attack = Attack {
             pace: Pace::new(mbps * 1e6),
             stop: Arc::new(AtomicBool::new(false)),
@@ -71,8 +117,8 @@ impl Attack {
             counts: Arc::new(Counts::default()),
         };
         let src = |i: usize| load::source(200 + i, sources);
-        for i in 0..2 {
-            let s = attack.connect(addr, src(i))?;
+        for i in (0..2).filter(|_| kinds.garbage) {
+            let s = attack.connect(addr, src(i), true)?;
             attack.writer(s, |rng, buf| {
                 buf.clear();
                 for _ in 0..4096 {
@@ -81,15 +127,15 @@ impl Attack {
                 }
             })?;
         }
-        for i in 2..4 {
-            let s = attack.connect(addr, src(i))?;
+        for i in (2..4).filter(|_| kinds.long) {
+            let s = attack.connect(addr, src(i), true)?;
             attack.writer(s, |_, buf| {
                 buf.clear();
                 buf.resize(64 * 1024, b'A');
             })?;
         }
-        for i in 4..8 {
-            let s = attack.connect(addr, src(i))?;
+        for i in (4..8).filter(|_| kinds.slow) {
+            let s = attack.connect(addr, src(i), false)?;
             s.set_write_timeout(Some(Duration::from_millis(50)))?;
             let (stop, counts) = (attack.stop.clone(), attack.counts.clone());
             let mut client = load::ClientId::new(format!("slow-reader-{i}"));
@@ -109,36 +155,47 @@ impl Attack {
                 }
             }));
         }
-        let (stop, counts) = (attack.stop.clone(), attack.counts.clone());
-        // One connection "costs" 10 kB of the byte pace: 100 per MB/s.
-        let mut pace = attack.pace.clone();
-        attack.threads.push(std::thread::spawn(move || {
-            let mut i = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                pace.wait(10_000);
-                i += 1;
-                match load::connect_blocking(addr, load::source(16 + i, sources)) {
-                    Ok(mut s) => {
-                        counts.connects.fetch_add(1, Ordering::Relaxed);
-                        if i % 2 == 0 {
-                            let _ = s.write(b"IAMAT half-a-li");
+        if kinds.storm {
+            let (stop, counts) = (attack.stop.clone(), attack.counts.clone());
+            // One connection "costs" 10 kB of the byte pace: 100 per MB/s.
+            let mut pace = attack.pace.clone();
+            attack.threads.push(std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    pace.wait(10_000);
+                    i += 1;
+                    match load::connect_blocking(addr, load::source(16 + i, sources)) {
+                        Ok(mut s) => {
+                            counts.connects.fetch_add(1, Ordering::Relaxed);
+                            if i % 2 == 0 {
+                                let _ = s.write(b"IAMAT half-a-li");
+                            }
+                        }
+                        Err(_) => {
+                            counts.errors.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_millis(1));
                         }
                     }
-                    Err(_) => {
-                        counts.errors.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
                 }
-            }
-        }));
+            }));
+        }
         Ok(attack)
     }
 
-    fn connect(&mut self, addr: SocketAddr, src: Option<SocketAddr>) -> io::Result<TcpStream> {
+    /// An attacker's connection; unless `drain`, replies are never read.
+    fn connect(
+        &mut self,
+        addr: SocketAddr,
+        src: Option<SocketAddr>,
+        drain: bool,
+    ) -> io::Result<TcpStream> {
         let s = load::connect_blocking(addr, src)?;
         self.counts.connects.fetch_add(1, Ordering::Relaxed);
         self.streams.push(s.try_clone()?);
-        // Replies are read and dropped.
+        if !drain {
+            return Ok(s);
+        }
+        // Replies are read and thrown away.
         let mut r = s.try_clone()?;
         let counts = self.counts.clone();
         self.threads.push(std::thread::spawn(move || {
