@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use mio::net::TcpStream;
 use mio::Interest;
@@ -50,17 +51,26 @@ impl LineReader {
     /// Feeds `data`, calling `each` for every complete piece, in order.
     /// `limit` is the longest line accepted, in bytes, without its `\n` or
     /// `\r\n` (the `\r` of a `\r\n` is part of the terminator).
-    pub fn feed(&mut self, mut data: &[u8], limit: usize, mut each: impl FnMut(Piece<'_>)) {
+    /// Returns how many bytes it discarded (of over-long lines, past their
+    /// first `limit` bytes).
+    pub fn feed(
+        &mut self,
+        mut data: &[u8],
+        limit: usize,
+        mut each: impl FnMut(Piece<'_>),
+    ) -> usize {
+        let mut discarded = 0;
         while !data.is_empty() {
             let nl = memchr::memchr(b'\n', data);
             if self.discarding {
                 match nl {
                     Some(i) => {
                         self.discarding = false;
+                        discarded += i;
                         data = &data[i + 1..];
                         continue;
                     }
-                    None => return,
+                    None => return discarded + data.len(),
                 }
             }
             let take = nl.unwrap_or(data.len());
@@ -91,29 +101,33 @@ impl LineReader {
                     None => {
                         // No `\n` yet and still within the limit: keep it.
                         self.partial.extend_from_slice(data);
-                        return;
+                        return discarded;
                     }
                 }
                 data = &data[take + 1..];
                 continue;
             }
             // Past the limit: answer with the first `limit` bytes, skip the rest.
-            if self.partial.len() >= limit {
+            let kept = if self.partial.len() >= limit {
                 self.partial.truncate(limit);
+                0
             } else {
                 let room = limit - self.partial.len();
                 self.partial.extend_from_slice(&data[..room]);
-            }
+                room
+            };
             each(Piece::TooLong(&self.partial));
             self.clear_partial();
+            discarded += take - kept;
             match nl {
                 Some(i) => data = &data[i + 1..],
                 None => {
                     self.discarding = true;
-                    return;
+                    return discarded;
                 }
             }
         }
+        discarded
     }
 
     /// The peer closed its sending side: a last line without `\n` is still a
@@ -137,6 +151,45 @@ impl LineReader {
         } else {
             self.partial.clear();
         }
+    }
+}
+
+/// A leaky bucket of a connection's invalid input (lines answered with `? `
+/// and bytes of over-long lines): it may send `rate` bytes of it per second
+/// on average, and a second's worth at once; past that, reading it pauses
+/// until the bucket is back to a second's worth. Pausing costs nothing —
+/// the kernel's socket buffer pushes back on the sender — and every line is
+/// still answered, only later: a client sending garbage as fast as it can
+/// gets a trickle of the loop, not a share of it (memcached's
+/// `reqs_per_event` and nginx's `limit_rate` are the same idea).
+///
+/// Time is milliseconds since the loop started, wrapping after 49 days: a
+/// wrong leak after such a gap costs at most one pause of a second.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Throttle {
+    debt: u32,
+    at_ms: u32,
+    /// Times reading was paused.
+    pub pauses: u32,
+}
+
+impl Throttle {
+    /// Adds `bytes` of invalid input received at `now_ms`. Returns how long
+    /// reading must pause to keep to `rate` bytes per second, if it must.
+    pub fn charge(&mut self, bytes: usize, now_ms: u32, rate: usize) -> Option<Duration> {
+        let rate = rate.max(1) as u64;
+        let elapsed = u64::from(now_ms.wrapping_sub(self.at_ms));
+        let leaked = elapsed.saturating_mul(rate) / 1000;
+        let debt = u64::from(self.debt).saturating_sub(leaked) + bytes as u64;
+        self.at_ms = now_ms;
+        self.debt = debt.min(u64::from(u32::MAX)) as u32;
+        if debt <= rate {
+            return None;
+        }
+        self.pauses += 1;
+        // Long enough for the debt to leak back to a second's worth.
+        let ms = ((debt - rate) * 1000).div_ceil(rate);
+        Some(Duration::from_millis(ms.max(1)))
     }
 }
 
@@ -271,10 +324,14 @@ pub struct Conn {
     /// The peer closed its sending side (or we gave up reading).
     pub read_closed: bool,
     /// Reading stopped because the client is not reading its replies (or has
-    /// too many WHATSATs in flight); resumed once it catches up.
+    /// too many WHATSATs in flight, or is throttled); resumed once it
+    /// catches up.
     pub paused: bool,
     /// When it last sent something, in seconds since its loop started.
     pub active: u32,
+    /// Its invalid input, and whether reading is paused for it.
+    pub throttle: Throttle,
+    pub throttled: bool,
 }
 
 impl Conn {
@@ -293,6 +350,8 @@ impl Conn {
             read_closed: false,
             paused: false,
             active: 0,
+            throttle: Throttle::default(),
+            throttled: false,
         }
     }
 
@@ -427,6 +486,90 @@ mod tests {
             let (a, b) = input.split_at(split);
             assert_eq!(pieces(&[a, b], 16, true), whole, "split at {split}");
         }
+    }
+
+    #[test]
+    fn feed_counts_the_bytes_of_over_long_lines_it_discards() {
+        let mut r = LineReader::default();
+        // 10 kept and answered, "XYZ" discarded, then a line, then the start
+        // of another over-long one whose tail comes in the next feeds.
+        assert_eq!(
+            r.feed(
+                b"0123456789XYZ
+ok
+",
+                10,
+                |_| {}
+            ),
+            3
+        );
+        assert_eq!(r.feed(b"abcdefghijklm", 10, |_| {}), 3);
+        assert_eq!(r.feed(b"nopq", 10, |_| {}), 4);
+        assert_eq!(
+            r.feed(
+                b"rs
+ok
+",
+                10,
+                |_| {}
+            ),
+            2
+        );
+        assert_eq!(
+            r.feed(
+                b"short
+",
+                10,
+                |_| {}
+            ),
+            0
+        );
+    }
+
+    #[test]
+    fn throttle_allows_a_seconds_worth_then_pauses_for_the_excess() {
+        let mut t = Throttle::default();
+        // 1,000 bytes/s: up to 1,000 at once is free.
+        assert_eq!(t.charge(600, 0, 1000), None);
+        assert_eq!(t.charge(400, 0, 1000), None);
+        // 500 past it: half a second for the debt to leak back.
+        assert_eq!(t.charge(500, 0, 1000), Some(Duration::from_millis(500)));
+        assert_eq!(t.pauses, 1);
+        // After that half second the bucket is full again: any byte pauses.
+        assert_eq!(t.charge(1, 500, 1000), Some(Duration::from_millis(1)));
+        // Two seconds later it has leaked empty.
+        assert_eq!(t.charge(1000, 2500, 1000), None);
+        assert_eq!(t.pauses, 2);
+    }
+
+    #[test]
+    fn throttle_keeps_to_its_rate_whatever_the_chunks() {
+        // A sender charging as soon as each pause ends gets `rate` bytes a
+        // second on average, whether it sends small or large chunks.
+        for chunk in [10, 700, 5000] {
+            let mut t = Throttle::default();
+            let (mut now, mut sent) = (0u32, 0u64);
+            while now < 60_000 {
+                sent += chunk as u64;
+                if let Some(pause) = t.charge(chunk, now, 1000) {
+                    now += pause.as_millis() as u32;
+                }
+            }
+            let per_sec = sent as f64 / 60.0;
+            assert!(
+                (per_sec - 1000.0).abs() < 1000.0 / 60.0 + chunk as f64 / 60.0,
+                "chunks of {chunk}: {per_sec} bytes/s"
+            );
+        }
+    }
+
+    #[test]
+    fn throttle_survives_the_clock_wrapping() {
+        let mut t = Throttle::default();
+        assert_eq!(t.charge(1000, u32::MAX - 10, 1000), None);
+        // 100 ms later, past the wrap: 100 bytes leaked.
+        assert_eq!(t.charge(100, 89, 1000), None);
+        assert_eq!(t.charge(1, 89, 1000), Some(Duration::from_millis(1)));
     }
 
     #[test]

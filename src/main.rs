@@ -44,6 +44,9 @@ LIMITS (see README; every one has a default):
                          read before the link is dropped [default: 67108864]
     --places-in-flight N  Places requests (and HTTPS connections) at once per
                          server; more wait in a queue [default: 64]
+    --invalid-rate BYTES  invalid input (lines answered `? `, over-long lines) a
+                         connection may send per second, a second's worth at once;
+                         past it, reading it pauses (0: no limit) [default: 65536]
     --idle-timeout SECS  close client connections silent this long [default: 0, never]
 
 OTHER OPTIONS:
@@ -112,6 +115,7 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
                 }
                 args.limits.places.max_in_flight = n;
             }
+            Long("invalid-rate") => args.limits.invalid_rate = parser.value()?.parse()?,
             Long("idle-timeout") => {
                 let secs: u64 = parser.value()?.parse()?;
                 args.limits.idle_timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));

@@ -24,7 +24,8 @@
 //! kernel's socket buffer then pushes back on it. Its own requests can thus
 //! grow memory by at most one scratch buffer's worth of replies.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::path::PathBuf;
@@ -57,6 +58,9 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 pub const DEFAULT_LINE_LIMIT: usize = 8 * 1024;
 /// Replies a client may leave unread before the server stops reading it.
 pub const DEFAULT_CLIENT_OUTPUT: usize = 256 * 1024;
+/// Invalid input (bytes of lines answered `? `, and of over-long lines) one
+/// connection may send per second, on average, before reading it pauses.
+pub const DEFAULT_INVALID_RATE: usize = 64 * 1024;
 /// WHATSATs one connection may have waiting for Places before it is not read.
 pub const DEFAULT_WHATSATS_PER_CONN: usize = 16;
 /// Size of the loop's one read buffer, shared by all connections.
@@ -87,6 +91,9 @@ pub struct Limits {
     pub whatsats_per_conn: usize,
     /// Pending output per herd link past which the link is dropped.
     pub link_output: usize,
+    /// Invalid input per connection per second, in bytes, past which reading
+    /// it pauses (see [`crate::conn::Throttle`]); 0: no limit.
+    pub invalid_rate: usize,
     /// Close client connections silent for this long (`None`: never; phones
     /// keep connections idle for long, so this is off by default).
     pub idle_timeout: Option<Duration>,
@@ -102,6 +109,7 @@ impl Default for Limits {
             max_clients: 1_000_000,
             whatsats_per_conn: DEFAULT_WHATSATS_PER_CONN,
             link_output: DEFAULT_LINK_OUTPUT_CAP,
+            invalid_rate: DEFAULT_INVALID_RATE,
             idle_timeout: None,
             places: places::Limits::default(),
         }
@@ -273,6 +281,8 @@ struct Core {
     /// The time of receipt of the bytes being handled: read once per
     /// `read(2)`, since the lines of one read arrived together.
     received_at: Option<Nanos>,
+    /// Bytes of invalid lines handled since the last read was charged.
+    invalid: usize,
 }
 
 /// One server: its poll loop and everything the loop owns.
@@ -287,6 +297,9 @@ pub struct Server {
     core: Core,
     /// Connections with work left over from an earlier turn.
     resume: Vec<usize>,
+    /// Connections throttled for invalid input: when each may be read again
+    /// (with key and serial, since the connection may be gone by then).
+    throttled: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     /// Connections that got output this turn.
     dirty: Vec<usize>,
     /// Accepting stopped at the batch cap: go on next turn.
@@ -309,6 +322,8 @@ enum ReadOutcome {
     Drained,
     /// The turn's budget ran out, or reading is paused: come back later.
     Yielded,
+    /// Too much invalid input: paused for this long.
+    Throttled(Duration),
     /// The connection failed and must be closed.
     Failed(io::Error),
 }
@@ -363,6 +378,7 @@ impl Server {
             line: Vec::with_capacity(256),
             traffic: false,
             received_at: None,
+            invalid: 0,
         };
         Ok(Server {
             poll,
@@ -374,6 +390,7 @@ impl Server {
             scratch: vec![0; SCRATCH_SIZE],
             core,
             resume: Vec::new(),
+            throttled: BinaryHeap::new(),
             dirty: Vec::new(),
             accept_more: false,
             accept_paused_until: None,
@@ -479,6 +496,7 @@ impl Server {
         if self.accept_more {
             self.accept();
         }
+        self.unthrottle(now);
         for key in std::mem::take(&mut self.resume) {
             self.read(key, false);
         }
@@ -501,6 +519,7 @@ impl Server {
             self.core.links.next_deadline(),
             self.core.places.next_deadline(),
             self.accept_paused_until,
+            self.throttled.peek().map(|Reverse((t, _, _))| *t),
             logging::deadline(),
             (self.refused > 0 || self.core.limits.idle_timeout.is_some())
                 .then_some(self.next_sweep),
@@ -617,9 +636,25 @@ impl Server {
         };
         conn.active = active;
         let core = &mut self.core;
-        let outcome = read_conn(core, registry, conn, key, &mut self.scratch, short_drains);
+        let outcome = read_conn(
+            core,
+            registry,
+            conn,
+            key,
+            &mut self.scratch,
+            short_drains,
+            self.epoch,
+        );
         match outcome {
             ReadOutcome::Drained => {}
+            ReadOutcome::Throttled(pause) => {
+                if conn.throttle.pauses == 1 {
+                    log::warn!(target: &core.name, "client {} sends invalid input faster than {} bytes/s: reading it paused for {} ms (logged once per connection)", conn.peer, core.limits.invalid_rate, pause.as_millis());
+                }
+                let serial = conn.serial;
+                self.throttled
+                    .push(Reverse((Instant::now() + pause, key, serial)));
+            }
             ReadOutcome::Yielded => {
                 if !conn.paused {
                     self.resume.push(key);
@@ -631,6 +666,24 @@ impl Server {
             }
         }
         self.dirty.push(key);
+    }
+
+    /// Reads again the throttled connections whose pause is over.
+    fn unthrottle(&mut self, now: Instant) {
+        while let Some(&Reverse((due, key, serial))) = self.throttled.peek() {
+            if due > now {
+                break;
+            }
+            self.throttled.pop();
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.serial == serial) else {
+                continue;
+            };
+            conn.throttled = false;
+            if conn.paused && !over_limits(conn, &self.core.limits) {
+                conn.paused = false;
+                self.resume.push(key);
+            }
+        }
     }
 
     fn flush(&mut self, key: usize) {
@@ -677,6 +730,9 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let name = &self.core.name;
         match &conn.role {
+            Role::Client if conn.throttle.pauses > 0 => {
+                log::info!(target: name, "client {} disconnected: {why}; paused {} times for invalid input", conn.peer, conn.throttle.pauses)
+            }
             Role::Client => log::info!(target: name, "client {} disconnected: {why}", conn.peer),
             Role::Peer(p) => {
                 log::info!(target: name, "link from {} ({}) down: {why}; received {} updates, {} newer", escape(&p.name), conn.peer, p.received, p.stored)
@@ -714,7 +770,9 @@ impl Server {
 }
 
 fn over_limits(conn: &Conn, limits: &Limits) -> bool {
-    conn.backlog() >= limits.client_output || conn.in_flight >= limits.whatsats_per_conn
+    conn.throttled
+        || conn.backlog() >= limits.client_output
+        || conn.in_flight >= limits.whatsats_per_conn
 }
 
 fn is_out_of_descriptors(e: &io::Error) -> bool {
@@ -731,6 +789,7 @@ fn read_conn(
     key: usize,
     scratch: &mut [u8],
     short_drains: bool,
+    epoch: Instant,
 ) -> ReadOutcome {
     if conn.read_closed {
         return ReadOutcome::Drained;
@@ -747,6 +806,8 @@ fn read_conn(
                 let mut reader = std::mem::take(&mut conn.reader);
                 reader.finish(|p| handle(core, registry, conn, key, p));
                 conn.reader = reader;
+                // Nothing more will be read: there is nothing to throttle.
+                core.invalid = 0;
                 conn.read_closed = true;
                 return ReadOutcome::Drained;
             }
@@ -754,13 +815,23 @@ fn read_conn(
                 core.received_at = None;
                 let mut reader = std::mem::take(&mut conn.reader);
                 let limit = core.limits.line;
-                reader.feed(&scratch[..n], limit, |p| {
+                let discarded = reader.feed(&scratch[..n], limit, |p| {
                     // A connection we gave up on (failed AUTH) gets nothing more.
                     if !conn.read_closed {
                         handle(core, registry, conn, key, p)
                     }
                 });
                 conn.reader = reader;
+                let invalid = std::mem::take(&mut core.invalid) + discarded;
+                if invalid > 0 && core.limits.invalid_rate > 0 {
+                    let now_ms = epoch.elapsed().as_millis() as u32;
+                    let rate = core.limits.invalid_rate;
+                    if let Some(pause) = conn.throttle.charge(invalid, now_ms, rate) {
+                        conn.throttled = true;
+                        conn.paused = true;
+                        return ReadOutcome::Throttled(pause);
+                    }
+                }
                 if conn.read_closed || (short_drains && n < scratch.len()) {
                     return ReadOutcome::Drained;
                 }
@@ -781,6 +852,7 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
         Piece::Line(line) => line,
         Piece::TooLong(start) => {
             log::info!(target: name, "from {}: line longer than {} bytes: {}...", conn.peer, core.limits.line, escape(&start[..start.len().min(64)]));
+            core.invalid += start.len() + 1;
             core.line.clear();
             protocol::write_refused(&mut core.line, start);
             conn.reply(&core.line);
@@ -952,6 +1024,7 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
 }
 
 fn invalid(core: &mut Core, conn: &mut Conn, line: &[u8]) {
+    core.invalid += line.len() + 1;
     core.line.clear();
     protocol::write_invalid(&mut core.line, line);
     conn.reply(&core.line);

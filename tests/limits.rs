@@ -148,6 +148,52 @@ fn slow_loris_costs_only_its_line_and_stalls_no_one() {
 }
 
 #[test]
+fn a_client_sending_garbage_is_slowed_to_its_invalid_rate_yet_fully_answered() {
+    let rate = 32 * 1024;
+    let h = TestHerd::start_with(&["S"], &[], |c| c.limits.invalid_rate = rate);
+    // 96 KiB of invalid lines, a 40 KiB over-long line, then a request.
+    let junk = |i: usize| format!("junk {i:05} {}", "x".repeat(52));
+    let mut garbage = Vec::new();
+    for i in 0..1536 {
+        garbage.extend_from_slice(junk(i).as_bytes());
+        garbage.push(b'\n');
+    }
+    garbage.extend_from_slice(&[b'y'; 40 * 1024]);
+    garbage.extend_from_slice(b"\nIAMAT flooder +1+1 1\n");
+    let mut flooder = h.client("S");
+    let mut w = flooder.reader.get_ref().try_clone().unwrap();
+    let start = Instant::now();
+    let writer = std::thread::spawn(move || w.write_all(&garbage).unwrap());
+    assert_eq!(flooder.text(), format!("? {}", junk(0)));
+    // While the flooder waits out its pauses, others are served at once.
+    let mut other = h.client("S");
+    assert!(other.ask("IAMAT quick +1+1 1").contains(" quick +1+1 1"));
+    let other_done = start.elapsed();
+    // Every line is answered, in order: throttling delays, never drops.
+    for i in 1..1536 {
+        assert_eq!(flooder.text(), format!("? {}", junk(i)));
+    }
+    let long = flooder.line();
+    assert_eq!(long.len(), 2 + 8192);
+    assert!(long.starts_with(b"? yyyy"));
+    assert!(flooder.text().contains(" flooder +1+1 1"));
+    let took = start.elapsed();
+    writer.join().unwrap();
+    // Before the last read (at most a 64 KiB scratch buffer) at least
+    // 136 - 64 = 72 KiB were charged; a second's worth (32 KiB) is free and
+    // the rest leaks at 32 KiB/s: 1.25 s at least. Unthrottled, this takes
+    // milliseconds.
+    assert!(
+        took >= Duration::from_secs(1),
+        "136 KiB of invalid input answered in {took:?}"
+    );
+    assert!(
+        other_done < took,
+        "the other client ({other_done:?}) waited for the flooder ({took:?})"
+    );
+}
+
+#[test]
 fn an_idle_timeout_closes_silent_clients_when_set() {
     let h = TestHerd::start_with(&["S"], &[], |c| {
         c.limits.idle_timeout = Some(Duration::from_secs(1))
