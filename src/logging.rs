@@ -7,7 +7,8 @@
 //! buffered file and flushes whenever the channel runs dry (so lines reach the
 //! disk within milliseconds when quiet, in 64 KiB batches under load). The
 //! event loop never touches the disk. If the disk cannot keep up and the
-//! channel fills, lines are dropped and counted rather than block the loop;
+//! channel fills ([`LOG_QUEUE_BYTES`]: memory stays bounded whatever clients
+//! send), lines are dropped and counted rather than block the loop;
 //! the count is written to the log as soon as there is room.
 //!
 //! Traffic (every line received and sent) is logged at `debug`; connection,
@@ -38,15 +39,19 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::protocol;
 
-/// Lines a server may have queued for its writer thread before new ones are dropped.
+/// Messages (lines, or a loop thread's batches) a server may have queued for
+/// its writer thread before new ones are dropped.
 pub const LOG_QUEUE_LINES: usize = 65_536;
+/// Bytes a server may have queued for its writer thread before new lines are
+/// dropped: what a disk slower than a flood of traffic can cost in memory.
+pub const LOG_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long a flush request (at shutdown) waits for a writer thread.
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
@@ -93,8 +98,44 @@ enum Msg {
     Flush(SyncSender<()>),
 }
 
+impl Msg {
+    fn len(&self) -> usize {
+        match self {
+            Msg::Line(l) => l.len(),
+            Msg::Lines(b) => b.len(),
+            Msg::Flush(_) => 0,
+        }
+    }
+}
+
+/// A server's queue to its writer thread, bounded in messages and in bytes
+/// ([`LOG_QUEUE_LINES`], [`LOG_QUEUE_BYTES`]).
+#[derive(Clone)]
+struct Queue {
+    tx: SyncSender<Msg>,
+    /// Bytes sent and not yet written; the writer takes off what it writes.
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// Queues `msg` without blocking, or gives it back if the queue is full.
+    fn offer(&self, msg: Msg) -> Result<(), Msg> {
+        let n = msg.len();
+        if self.bytes.fetch_add(n, Ordering::Relaxed) + n > LOG_QUEUE_BYTES {
+            self.bytes.fetch_sub(n, Ordering::Relaxed);
+            return Err(msg);
+        }
+        self.tx.try_send(msg).map_err(|e| {
+            self.bytes.fetch_sub(n, Ordering::Relaxed);
+            match e {
+                TrySendError::Full(m) | TrySendError::Disconnected(m) => m,
+            }
+        })
+    }
+}
+
 /// A server's writer, and whether its traffic is logged.
-type Writer = (SyncSender<Msg>, bool);
+type Writer = (Queue, bool);
 
 /// Each server's writer, for [`attach_loop`].
 static WRITERS: OnceLock<Mutex<HashMap<String, Writer>>> = OnceLock::new();
@@ -102,7 +143,7 @@ static WRITERS: OnceLock<Mutex<HashMap<String, Writer>>> = OnceLock::new();
 /// A loop thread's batch of lines (see the module header).
 struct Batch {
     name: String,
-    tx: SyncSender<Msg>,
+    queue: Queue,
     traffic: bool,
     buf: Vec<u8>,
     /// When the oldest line in `buf` was added.
@@ -126,12 +167,12 @@ impl Batch {
                 self.name,
                 self.dropped
             );
-            if self.tx.try_send(Msg::Line(note)).is_ok() {
+            if self.queue.offer(Msg::Line(note)).is_ok() {
                 self.dropped = 0;
             }
         }
         let lines = std::mem::take(&mut self.buf);
-        if let Err(TrySendError::Full(Msg::Lines(lost))) = self.tx.try_send(Msg::Lines(lines)) {
+        if let Err(Msg::Lines(lost)) = self.queue.offer(Msg::Lines(lines)) {
             self.dropped += lost.iter().filter(|&&b| b == b'\n').count() as u64;
         }
     }
@@ -150,7 +191,7 @@ thread_local! {
 /// The `log::Log` at the end of one server's fern chain: hands the formatted
 /// line to the server's writer thread without blocking.
 struct ChannelLog {
-    tx: SyncSender<Msg>,
+    queue: Queue,
     dropped: AtomicU64,
 }
 
@@ -177,8 +218,8 @@ impl log::Log for ChannelLog {
         let dropped = self.dropped.load(Ordering::Relaxed);
         if dropped > 0
             && self
-                .tx
-                .try_send(Msg::Line(format!(
+                .queue
+                .offer(Msg::Line(format!(
                     "{} (log) {dropped} log lines dropped: writer behind\n",
                     humantime::format_rfc3339_micros(SystemTime::now())
                 )))
@@ -186,24 +227,20 @@ impl log::Log for ChannelLog {
         {
             self.dropped.fetch_sub(dropped, Ordering::Relaxed);
         }
-        match self.tx.try_send(Msg::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Disconnected(_)) => {}
+        if self.queue.offer(Msg::Line(line)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn flush(&self) {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        if self.tx.send(Msg::Flush(ack_tx)).is_ok() {
+        if self.queue.tx.send(Msg::Flush(ack_tx)).is_ok() {
             let _ = ack_rx.recv_timeout(FLUSH_WAIT);
         }
     }
 }
 
-fn writer(file: File, rx: Receiver<Msg>) {
+fn writer(file: File, rx: Receiver<Msg>, queued: Arc<AtomicUsize>) {
     let mut out = BufWriter::with_capacity(64 * 1024, file);
     loop {
         // Block for the first message, then take whatever else is queued and
@@ -214,6 +251,7 @@ fn writer(file: File, rx: Receiver<Msg>) {
         };
         let mut next = Some(first);
         while let Some(msg) = next.take() {
+            queued.fetch_sub(msg.len(), Ordering::Relaxed);
             match msg {
                 Msg::Line(l) => {
                     let _ = out.write_all(l.as_bytes());
@@ -248,16 +286,21 @@ pub fn init(dir: &Path, servers: &[String], level: log::LevelFilter) -> io::Resu
         let path = dir.join(format!("{name}.log"));
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let (tx, rx) = mpsc::sync_channel(LOG_QUEUE_LINES);
+        let queue = Queue {
+            tx,
+            bytes: Arc::new(AtomicUsize::new(0)),
+        };
+        let queued = queue.bytes.clone();
         std::thread::Builder::new()
             .name(format!("log-{name}"))
-            .spawn(move || writer(file, rx))?;
+            .spawn(move || writer(file, rx, queued))?;
         let target = name.clone();
         let prefix = name.clone();
         if let Ok(mut m) = WRITERS.get_or_init(Default::default).lock() {
-            m.insert(name.clone(), (tx.clone(), level >= log::LevelFilter::Debug));
+            m.insert(name.clone(), (queue.clone(), level >= log::LevelFilter::Debug));
         }
         let sink: Box<dyn log::Log> = Box::new(ChannelLog {
-            tx,
+            queue,
             dropped: AtomicU64::new(0),
         });
         root = root.chain(
@@ -299,7 +342,7 @@ pub fn init(dir: &Path, servers: &[String], level: log::LevelFilter) -> io::Resu
 /// to be logged (the level is `debug`); false, and nothing batched, when the
 /// process has no log for `name` (tests, tools).
 pub fn attach_loop(name: &str) -> bool {
-    let Some((tx, traffic)) = WRITERS
+    let Some((queue, traffic)) = WRITERS
         .get()
         .and_then(|w| w.lock().ok())
         .and_then(|w| w.get(name).cloned())
@@ -309,7 +352,7 @@ pub fn attach_loop(name: &str) -> bool {
     BATCH.with(|b| {
         *b.borrow_mut() = Some(Batch {
             name: name.to_string(),
-            tx,
+            queue,
             traffic,
             buf: Vec::new(),
             since: None,
@@ -433,6 +476,40 @@ pub fn flush() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_and_frees_what_is_written() {
+        let (tx, rx) = mpsc::sync_channel(LOG_QUEUE_LINES);
+        let queue = Queue {
+            tx,
+            bytes: Arc::new(AtomicUsize::new(0)),
+        };
+        let batch = || Msg::Lines(vec![b'x'; LOG_BATCH_BYTES]);
+        let fits = LOG_QUEUE_BYTES / LOG_BATCH_BYTES;
+        for _ in 0..fits {
+            assert!(queue.offer(batch()).is_ok());
+        }
+        // Far fewer messages than LOG_QUEUE_LINES, but the bytes are full.
+        assert!(matches!(queue.offer(batch()), Err(Msg::Lines(_))));
+        assert!(queue.offer(Msg::Line("x\n".into())).is_err());
+        // A writer that wrote one batch makes room for one more.
+        let (file, path) = tempfile::NamedTempFile::new().unwrap().into_parts();
+        drop(path);
+        let first = rx.recv().unwrap();
+        queue.bytes.fetch_sub(first.len(), Ordering::Relaxed);
+        assert!(queue.offer(batch()).is_ok());
+        assert!(queue.offer(batch()).is_err());
+        // And the writer thread keeps the count: once it has written
+        // everything, the queue is empty again.
+        let queued = queue.bytes.clone();
+        let writer = std::thread::spawn(move || writer(file, rx, queued));
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        queue.tx.send(Msg::Flush(ack_tx)).unwrap();
+        ack_rx.recv().unwrap();
+        assert_eq!(queue.bytes.load(Ordering::Relaxed), 0);
+        drop(queue);
+        writer.join().unwrap();
+    }
 
     #[test]
     fn the_byte_writers_agree_with_display() {

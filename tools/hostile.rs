@@ -235,6 +235,8 @@ impl Attack {
     /// Stops every attacker; says what they did.
     pub fn stop(self) -> String {
         self.stop.store(true, Ordering::Relaxed);
+        // Failures before the stop: shutting the streams down fails the rest.
+        let errors = self.counts.errors.load(Ordering::Relaxed);
         for s in &self.streams {
             let _ = s.shutdown(Shutdown::Both);
         }
@@ -247,7 +249,7 @@ impl Attack {
             c.connects.load(Ordering::Relaxed),
             c.sent.load(Ordering::Relaxed) / 1_000_000,
             c.received.load(Ordering::Relaxed) / 1_000_000,
-            c.errors.load(Ordering::Relaxed)
+            errors
         )
     }
 }
