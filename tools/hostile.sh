@@ -2,7 +2,8 @@
 # tools/hostile.sh: the hostile-client figures of README, reproducibly.
 #
 #   tools/hostile.sh [--rounds N] [--duration SECS] [--port P] [--pin]
-#                    [--levels "debug info"] [-- FLOOD_LOAD_ARGS...]
+#                    [--levels "debug info"] [--unthrottled]
+#                    [-- FLOOD_LOAD_ARGS...]
 #
 # Builds release, then for each round and each log level starts a fresh
 # herd server (member Bench on 127.0.0.1:P), samples its VmRSS every 200 ms,
@@ -12,9 +13,11 @@
 # first: a stray server would silently take the load) and it is still alive
 # at the end. Prints one row per run (quiet p99, p99 under attack, their
 # ratio, RSS at start and peak) and, per level, the median ratio. --pin puts
-# the server on core 0 and the load tool on core 1 (taskset). Arguments after
-# `--` go to flood_load (e.g. `-- --attackers garbage --attack-mbps 0`).
-# Default: 3 rounds of 5 s phases, both levels, about 75 s.
+# the server on core 0 and the load tool on core 1 (taskset). --unthrottled
+# also runs each level with `--invalid-rate 0`, in the same rounds, for
+# comparison. Arguments after `--` go to flood_load (e.g. `-- --attackers
+# garbage --attack-mbps 0`). Default: 3 rounds of 5 s phases, both levels,
+# about 90 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +26,7 @@ DURATION=5
 PORT=12300
 PIN=
 LEVELS="debug info"
+UNTHROTTLED=
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS=$2; shift 2 ;;
@@ -30,8 +34,9 @@ while [ $# -gt 0 ]; do
         --port) PORT=$2; shift 2 ;;
         --pin) PIN=1; shift ;;
         --levels) LEVELS=$2; shift 2 ;;
+        --unthrottled) UNTHROTTLED=1; shift ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "hostile.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -65,16 +70,27 @@ if [ -n "$PIN" ]; then
 fi
 printf 'server Bench 127.0.0.1:%s\n' "$PORT" > "$WORK/h.conf"
 
+# Contenders: LABEL=HERD_ARGS (spaces in args as commas).
+CONTENDERS=()
+for level in $LEVELS; do
+    CONTENDERS+=("$level=--log-level,$level")
+    if [ -n "$UNTHROTTLED" ]; then
+        CONTENDERS+=("$level-unthrottled=--log-level,$level,--invalid-rate,0")
+    fi
+done
+
 declare -A RATIOS=()
-printf '%-6s %-5s %10s %12s %7s %14s %6s  %s\n' level round quiet_p99 attacked_p99 ratio rss_kB alive attackers
+printf '%-18s %-5s %10s %12s %7s %14s %6s  %s\n' level round quiet_p99 attacked_p99 ratio rss_kB alive attackers
 for round in $(seq "$ROUNDS"); do
-    for level in $LEVELS; do
+    for contender in "${CONTENDERS[@]}"; do
+        level=${contender%%=*}
+        IFS=, read -r -a HERD_ARGS <<<"${contender#*=}"
         if port_taken; then
             echo "hostile.sh: something already listens on 127.0.0.1:$PORT; stop it or use --port" >&2
             exit 1
         fi
         rm -rf "$WORK/logs"
-        "${SERVER_PIN[@]}" "$BIN/herd" Bench --config "$WORK/h.conf" --log-dir "$WORK/logs" --log-level "$level" 2>/dev/null &
+        "${SERVER_PIN[@]}" "$BIN/herd" Bench --config "$WORK/h.conf" --log-dir "$WORK/logs" "${HERD_ARGS[@]}" 2>/dev/null &
         SERVER=$!
         for _ in $(seq 200); do port_taken && break; sleep 0.05; done
         kill -0 "$SERVER" 2>/dev/null || { echo "hostile.sh: the server did not start" >&2; exit 1; }
@@ -105,9 +121,10 @@ for round in $(seq "$ROUNDS"); do
         a=$(field hostile_p99_us <<<"$summary" | head -1)
         r=$(field p99_ratio <<<"$summary")
         RATIOS[$level]="${RATIOS[$level]:-} $r"
-        printf '%-6s %-5s %8sus %10sus %6sx %6s->%-6s %6s  %s\n' "$level" "$round" "$q" "$a" "$r" "$start_kb" "$(cat "$WORK/peak")" "$alive" "$attackers"
+        printf '%-18s %-5s %8sus %10sus %6sx %6s->%-6s %6s  %s\n' "$level" "$round" "$q" "$a" "$r" "$start_kb" "$(cat "$WORK/peak")" "$alive" "$attackers"
     done
 done
-for level in $LEVELS; do
-    echo "median p99 ratio, $level logging: $(median <<<"${RATIOS[$level]}")x  (target: at most 2x)"
+for contender in "${CONTENDERS[@]}"; do
+    level=${contender%%=*}
+    echo "median p99 ratio, $level: $(median <<<"${RATIOS[$level]}")x  (target: at most 2x)"
 done
