@@ -109,6 +109,8 @@ impl LineReader {
             }
             // Past the limit: answer with the first `limit` bytes, skip the rest.
             let kept = if self.partial.len() >= limit {
+                // A kept final `\r` that turned out not to end the line.
+                discarded += self.partial.len() - limit;
                 self.partial.truncate(limit);
                 0
             } else {

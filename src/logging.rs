@@ -297,7 +297,10 @@ pub fn init(dir: &Path, servers: &[String], level: log::LevelFilter) -> io::Resu
         let target = name.clone();
         let prefix = name.clone();
         if let Ok(mut m) = WRITERS.get_or_init(Default::default).lock() {
-            m.insert(name.clone(), (queue.clone(), level >= log::LevelFilter::Debug));
+            m.insert(
+                name.clone(),
+                (queue.clone(), level >= log::LevelFilter::Debug),
+            );
         }
         let sink: Box<dyn log::Log> = Box::new(ChannelLog {
             queue,

@@ -5,7 +5,9 @@
 //!   command-shaped lines; generated valid IAMATs parse to their exact
 //!   fields; `write_at` re-parses as the AT it should be, its DIFF checked
 //!   with digit arithmetic of its own; `write_invalid`; and [`LineReader`]
-//!   against a reference model, whatever the chunking.
+//!   against a reference model, whatever the chunking: the same pieces, and
+//!   the same count of discarded bytes (what the invalid-input throttle is
+//!   charged).
 //! * Socket level (fewer cases): one in-process server per test function.
 //!   Each case writes a generated mix of lines (valid, invalid, blank,
 //!   garbage, over-long, exactly at the limit) in arbitrary chunks, one
@@ -591,35 +593,48 @@ fn owned(p: Piece<'_>) -> Owned {
 
 /// The reference: split on `\n`; a line longer than `limit` (not counting a
 /// final `\r`, which belongs to a `\r\n` or ends the input) gives its first
-/// `limit` bytes as too long; an unterminated last line counts at EOF.
-fn reference_pieces(input: &[u8], limit: usize) -> Vec<Owned> {
+/// `limit` bytes as too long, and the rest of it (a final `\r` included) is
+/// discarded; an unterminated last line counts at EOF. Returns the pieces
+/// and how many bytes were discarded.
+fn reference_pieces(input: &[u8], limit: usize) -> (Vec<Owned>, usize) {
     let mut lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
     if lines.last().is_some_and(|l| l.is_empty()) {
         // Input ended with `\n` (or was empty): nothing after it.
         lines.pop();
     }
-    lines
+    let mut discarded = 0;
+    let pieces = lines
         .into_iter()
         .map(|l| {
             let content = l.strip_suffix(b"\r").unwrap_or(l);
             match content.len() > limit {
-                true => (true, B(l[..limit].to_vec())),
+                true => {
+                    discarded += l.len() - limit;
+                    (true, B(l[..limit].to_vec()))
+                }
                 false => (false, B(l.to_vec())),
             }
         })
-        .collect()
+        .collect();
+    (pieces, discarded)
 }
 
 /// Feeds `input` cut at `cuts` (positions, any order), then finishes.
-fn reader_pieces(input: &[u8], cuts: &[usize], limit: usize) -> Result<Vec<Owned>, String> {
+/// Returns the pieces and the bytes `feed` said it discarded.
+fn reader_pieces(
+    input: &[u8],
+    cuts: &[usize],
+    limit: usize,
+) -> Result<(Vec<Owned>, usize), String> {
     let mut cuts = cuts.to_vec();
     cuts.push(input.len());
     cuts.sort_unstable();
     let mut reader = LineReader::default();
     let mut got = Vec::new();
+    let mut discarded = 0;
     let mut start = 0;
     for end in cuts {
-        reader.feed(&input[start..end], limit, |p| got.push(owned(p)));
+        discarded += reader.feed(&input[start..end], limit, |p| got.push(owned(p)));
         // The limit, and one `\r` that may turn out to start a `\r\n`.
         if reader.pending() > limit + 1 {
             return Err(format!("{} bytes pending, limit {limit}", reader.pending()));
@@ -630,7 +645,7 @@ fn reader_pieces(input: &[u8], cuts: &[usize], limit: usize) -> Result<Vec<Owned
     if reader.pending() != 0 {
         return Err(format!("{} bytes pending after finish", reader.pending()));
     }
-    Ok(got)
+    Ok((got, discarded))
 }
 
 fn reader_input() -> impl Strategy<Value = B> {
