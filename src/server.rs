@@ -22,7 +22,10 @@
 //! Backpressure: a client whose pending replies pass
 //! [`Limits::client_output`] is simply not read until it has read them; the
 //! kernel's socket buffer then pushes back on it. Its own requests can thus
-//! grow memory by at most one scratch buffer's worth of replies.
+//! grow memory by at most one scratch buffer's worth of replies. The same
+//! pause, on a timer, throttles a connection whose invalid input passes
+//! [`Limits::invalid_rate`] (see [`crate::conn::Throttle`]): garbage gets a
+//! trickle of the loop, and its replies, not a share of it.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

@@ -5,7 +5,7 @@
 //!
 //! * a piece is a line without `\n` of at most the limit, or an over-long
 //!   line's first `limit` bytes; cutting the input differently never changes
-//!   the pieces, nor the replies;
+//!   the pieces, the count of discarded bytes, nor the replies;
 //! * every reply is nothing (blank line, AT update, HERD), an AT line that
 //!   re-parses with the request's fields byte for byte and DIFF = now - TIME
 //!   exactly, a WHATSAT answer (a stored AT line, JSON, an empty line), or
@@ -63,9 +63,11 @@ fn split(data: &[u8]) -> Input<'_> {
 /// A piece as kept: (too long, bytes).
 type Owned = (bool, Vec<u8>);
 
-fn pieces(input: &Input<'_>, cuts: &[usize]) -> Vec<Owned> {
+/// The pieces, and the bytes the reader said it discarded.
+fn pieces(input: &Input<'_>, cuts: &[usize]) -> (Vec<Owned>, usize) {
     let mut reader = LineReader::default();
     let mut got = Vec::new();
+    let mut discarded = 0;
     let mut keep = |p: Piece<'_>| {
         got.push(match p {
             Piece::Line(l) => (false, l.to_vec()),
@@ -74,14 +76,14 @@ fn pieces(input: &Input<'_>, cuts: &[usize]) -> Vec<Owned> {
     };
     let mut start = 0;
     for &end in cuts {
-        reader.feed(&input.payload[start..end], input.limit, &mut keep);
+        discarded += reader.feed(&input.payload[start..end], input.limit, &mut keep);
         // The limit, and one `\r` that may turn out to start a `\r\n`.
         assert!(reader.pending() <= input.limit + 1, "pending past the limit");
         start = end;
     }
     reader.finish(&mut keep);
     assert_eq!(reader.pending(), 0);
-    got
+    (got, discarded)
 }
 
 /// The reference: split on `\n`; a line longer than the limit (not counting
@@ -216,9 +218,9 @@ fn answer_all(input: &Input<'_>, pieces: &[Owned]) {
 
 fuzz_target!(|data: &[u8]| {
     let input = split(data);
-    let whole = pieces(&input, &[input.payload.len()]);
+    let (whole, discarded) = pieces(&input, &[input.payload.len()]);
     let cut = pieces(&input, &input.cuts);
-    assert_eq!(whole, cut, "chunking changed the pieces");
+    assert_eq!((&whole, discarded), (&cut.0, cut.1), "chunking changed the pieces");
     assert_eq!(whole, reference(input.payload, input.limit));
     // (Equal pieces give equal replies: answering them once is enough.)
     answer_all(&input, &whole);
