@@ -128,6 +128,13 @@ fn help_describes_the_command_line() {
         "--state-dir",
         "SIGTERM",
         "open-file limit",
+        "--max-clients",
+        "--line-limit",
+        "--client-output",
+        "--link-output",
+        "--places-in-flight",
+        "--invalid-rate",
+        "--idle-timeout",
     ] {
         assert!(text.contains(word), "--help lacks {word}");
     }
@@ -204,6 +211,30 @@ fn sigterm_stops_cleanly_with_the_log_flushed() {
     assert!(alpha.contains("catch-up to Beta: sent"), "{alpha}");
     assert!(alpha.contains("room for"), "the client capacity is logged");
     assert!(alpha.contains("signal 15"), "{alpha}");
+}
+
+#[test]
+fn invalid_rate_is_a_flag_and_a_throttled_client_is_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let solo = Solo::new(dir.path());
+    let (_child, mut c) = solo.start(&["--invalid-rate", "1024", "--log-level", "info"]);
+    // 2 KiB of invalid lines at once: past a second's worth of 1 KiB/s.
+    let junk = format!("{}\n", "j".repeat(63));
+    c.send(junk.repeat(32).as_bytes());
+    for _ in 0..32 {
+        assert_eq!(c.text(), format!("? {}", junk.trim_end()));
+    }
+    assert!(c.ask("IAMAT fine +1+1 1").contains(" fine +1+1 1"));
+    drop(c);
+    let text = wait_for("the throttle and the disconnect in the log", || {
+        Some(solo.log()).filter(|t| t.contains(" times for invalid input"))
+    });
+    assert_eq!(
+        text.matches("sends invalid input faster than 1024 bytes/s")
+            .count(),
+        1,
+        "{text}"
+    );
 }
 
 #[test]
