@@ -176,6 +176,106 @@ fn lookup(host: &str, port: u16) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mio::{Events, Poll, Token};
+
+    fn resolver(host: &str, ip: Option<IpAddr>) -> (Poll, Resolver) {
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
+        let r = Resolver::new(host, ip, 7, waker);
+        (poll, r)
+    }
+
+    /// Waits, on the waker as the loop does, for the lookup under way.
+    fn answer(poll: &mut Poll, r: &mut Resolver, now: Instant) -> Result<(), String> {
+        let mut events = Events::with_capacity(4);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(outcome) = r.poll(now) {
+                return outcome;
+            }
+            assert!(Instant::now() < deadline, "no answer from the lookup");
+            poll.poll(&mut events, Some(Duration::from_millis(500)))
+                .unwrap();
+        }
+    }
+
+    fn ready(addrs: Addrs) -> Arc<[SocketAddr]> {
+        match addrs {
+            Addrs::Ready(a) => a,
+            Addrs::Pending => panic!("no addresses"),
+        }
+    }
+
+    #[test]
+    fn a_name_is_looked_up_off_the_loop_then_cached() {
+        let (mut poll, mut r) = resolver("localhost", None);
+        let t0 = Instant::now();
+        assert_eq!(r.addresses(t0), Addrs::Pending);
+        assert!(r.pending());
+        assert_eq!(answer(&mut poll, &mut r, t0), Ok(()));
+        let addrs = ready(r.addresses(t0 + Duration::from_secs(1)));
+        assert!(!addrs.is_empty() && addrs.iter().all(|a| a.port() == 7));
+        assert!(!r.pending(), "a fresh answer is used without a lookup");
+    }
+
+    #[test]
+    fn after_the_ttl_the_old_addresses_serve_while_a_new_lookup_runs() {
+        let (mut poll, mut r) = resolver("localhost", None);
+        let t0 = Instant::now();
+        r.addresses(t0);
+        answer(&mut poll, &mut r, t0).unwrap();
+        let old = ready(r.addresses(t0));
+        let later = t0 + DNS_TTL;
+        assert_eq!(ready(r.addresses(later)), old);
+        assert!(r.pending(), "stale: looked up again");
+        assert_eq!(answer(&mut poll, &mut r, later), Ok(()));
+        r.addresses(later + Duration::from_secs(1));
+        assert!(!r.pending());
+    }
+
+    #[test]
+    fn after_connect_failures_the_name_is_looked_up_again() {
+        let (mut poll, mut r) = resolver("localhost", None);
+        let t0 = Instant::now();
+        r.addresses(t0);
+        answer(&mut poll, &mut r, t0).unwrap();
+        r.worked(1);
+        r.invalidate();
+        assert_eq!(r.preferred(), 0);
+        assert_eq!(r.addresses(t0), Addrs::Pending);
+        assert_eq!(answer(&mut poll, &mut r, t0), Ok(()));
+        ready(r.addresses(t0));
+    }
+
+    #[test]
+    fn a_failed_refresh_keeps_the_old_addresses_a_failed_first_lookup_is_reported() {
+        // Failures come in as the lookup thread sends them.
+        let (_poll, mut r) = resolver("localhost", None);
+        let now = Instant::now();
+        r.pending = true;
+        r.tx.send(Err("no such host".into())).unwrap();
+        assert_eq!(r.poll(now), Some(Err("no such host".into())));
+        assert!(!r.pending());
+        let old: Vec<SocketAddr> = vec!["127.0.0.1:7".parse().unwrap()];
+        r.tx.send(Ok(old.clone())).unwrap();
+        assert_eq!(r.poll(now), Some(Ok(())));
+        r.pending = true;
+        r.tx.send(Err("timed out".into())).unwrap();
+        assert_eq!(r.poll(now), None, "nothing to report: the old ones serve");
+        assert_eq!(&ready(r.addresses(now))[..], &old[..]);
+    }
+
+    #[test]
+    fn a_literal_address_needs_no_lookup_and_survives_failures() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (_poll, mut r) = resolver("127.0.0.1", Some(ip));
+        let now = Instant::now();
+        let addrs = ready(r.addresses(now));
+        assert_eq!(&addrs[..], &[SocketAddr::new(ip, 7)]);
+        r.invalidate();
+        assert_eq!(ready(r.addresses(now + DNS_TTL)), addrs);
+        assert!(!r.pending());
+    }
 
     #[test]
     fn lookup_prefers_ipv4() {
