@@ -16,8 +16,9 @@
 //!   ([`conn::LineReader`]), pending output ([`conn::Output`]), and the
 //!   replies queued behind a WHATSAT still waiting for Places, so that
 //!   replies leave in request order. It is *reading* until the client closes
-//!   its side, *paused* while its unread replies pass a cap, and *closing*
-//!   once everything owed to it is written. Idle connections hold no read
+//!   its side, *paused* while its unread replies pass a cap (or, on a timer,
+//!   while its invalid input passes a rate: [`conn::Throttle`]), and
+//!   *closing* once everything owed to it is written. Idle connections hold no read
 //!   buffer: every read goes into one scratch buffer of the loop;
 //! * the outbound **herd links** ([`links`]), one per neighbour: dial,
 //!   backoff, `HERD NAME`, catch-up of the whole store, then floods;
@@ -30,7 +31,7 @@
 //!
 //! ## Timers
 //! Everything that waits — link retries and connects, Places deadlines and
-//! idle connections, an accept pause — exposes `next_deadline()` and
+//! idle connections, an accept pause, a throttled connection — exposes `next_deadline()` and
 //! `on_timeout(now)`. The loop polls with the nearest deadline as its
 //! timeout and fires what is due by comparing with `Instant::now()`.
 //!
