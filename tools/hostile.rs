@@ -9,7 +9,10 @@
 //! * **slow readers**: four connections pipelining IAMATs and never reading a
 //!   reply, which the server must stop reading rather than buffer forever;
 //! * **storm**: one thread connecting and closing, every other time after
-//!   half a line.
+//!   half a line;
+//! * **greedy** (only when asked for): four connections pipelining IAMATs and
+//!   reading every reply — not an attack but more valid work than the
+//!   server can do, to see how it shares its loop under overload.
 //!
 //! Each attacker connection is paced at `mbps` megabytes per second and the
 //! storm at 100 connections per `mbps` per second (0: flat out), so that on
@@ -58,6 +61,9 @@ pub struct Kinds {
     pub long: bool,
     pub slow: bool,
     pub storm: bool,
+    /// Not an attack, and not in `all`: valid clients that want more than
+    /// the server has (overload), for measuring fairness.
+    pub greedy: bool,
 }
 
 impl Kinds {
@@ -66,6 +72,7 @@ impl Kinds {
         long: true,
         slow: true,
         storm: true,
+        greedy: false,
     };
 }
 
@@ -78,6 +85,7 @@ impl std::str::FromStr for Kinds {
             long: false,
             slow: false,
             storm: false,
+            greedy: false,
         };
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
@@ -85,10 +93,11 @@ impl std::str::FromStr for Kinds {
                 "long" => k.long = true,
                 "slow" => k.slow = true,
                 "storm" => k.storm = true,
+                "greedy" => k.greedy = true,
                 "all" => k = Kinds::ALL,
                 other => {
                     return Err(format!(
-                        "unknown attacker {other:?}: garbage, long, slow, storm or all"
+                        "unknown attacker {other:?}: garbage, long, slow, storm, greedy or all"
                     ))
                 }
             }
@@ -136,24 +145,11 @@ impl Attack {
         }
         for i in (4..8).filter(|_| kinds.slow) {
             let s = attack.connect(addr, src(i), false)?;
-            s.set_write_timeout(Some(Duration::from_millis(50)))?;
-            let (stop, counts) = (attack.stop.clone(), attack.counts.clone());
-            let mut client = load::ClientId::new(format!("slow-reader-{i}"));
-            let mut pace = attack.pace.clone();
-            attack.threads.push(std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    pace.wait(buf.len());
-                    buf.clear();
-                    for _ in 0..64 {
-                        client.iamat(&mut buf, load::wall_ns());
-                    }
-                    if !counts.write(&mut s, &buf) {
-                        return;
-                    }
-                }
-            }));
+            attack.pipeliner(s, format!("slow-reader-{i}"))?;
+        }
+        for i in (8..12).filter(|_| kinds.greedy) {
+            let s = attack.connect(addr, src(i), true)?;
+            attack.pipeliner(s, format!("greedy-{i}"))?;
         }
         if kinds.storm {
             let (stop, counts) = (attack.stop.clone(), attack.counts.clone());
@@ -208,6 +204,29 @@ impl Attack {
             }
         }));
         Ok(s)
+    }
+
+    /// Pipelines valid IAMATs on `s`, 64 per write, at the pace.
+    fn pipeliner(&mut self, s: TcpStream, id: String) -> io::Result<()> {
+        s.set_write_timeout(Some(Duration::from_millis(50)))?;
+        let (stop, counts) = (self.stop.clone(), self.counts.clone());
+        let mut client = load::ClientId::new(id);
+        let mut pace = self.pace.clone();
+        self.threads.push(std::thread::spawn(move || {
+            let mut s = s;
+            let mut buf = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                pace.wait(buf.len());
+                buf.clear();
+                for _ in 0..64 {
+                    client.iamat(&mut buf, load::wall_ns());
+                }
+                if !counts.write(&mut s, &buf) {
+                    return;
+                }
+            }
+        }));
+        Ok(())
     }
 
     fn writer(
