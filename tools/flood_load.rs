@@ -87,7 +87,9 @@ OPTIONS:
     --attack-mbps M      hostile: MB/s per attacker connection (storm: 100*M
                          connections/s); 0 = flat out [default: 5]
     --attackers LIST     hostile: which attackers, comma-separated, of garbage,
-                         long, slow, storm [default: all four]
+                         long, slow, storm, and greedy (valid pipelining clients
+                         that read: overload, not an attack) [default: all, the
+                         first four]
     --quiet              no progress lines
     -h, --help           this text
 
