@@ -156,6 +156,10 @@ fn sigkill_and_restart_at_random_loses_nothing_acknowledged() {
     let mut rng = fastrand::Rng::with_seed(seed);
     let end = Instant::now() + Duration::from_secs(secs);
     let mut kills = 0;
+    // The slowest SIGKILL-and-reap and restart, for the summary: a run that
+    // overruns its time should say where the time went.
+    let (mut slowest_kill, mut slowest_start) = (Duration::ZERO, Duration::ZERO);
+    let chaos_began = Instant::now();
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(rng.u64(300..1000)));
         // Kill while fewer than two are down (so a second one sometimes dies
@@ -164,13 +168,18 @@ fn sigkill_and_restart_at_random_loses_nothing_acknowledged() {
         let down: Vec<usize> = (0..5).filter(|&i| servers[i].is_none()).collect();
         if down.is_empty() || (down.len() < 2 && rng.bool()) {
             let i = up[rng.usize(..up.len())];
+            let t = Instant::now();
             drop(servers[i].take()); // SIGKILL
+            slowest_kill = slowest_kill.max(t.elapsed());
             kills += 1;
         } else {
             let i = down[rng.usize(..down.len())];
+            let t = Instant::now();
             servers[i] = Some(start(REFERENCE_NAMES[i], &conf_path, dir.path()));
+            slowest_start = slowest_start.max(t.elapsed());
         }
     }
+    let chaos_took = chaos_began.elapsed();
     stop.store(true, Ordering::SeqCst);
     let mut acked = Acked::default();
     for l in loaders {
@@ -190,6 +199,7 @@ fn sigkill_and_restart_at_random_loses_nothing_acknowledged() {
             TcpStream::connect(a).ok()
         });
     }
+    let relisten_took = chaos_began.elapsed() - chaos_took;
 
     let newest = &acked.newest;
     let mut clients: Vec<&String> = newest.keys().collect();
@@ -236,6 +246,9 @@ fn sigkill_and_restart_at_random_loses_nothing_acknowledged() {
         acked.count,
         clients.len(),
         started.elapsed()
+    );
+    eprintln!(
+        "chaos timings: kill loop {chaos_took:?} (slowest kill {slowest_kill:?}, slowest restart {slowest_start:?}); load stopped and herd listening again in {relisten_took:?}"
     );
     assert!(
         kills >= 3,
