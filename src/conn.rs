@@ -495,37 +495,11 @@ mod tests {
         let mut r = LineReader::default();
         // 10 kept and answered, "XYZ" discarded, then a line, then the start
         // of another over-long one whose tail comes in the next feeds.
-        assert_eq!(
-            r.feed(
-                b"0123456789XYZ
-ok
-",
-                10,
-                |_| {}
-            ),
-            3
-        );
+        assert_eq!(r.feed(b"0123456789XYZ\nok\n", 10, |_| {}), 3);
         assert_eq!(r.feed(b"abcdefghijklm", 10, |_| {}), 3);
         assert_eq!(r.feed(b"nopq", 10, |_| {}), 4);
-        assert_eq!(
-            r.feed(
-                b"rs
-ok
-",
-                10,
-                |_| {}
-            ),
-            2
-        );
-        assert_eq!(
-            r.feed(
-                b"short
-",
-                10,
-                |_| {}
-            ),
-            0
-        );
+        assert_eq!(r.feed(b"rs\nok\n", 10, |_| {}), 2);
+        assert_eq!(r.feed(b"short\n", 10, |_| {}), 0);
     }
 
     #[test]

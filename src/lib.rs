@@ -15,11 +15,11 @@
 //!   token. A connection is a small state machine: an unfinished line
 //!   ([`conn::LineReader`]), pending output ([`conn::Output`]), and the
 //!   replies queued behind a WHATSAT still waiting for Places, so that
-//!   replies leave in request order. It is *reading* until the client closes
-//!   its side, *paused* while its unread replies pass a cap (or, on a timer,
-//!   while its invalid input passes a rate: [`conn::Throttle`]), and
-//!   *closing* once everything owed to it is written. Idle connections hold no read
-//!   buffer: every read goes into one scratch buffer of the loop;
+//!   replies leave in request order. It is *reading* until the client
+//!   closes its side, *paused* while its unread replies pass a cap (or, on a
+//!   timer, while its invalid input passes a rate: [`conn::Throttle`]), and
+//!   *closing* once everything owed to it is written. Idle connections hold
+//!   no read buffer: every read goes into one scratch buffer of the loop;
 //! * the outbound **herd links** ([`links`]), one per neighbour: dial,
 //!   backoff, `HERD NAME`, catch-up of the whole store, then floods;
 //! * the **Places client** ([`places`]): keep-alive HTTPS connections driven
@@ -31,9 +31,10 @@
 //!
 //! ## Timers
 //! Everything that waits — link retries and connects, Places deadlines and
-//! idle connections, an accept pause, a throttled connection — exposes `next_deadline()` and
-//! `on_timeout(now)`. The loop polls with the nearest deadline as its
-//! timeout and fires what is due by comparing with `Instant::now()`.
+//! idle connections — exposes `next_deadline()` and `on_timeout(now)`; the
+//! loop's own waits (an accept pause, throttled connections) are deadlines
+//! beside them. The loop polls with the nearest deadline as its timeout and
+//! fires what is due by comparing with `Instant::now()`.
 //!
 //! ## Durability
 //! Every update a server stores is appended to its [`journal`] before the

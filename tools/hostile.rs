@@ -55,7 +55,7 @@ impl Counts {
 }
 
 /// Which attackers run (`--attackers garbage,long,slow,storm`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Kinds {
     pub garbage: bool,
     pub long: bool,
@@ -80,13 +80,7 @@ impl std::str::FromStr for Kinds {
     type Err = String;
 
     fn from_str(list: &str) -> Result<Kinds, String> {
-        let mut k = Kinds {
-            garbage: false,
-            long: false,
-            slow: false,
-            storm: false,
-            greedy: false,
-        };
+        let mut k = Kinds::default();
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
                 "garbage" => k.garbage = true,
