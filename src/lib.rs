@@ -57,3 +57,5 @@ pub mod places;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod timer;
+pub mod token;

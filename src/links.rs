@@ -52,8 +52,7 @@ use crate::logging::escape;
 use crate::protocol::{self, Command};
 use crate::store::Store;
 
-/// Link tokens are `LINK_TOKEN_BASE + neighbour index`.
-pub const LINK_TOKEN_BASE: usize = 1 << 32;
+use crate::token::LINK_BASE as LINK_TOKEN_BASE;
 /// The default output a link may hold for a neighbour that does not read;
 /// past it the link is dropped, and catch-up repairs the gap when it is
 /// dialled again.

@@ -7,8 +7,8 @@
 //! | token                          | what                                |
 //! |--------------------------------|-------------------------------------|
 //! | `0 ..`                         | client connections (slab keys)      |
-//! | [`LINK_TOKEN_BASE`] `+ i`      | outbound link to neighbour `i`      |
-//! | [`places::TOKEN_BASE`] `..`    | Places HTTPS connections            |
+//! | `token::LINK_BASE` `+ i`       | outbound link to neighbour `i`      |
+//! | `token::PLACES_BASE` `..`      | Places HTTPS connections            |
 //! | [`WAKER`], [`LISTENER`]        | fixed, at the top of the range      |
 //!
 //! One turn of the loop: poll with the nearest deadline as timeout → handle
@@ -46,16 +46,14 @@ use crate::auth::{self, Secret};
 use crate::config::{Herd, PlacesConfig};
 use crate::conn::{Conn, Flush, Peer, Piece, Role, Sync};
 use crate::journal::Journal;
-use crate::links::{Links, DEFAULT_LINK_OUTPUT_CAP, LINK_TOKEN_BASE};
+use crate::links::{Links, DEFAULT_LINK_OUTPUT_CAP};
 use crate::logging::{self, escape};
 use crate::places::{self, Places, Query, Reply, RequestId};
 use crate::protocol::{self, Command, Nanos};
 use crate::store::Store;
+use crate::token::LINK_BASE as LINK_TOKEN_BASE;
 
-/// The listener's token.
-pub const LISTENER: Token = Token(usize::MAX - 1);
-/// The waker's token: stop requests and Places' helper-thread results.
-pub const WAKER: Token = Token(usize::MAX - 2);
+pub use crate::token::{LISTENER, WAKER};
 
 /// Longest line accepted, without its `\n` (SPEC §2: at least 1 KiB).
 pub const DEFAULT_LINE_LIMIT: usize = 8 * 1024;

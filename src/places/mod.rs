@@ -55,7 +55,7 @@ pub mod json;
 mod tls;
 mod url;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,17 +68,12 @@ use rustls::ClientConfig;
 use slab::Slab;
 
 use crate::config::{PlacesApi, PlacesConfig};
+use crate::timer::{Deadline, Timers};
+use crate::token;
 use dns::{Addrs, Resolver};
 use http::{HttpError, Progress, Response, ResponseParser};
 use tls::{ConnectStep, ReadStep, TlsStream};
 use url::{percent_encode, Endpoint};
-
-/// Tokens at or above this value (and below the server's fixed tokens) belong
-/// to the Places client's connections.
-pub const TOKEN_BASE: usize = 1 << 40;
-
-/// How many tokens from [`TOKEN_BASE`] up the client may use.
-pub const TOKEN_SPAN: usize = 1 << 20;
 
 /// The most requests in flight at once, hence the most connections to the
 /// API: each carries one request at a time. Requests past it wait in the queue.
@@ -157,6 +152,13 @@ pub struct Query {
 pub struct Reply {
     pub id: RequestId,
     pub body: Vec<u8>,
+    /// The outcome: `OK`, or the failure status written in the body
+    /// (`REQUEST_DENIED`, `INVALID_REQUEST`, `OVER_QUERY_LIMIT`,
+    /// `UNKNOWN_ERROR`). A legacy answer passed through counts as `OK`
+    /// whatever Google's own status in it.
+    pub status: &'static str,
+    /// From `submit` to this reply.
+    pub elapsed: Duration,
 }
 
 /// Why the Places client could not be set up (a bad `places_ca` file, a bad URL).
@@ -253,10 +255,16 @@ pub struct Places {
     /// queued are skipped.
     queue: VecDeque<(usize, u64)>,
     queued: usize,
-    deadlines: BTreeSet<(Instant, usize)>,
+    deadlines: Timers<usize>,
     conns: Slab<Conn>,
     next_seq: u64,
     scratch: Vec<u8>,
+}
+
+impl Deadline for Places {
+    fn next_deadline(&self) -> Option<Instant> {
+        Places::next_deadline(self)
+    }
 }
 
 impl fmt::Debug for Places {
@@ -312,7 +320,7 @@ impl Places {
             )));
         }
         let mut limits = limits;
-        limits.max_in_flight = limits.max_in_flight.clamp(1, TOKEN_SPAN);
+        limits.max_in_flight = limits.max_in_flight.clamp(1, token::PLACES_SPAN);
         let dns = Resolver::new(&endpoint.host, endpoint.ip, endpoint.port, waker);
         Ok(Places {
             server: server.to_string(),
@@ -327,7 +335,7 @@ impl Places {
             requests: Slab::new(),
             queue: VecDeque::new(),
             queued: 0,
-            deadlines: BTreeSet::new(),
+            deadlines: Timers::new(),
             conns: Slab::new(),
             next_seq: 0,
             scratch: Vec::new(),
@@ -336,7 +344,7 @@ impl Places {
 
     /// True if `token` is one of this client's connections.
     pub fn owns(&self, token: Token) -> bool {
-        token.0 >= TOKEN_BASE && token.0 < TOKEN_BASE + TOKEN_SPAN
+        matches!(token::classify(token), token::Owner::Places(_))
     }
 
     /// Requests not answered yet (queued or in flight).
@@ -362,11 +370,13 @@ impl Places {
             "{},{} radius {} m, bound {}",
             query.lat, query.lng, query.radius_m, query.bound
         );
-        let early_failure = |status: &str, message: String| {
+        let early_failure = |status: &'static str, message: String| {
             log::info!(target: &self.server, "places request {id} ({what}) failed at once: {status}: {message}");
             Reply {
                 id,
                 body: failure_body(status, &message),
+                status,
+                elapsed: Duration::ZERO,
             }
         };
         let Some(key) = self.key.as_deref() else {
@@ -407,7 +417,7 @@ impl Places {
             conn: None,
             retried: false,
         });
-        self.deadlines.insert((deadline, rk));
+        self.deadlines.schedule(deadline, rk);
         self.queue.push_back((rk, seq));
         self.queued += 1;
         self.dispatch(registry, now, done);
@@ -421,7 +431,7 @@ impl Places {
         now: Instant,
         done: &mut Vec<Reply>,
     ) {
-        let Some(ck) = event.token().0.checked_sub(TOKEN_BASE) else {
+        let token::Owner::Places(ck) = token::classify(event.token()) else {
             return;
         };
         // A token of a connection already closed: a late event, ignored.
@@ -464,7 +474,7 @@ impl Places {
 
     /// The earliest instant at which `on_timeout` has work.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let mut next = self.deadlines.first().map(|&(t, _)| t);
+        let mut next = self.deadlines.next_deadline();
         for (_, conn) in &self.conns {
             let t = match conn.phase {
                 Phase::Connecting { attempt_deadline } => attempt_deadline,
@@ -478,10 +488,7 @@ impl Places {
 
     /// Fails requests whose deadline passed, closes idle connections.
     pub fn on_timeout(&mut self, registry: &Registry, now: Instant, done: &mut Vec<Reply>) {
-        while let Some(&(deadline, rk)) = self.deadlines.first() {
-            if deadline > now {
-                break;
-            }
+        while let Some((_, rk)) = self.deadlines.pop_due(now) {
             let req = &mut self.requests[rk];
             let mut message = format!(
                 "no answer from the Places API at {} within {:?}",
@@ -681,7 +688,7 @@ impl Places {
         let start = self.dns.preferred() % addrs.len().max(1);
         match try_connect(
             registry,
-            Token(TOKEN_BASE + ck),
+            places_token(ck),
             &addrs,
             start,
             0,
@@ -735,7 +742,7 @@ impl Places {
         let next = conn.addr_index + 1;
         match try_connect(
             registry,
-            Token(TOKEN_BASE + ck),
+            places_token(ck),
             &conn.addrs,
             next,
             conn.tried,
@@ -791,10 +798,7 @@ impl Places {
         let conn = &mut self.conns[ck];
         match drive(conn, &mut self.scratch) {
             Drive::Waiting => {
-                if let Err(e) = conn
-                    .stream
-                    .update_interest(registry, Token(TOKEN_BASE + ck))
-                {
+                if let Err(e) = conn.stream.update_interest(registry, places_token(ck)) {
                     let before_response = !conn.parser.started();
                     self.conn_failed(registry, ck, e.to_string(), before_response, now, done);
                 }
@@ -805,10 +809,7 @@ impl Places {
                 let rk = conn.request.take();
                 let keep = response.keep_alive;
                 if keep {
-                    if let Err(e) = conn
-                        .stream
-                        .update_interest(registry, Token(TOKEN_BASE + ck))
-                    {
+                    if let Err(e) = conn.stream.update_interest(registry, places_token(ck)) {
                         log::debug!(target: &self.server, "places: cannot keep a connection: {e}");
                         self.close_conn(registry, ck, "not reusable");
                     }
@@ -913,7 +914,12 @@ impl Places {
                     body.len(),
                     now.saturating_duration_since(req.submitted).as_millis()
                 );
-                done.push(Reply { id: req.id, body });
+                done.push(Reply {
+                    id: req.id,
+                    body,
+                    status: "OK",
+                    elapsed: now.saturating_duration_since(req.submitted),
+                });
             }
             Err(message) => self.fail(rk, "UNKNOWN_ERROR", &message, now, done),
         }
@@ -921,7 +927,7 @@ impl Places {
 
     fn remove_request(&mut self, rk: usize) -> Request {
         let req = self.requests.remove(rk);
-        self.deadlines.remove(&(req.deadline, rk));
+        self.deadlines.cancel(req.deadline, rk);
         req
     }
 
@@ -929,7 +935,7 @@ impl Places {
     fn fail(
         &mut self,
         rk: usize,
-        status: &str,
+        status: &'static str,
         message: &str,
         now: Instant,
         done: &mut Vec<Reply>,
@@ -945,8 +951,17 @@ impl Places {
         done.push(Reply {
             id: req.id,
             body: failure_body(status, message),
+            status,
+            elapsed: now.saturating_duration_since(req.submitted),
         });
     }
+}
+
+/// The token of Places connection `ck`. Connections are never more than
+/// `max_in_flight`, which is clamped to the span, so a slab key always fits.
+fn places_token(ck: usize) -> Token {
+    debug_assert!(ck < token::PLACES_SPAN);
+    Token(token::PLACES_BASE + ck)
 }
 
 /// Starts a connect to `addrs[start..]` (wrapping), skipping addresses that
