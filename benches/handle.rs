@@ -1,9 +1,10 @@
-//! Handling lines in process, composed from the public pieces the server
-//! loop uses, without sockets: parse → clock → `write_at` → reply buffer →
-//! `Store::offer` → append to three neighbours' flood buffers (a server of
-//! the reference herd has up to three). Each iteration handles a batch of
-//! 1,024 lines from 1,024 distinct clients, each with a newer timestamp than
-//! the last batch, so every update is stored and flooded as in the server.
+//! The command engine in process, exactly as the server loop drives it but
+//! without sockets: `Engine::handle` for each line, its effects collected
+//! into a reply buffer, a journal buffer and three neighbours' flood
+//! buffers (a server of the reference herd has up to three). Each
+//! iteration handles a batch of 1,024 lines from 1,024 distinct clients,
+//! each with a newer timestamp than the last batch, so every update is
+//! stored and flooded as in the server.
 //!
 //!     cargo bench --bench handle
 
@@ -11,8 +12,10 @@ use std::hint::black_box;
 use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use herd::conn::Piece;
+use herd::engine::{Clock, Effects, Engine, Next, Session};
 use herd::logging::escape;
-use herd::protocol::{self, Command};
+use herd::places::Query;
 use herd::store::Store;
 
 const CLIENTS: usize = 1024;
@@ -20,65 +23,98 @@ const CLIENTS: usize = 1024;
 /// nine fraction digits are rewritten for each batch.
 const FRACTION: usize = 9;
 
-/// What one server holds while it handles lines.
-struct Sim {
-    store: Store,
-    line: Vec<u8>,
+/// Where the effects go: what the loop would write to the connection, the
+/// journal and three links in one turn.
+struct Sink {
     reply: Vec<u8>,
+    journal: Vec<u8>,
     floods: [Vec<u8>; 3],
+    stored: usize,
+}
+
+impl Effects for Sink {
+    fn reply(&mut self, bytes: &[u8]) {
+        self.reply.extend_from_slice(bytes);
+    }
+    fn whatsat(&mut self, head: &[u8], _query: Query) {
+        self.reply.extend_from_slice(head);
+    }
+    fn journal(&mut self, line: &[u8]) {
+        self.stored += 1;
+        self.journal.extend_from_slice(line);
+        self.journal.push(b'\n');
+    }
+    fn flood(&mut self, line: &[u8], except: Option<usize>) {
+        for (i, f) in self.floods.iter_mut().enumerate() {
+            if Some(i) != except {
+                f.extend_from_slice(line);
+            }
+        }
+    }
+    fn neighbour_dialled(&mut self, _i: usize) {}
+}
+
+/// One server's engine, a client session and a neighbour's session.
+struct Sim {
+    engine: Engine,
+    client: Session,
+    link: Session,
+    sink: Sink,
 }
 
 impl Sim {
     fn new() -> Sim {
-        Sim {
-            store: Store::new(),
-            line: Vec::with_capacity(256),
+        let neighbours = ["Hands", "Holiday", "Wilkes"].map(String::from).to_vec();
+        let mut engine = Engine::new("Goloman", Store::new(), None, neighbours, 8192);
+        let peer = "127.0.0.1:40000".parse().expect("an address");
+        let mut link = Session::new(peer);
+        let mut sink = Sink {
             reply: Vec::with_capacity(128 * CLIENTS),
+            journal: Vec::with_capacity(128 * CLIENTS),
             floods: std::array::from_fn(|_| Vec::with_capacity(128 * CLIENTS)),
+            stored: 0,
+        };
+        let hello = engine.handle(
+            &mut link,
+            Piece::Line(b"HERD Hands"),
+            &mut Clock::wall(),
+            &mut sink,
+        );
+        assert_eq!(hello, Next::Continue);
+        Sim {
+            engine,
+            client: Session::new(peer),
+            link,
+            sink,
         }
     }
 
-    /// An IAMAT from a client: answer, store, flood to every neighbour.
-    fn iamat(&mut self, line: &[u8]) -> bool {
-        let Command::Iamat(iamat) = protocol::parse(line) else {
-            return false;
+    /// Handles a batch of lines as one read of a client (`from_link`: of
+    /// neighbour 0) and returns how many updates were stored.
+    fn batch(&mut self, lines: &[Vec<u8>], from_link: bool) -> usize {
+        let session = if from_link {
+            &mut self.link
+        } else {
+            &mut self.client
         };
-        let now = protocol::now_nanos();
-        self.line.clear();
-        protocol::write_at(&mut self.line, "Goloman", now, &iamat);
-        self.reply.extend_from_slice(&self.line);
-        let at = &self.line[..self.line.len() - 1];
-        let stored = self.store.offer(iamat.client, iamat.sent_at, at);
-        if stored {
-            for f in &mut self.floods {
-                f.extend_from_slice(&self.line);
-            }
+        let mut clock = Clock::wall();
+        for line in lines {
+            let next = self.engine.handle(
+                session,
+                Piece::Line(black_box(line)),
+                &mut clock,
+                &mut self.sink,
+            );
+            debug_assert_eq!(next, Next::Continue);
         }
-        stored
-    }
-
-    /// An AT from neighbour 0: store, flood to the two others.
-    fn at(&mut self, line: &[u8]) -> bool {
-        let Command::At(at) = protocol::parse(line) else {
-            return false;
-        };
-        self.line.clear();
-        protocol::write_at_update(&mut self.line, &at);
-        let stored = self
-            .store
-            .offer(at.client, at.sent_at, &self.line[..self.line.len() - 1]);
-        if stored {
-            for f in &mut self.floods[1..] {
-                f.extend_from_slice(&self.line);
-            }
-        }
-        stored
+        std::mem::take(&mut self.sink.stored)
     }
 
     /// The loop writes every buffer out once per turn.
     fn turn_end(&mut self) {
-        self.reply.clear();
-        for f in &mut self.floods {
+        self.sink.reply.clear();
+        self.sink.journal.clear();
+        for f in &mut self.sink.floods {
             f.clear();
         }
     }
@@ -113,10 +149,7 @@ fn handle(c: &mut Criterion) {
         b.iter(|| {
             pass += 1;
             stamp(&mut iamats, pass);
-            let mut stored = 0;
-            for line in &iamats {
-                stored += usize::from(sim.iamat(black_box(line)));
-            }
+            let stored = sim.batch(&iamats, false);
             sim.turn_end();
             assert_eq!(stored, CLIENTS);
         })
@@ -130,10 +163,7 @@ fn handle(c: &mut Criterion) {
         b.iter(|| {
             pass += 1;
             stamp(&mut ats, pass);
-            let mut stored = 0;
-            for line in &ats {
-                stored += usize::from(sim.at(black_box(line)));
-            }
+            let stored = sim.batch(&ats, true);
             sim.turn_end();
             assert_eq!(stored, CLIENTS);
         })
@@ -142,10 +172,7 @@ fn handle(c: &mut Criterion) {
     // The same ATs again: the common case at the end of a flood.
     group.bench_function("at_from_neighbour_known", |b| {
         b.iter(|| {
-            let mut stored = 0;
-            for line in &ats {
-                stored += usize::from(sim.at(black_box(line)));
-            }
+            let stored = sim.batch(&ats, true);
             sim.turn_end();
             assert_eq!(stored, 0);
         })

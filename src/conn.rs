@@ -10,9 +10,10 @@
 //! * [`Output`] is a connection's pending output: appended to, flushed to the
 //!   socket until `WouldBlock`, and given back to the allocator once empty.
 //! * [`Conn`] is a client connection (or an inbound herd link, which is a
-//!   client that said `HERD NAME`): the reader, the output, and the replies
-//!   that wait behind a WHATSAT in flight, so that replies leave in request
-//!   order even when Places answers after later IAMATs.
+//!   client that said `HERD NAME`): the reader, the output, the replies
+//!   that wait behind a WHATSAT in flight (so that replies leave in request
+//!   order even when Places answers after later IAMATs), its engine
+//!   [`Session`], and its [`ReadState`].
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -22,6 +23,7 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use mio::Interest;
 
+use crate::engine::Session;
 use crate::places::RequestId;
 
 /// Capacity above which an emptied buffer is freed instead of kept, so that
@@ -261,44 +263,6 @@ impl Output {
     }
 }
 
-/// What a connection is to its server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Role {
-    /// A mobile client (or anything that has not said `HERD`).
-    Client,
-    /// An inbound herd link: the peer said `HERD NAME`.
-    Peer(Box<Peer>),
-}
-
-/// An inbound herd link's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    /// The name it gave, as sent.
-    pub name: Box<[u8]>,
-    /// Its index among this server's neighbours, if it is one.
-    pub neighbour: Option<usize>,
-    /// May it send AT lines? Always, without a shared secret; with one, once
-    /// its `AUTH` checked out.
-    pub authenticated: bool,
-    /// The nonces of a handshake under way: (the dialler's, ours).
-    pub nonces: Option<(Box<[u8]>, String)>,
-    /// Updates received on this link, and how many of them were newer.
-    pub received: u64,
-    pub stored: u64,
-    /// A catch-up being received, announced by `SYNC`.
-    pub sync: Option<Sync>,
-}
-
-/// A catch-up being received: how many updates were announced, the link's
-/// counts when it began, and when.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sync {
-    pub count: u64,
-    pub received_before: u64,
-    pub stored_before: u64,
-    pub started: std::time::Instant,
-}
-
 /// A reply slot behind a WHATSAT in flight.
 #[derive(Debug)]
 pub struct Slot {
@@ -307,33 +271,51 @@ pub struct Slot {
     pub bytes: Vec<u8>,
 }
 
-/// A client connection.
+/// Whether, and why not, a connection is read. The legal moves:
+///
+/// ```text
+/// Reading ──over its output or WHATSAT limit──▶ Backpressured ──caught up──▶ Reading
+/// Reading ──invalid input past its rate──────▶ Throttled ──timer─▶ Reading (or Backpressured)
+/// any ──EOF, or the engine gave up on it─────▶ Closing ──everything written──▶ closed
+/// ```
+///
+/// A paused connection costs nothing: the kernel's socket buffer pushes
+/// back on the sender, and no event is lost, since the loop reads it again
+/// itself when it resumes (bytes already in the socket bring no new edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadState {
+    /// Requests are read and answered.
+    Reading,
+    /// Not read while its client leaves too many replies unread (or has too
+    /// many WHATSATs in flight).
+    Backpressured,
+    /// Not read until a timer of the loop fires: its invalid input passed
+    /// its rate ([`Throttle`]).
+    Throttled,
+    /// Nothing more is read: the peer closed its side, or the engine gave up
+    /// on it. Closed once everything owed to it is written.
+    Closing,
+}
+
+/// A client connection (or an inbound herd link, which is a client that
+/// said `HERD NAME`).
 #[derive(Debug)]
 pub struct Conn {
     pub stream: TcpStream,
-    pub peer: SocketAddr,
     /// Distinguishes this connection from a later one that reuses its slab key.
     pub serial: u64,
-    pub role: Role,
+    /// What the command engine knows of it: its address and role.
+    pub session: Session,
     pub reader: LineReader,
-    pub out: Output,
-    /// Replies waiting for an earlier WHATSAT; empty when none is in flight.
-    pub queue: VecDeque<Slot>,
-    /// WHATSATs of this connection not yet answered by Places.
-    pub in_flight: usize,
+    /// What it is owed, in request order.
+    pub replies: Replies,
     /// The interest currently registered with the poll.
     pub interest: Interest,
-    /// The peer closed its sending side (or we gave up reading).
-    pub read_closed: bool,
-    /// Reading stopped because the client is not reading its replies (or has
-    /// too many WHATSATs in flight, or is throttled); resumed once it
-    /// catches up.
-    pub paused: bool,
+    state: ReadState,
     /// When it last sent something, in seconds since its loop started.
     pub active: u32,
-    /// Its invalid input, and whether reading is paused for it.
+    /// Its invalid input.
     pub throttle: Throttle,
-    pub throttled: bool,
 }
 
 impl Conn {
@@ -341,22 +323,95 @@ impl Conn {
     pub fn new(stream: TcpStream, peer: SocketAddr, serial: u64) -> Conn {
         Conn {
             stream,
-            peer,
             serial,
-            role: Role::Client,
+            session: Session::new(peer),
             reader: LineReader::default(),
-            out: Output::default(),
-            queue: VecDeque::new(),
-            in_flight: 0,
+            replies: Replies::default(),
             interest: Interest::READABLE,
-            read_closed: false,
-            paused: false,
+            state: ReadState::Reading,
             active: 0,
             throttle: Throttle::default(),
-            throttled: false,
         }
     }
 
+    /// Its address.
+    pub fn peer(&self) -> SocketAddr {
+        self.session.peer
+    }
+
+    /// Whether it is read, and why not.
+    pub fn state(&self) -> ReadState {
+        self.state
+    }
+
+    /// True while its client is owed more than `output` bytes or has
+    /// `whatsats` WHATSATs in flight: then it is not read.
+    pub fn over(&self, output: usize, whatsats: usize) -> bool {
+        self.replies.backlog() >= output || self.replies.in_flight >= whatsats
+    }
+
+    /// Reading → Backpressured.
+    pub fn backpressure(&mut self) {
+        if self.state == ReadState::Reading {
+            self.state = ReadState::Backpressured;
+        }
+    }
+
+    /// Reading → Throttled, until the loop's timer calls [`Conn::unthrottle`].
+    pub fn throttled(&mut self) {
+        if self.state == ReadState::Reading {
+            self.state = ReadState::Throttled;
+        }
+    }
+
+    /// Throttled → Reading, or Backpressured while `over` its limits.
+    /// True when it must be read again now.
+    pub fn unthrottle(&mut self, over: bool) -> bool {
+        if self.state != ReadState::Throttled {
+            return false;
+        }
+        self.state = if over {
+            ReadState::Backpressured
+        } else {
+            ReadState::Reading
+        };
+        !over
+    }
+
+    /// Backpressured → Reading once no longer `over` its limits. True when
+    /// it must be read again now.
+    pub fn caught_up(&mut self, over: bool) -> bool {
+        if self.state == ReadState::Backpressured && !over {
+            self.state = ReadState::Reading;
+            return true;
+        }
+        false
+    }
+
+    /// Any → Closing: nothing more is read.
+    pub fn stop_reading(&mut self) {
+        self.state = ReadState::Closing;
+    }
+
+    /// True when nothing remains to be sent or awaited.
+    pub fn is_drained(&self) -> bool {
+        self.replies.is_drained()
+    }
+}
+
+/// A connection's replies in request order: the output ready to be
+/// written, and the replies queued behind a WHATSAT still waiting for
+/// Places.
+#[derive(Debug, Default)]
+pub struct Replies {
+    pub out: Output,
+    /// Replies waiting for an earlier WHATSAT; empty when none is in flight.
+    pub queue: VecDeque<Slot>,
+    /// WHATSATs not yet answered by Places.
+    pub in_flight: usize,
+}
+
+impl Replies {
     /// Appends a reply, behind any WHATSAT still in flight.
     pub fn reply(&mut self, bytes: &[u8]) {
         match self.queue.back_mut() {

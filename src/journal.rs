@@ -263,6 +263,7 @@ fn write_snapshot(path: &Path, data: &[u8]) -> io::Result<()> {
 pub fn replay(mut input: impl BufRead, store: &mut Store) -> io::Result<Replay> {
     let mut r = Replay::default();
     let mut line = Vec::new();
+    let mut canonical = Vec::new();
     loop {
         line.clear();
         if input.read_until(b'\n', &mut line)? == 0 {
@@ -276,10 +277,7 @@ pub fn replay(mut input: impl BufRead, store: &mut Store) -> io::Result<Replay> 
         line.pop();
         match protocol::parse(&line) {
             Command::At(at) => {
-                let mut canonical = Vec::with_capacity(line.len() + 1);
-                protocol::write_at_update(&mut canonical, &at);
-                canonical.pop();
-                store.offer(at.client, at.sent_at, &canonical);
+                store.offer_at(&at, &mut canonical);
                 r.records += 1;
             }
             _ => r.invalid += 1,
@@ -346,7 +344,7 @@ mod tests {
         let (mut j, _) = Journal::open(dir.path(), "S", &mut store, None).unwrap();
         for t in 0..10 {
             let line = at("k", t);
-            store.offer(b"k", t as i128 * 1_000_000_000, &line);
+            crate::store::tests::offer(&mut store, &line);
             j.record(&line);
             j.flush(&store);
         }
@@ -373,7 +371,7 @@ mod tests {
                 t += 1;
                 let client = format!("c{c}");
                 let line = at(&client, t);
-                store.offer(client.as_bytes(), t as i128 * 1_000_000_000, &line);
+                crate::store::tests::offer(&mut store, &line);
                 j.record(&line);
             }
             j.flush(&store);
@@ -387,7 +385,7 @@ mod tests {
             );
             t += 1;
             let line = at("late", t);
-            store.offer(b"late", t as i128 * 1_000_000_000, &line);
+            crate::store::tests::offer(&mut store, &line);
             j.record(&line);
             j.flush(&store);
             std::thread::sleep(Duration::from_millis(1));

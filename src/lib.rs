@@ -50,6 +50,7 @@
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod engine;
 pub mod journal;
 pub mod links;
 pub mod logging;

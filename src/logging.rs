@@ -45,6 +45,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::protocol;
+use crate::timer::Deadline;
 
 /// Messages (lines, or a loop thread's batches) a server may have queued for
 /// its writer thread before new ones are dropped.
@@ -421,6 +422,16 @@ pub fn deadline() -> Option<Instant> {
             .and_then(|batch| batch.since)
             .map(|t| t + LOG_BATCH_DELAY)
     })
+}
+
+/// The loop thread's log batch, as one of the loop's [`Deadline`]s: it is
+/// due [`LOG_BATCH_DELAY`] after its first line.
+pub struct LogBatch;
+
+impl Deadline for LogBatch {
+    fn next_deadline(&self) -> Option<Instant> {
+        deadline()
+    }
 }
 
 /// Sends the loop thread's batch to the writer now (at shutdown).

@@ -10,10 +10,14 @@
 //! Entries are never removed, so an entry's index is stable; herd links use
 //! that index as a cursor to stream the whole store during catch-up without
 //! copying it.
+//!
+//! Each entry keeps where the position sits in its AT line
+//! ([`Coords`]), taken when the line was written, so a WHATSAT reads the
+//! position off the stored line instead of parsing it again.
 
 use std::collections::HashMap;
 
-use crate::protocol::Nanos;
+use crate::protocol::{self, At, Coords, Nanos, Position};
 
 /// One client's latest known position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +26,15 @@ pub struct Entry {
     pub sent_at: Nanos,
     /// The AT line as the receiving server produced it, without `\n`.
     pub line: Box<[u8]>,
+    /// Where COORDS sits in `line`.
+    pub coords: Coords,
+}
+
+impl Entry {
+    /// The client's position, split as a Places query wants it.
+    pub fn position(&self) -> Position<'_> {
+        self.coords.position(&self.line)
+    }
 }
 
 /// Latest AT line per client ID, newest wins.
@@ -37,14 +50,16 @@ impl Store {
         Store::default()
     }
 
-    /// Offers an update; returns true if it was newer and is now stored
-    /// (and so must be flooded), false if it was dropped.
-    pub fn offer(&mut self, client: &[u8], sent_at: Nanos, line: &[u8]) -> bool {
+    /// Offers an update (`line` without its `\n`, COORDS at `coords` in it);
+    /// returns true if it was newer and is now stored (and so must be
+    /// flooded), false if it was dropped.
+    pub fn offer(&mut self, client: &[u8], sent_at: Nanos, line: &[u8], coords: Coords) -> bool {
         match self.index.get(client) {
             Some(&i) => {
                 let e = &mut self.entries[i];
                 if (sent_at, line) > (e.sent_at, &e.line[..]) {
                     e.sent_at = sent_at;
+                    e.coords = coords;
                     if e.line.len() == line.len() {
                         // A client's lines are mostly the same length: no allocation.
                         e.line.copy_from_slice(line);
@@ -61,10 +76,20 @@ impl Store {
                 self.entries.push(Entry {
                     sent_at,
                     line: line.into(),
+                    coords,
                 });
                 true
             }
         }
+    }
+
+    /// Offers an AT update from the herd (or the journal) in its canonical
+    /// form, which it writes into `line` (cleared first; it ends in `\n`,
+    /// ready to flood). True if it was newer and is now stored.
+    pub fn offer_at(&mut self, at: &At<'_>, line: &mut Vec<u8>) -> bool {
+        line.clear();
+        let coords = protocol::write_at_update(line, at);
+        self.offer(at.client, at.sent_at, &line[..line.len() - 1], coords)
     }
 
     /// The latest entry for `client`.
@@ -89,29 +114,50 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::protocol::Command;
+
+    /// Offers an AT line as the server does: parsed, canonical, with its coords.
+    pub(crate) fn offer(s: &mut Store, line: &[u8]) -> bool {
+        let Command::At(at) = protocol::parse(line) else {
+            panic!("not an AT line: {line:?}");
+        };
+        s.offer_at(&at, &mut Vec::new())
+    }
 
     #[test]
     fn newest_timestamp_wins_whatever_the_order() {
         let mut s = Store::new();
-        assert!(s.offer(b"kiwi", 5, b"AT A +0.1 kiwi +1+1 5"));
-        assert!(!s.offer(b"kiwi", 4, b"AT B +0.1 kiwi +2+2 4"));
-        assert!(s.offer(b"kiwi", 6, b"AT B +0.1 kiwi +2+2 6"));
-        assert_eq!(&*s.get(b"kiwi").unwrap().line, b"AT B +0.1 kiwi +2+2 6");
+        assert!(offer(&mut s, b"AT A +0.100000000 kiwi +1+1 5"));
+        assert!(!offer(&mut s, b"AT B +0.100000000 kiwi +2+2 4"));
+        assert!(offer(&mut s, b"AT B +0.100000000 kiwi +2+2 6"));
+        assert_eq!(
+            &*s.get(b"kiwi").unwrap().line,
+            b"AT B +0.100000000 kiwi +2+2 6"
+        );
         assert_eq!(s.len(), 1);
     }
 
     #[test]
+    fn the_stored_position_is_that_of_the_stored_line() {
+        let mut s = Store::new();
+        offer(&mut s, b"AT A +0.100000000 kiwi +34.068930-118.445127 5");
+        offer(&mut s, b"AT B +0.100000000 kiwi -1.5+2.25 6");
+        let p = s.get(b"kiwi").unwrap().position();
+        assert_eq!((p.lat, p.lng), (&b"-1.5"[..], &b"2.25"[..]));
+    }
+
+    #[test]
     fn equal_timestamps_break_ties_on_the_line_the_same_way_in_any_order() {
-        let a: &[u8] = b"AT Goloman +0.1 kiwi +1+1 5";
-        let b: &[u8] = b"AT Hands +0.2 kiwi +2+2 5";
+        let a: &[u8] = b"AT Goloman +0.100000000 kiwi +1+1 5";
+        let b: &[u8] = b"AT Hands +0.200000000 kiwi +2+2 5";
         let mut s1 = Store::new();
-        s1.offer(b"kiwi", 5, a);
-        s1.offer(b"kiwi", 5, b);
+        offer(&mut s1, a);
+        offer(&mut s1, b);
         let mut s2 = Store::new();
-        s2.offer(b"kiwi", 5, b);
-        assert!(!s2.offer(b"kiwi", 5, a));
+        offer(&mut s2, b);
+        assert!(!offer(&mut s2, a));
         assert_eq!(s1.get(b"kiwi"), s2.get(b"kiwi"));
         assert_eq!(&*s1.get(b"kiwi").unwrap().line, b);
     }
@@ -119,18 +165,18 @@ mod tests {
     #[test]
     fn the_same_update_twice_is_not_newer() {
         let mut s = Store::new();
-        assert!(s.offer(b"c", 1, b"AT A +0.0 c +1+1 1"));
-        assert!(!s.offer(b"c", 1, b"AT A +0.0 c +1+1 1"));
+        assert!(offer(&mut s, b"AT A +0.000000000 c +1+1 1"));
+        assert!(!offer(&mut s, b"AT A +0.000000000 c +1+1 1"));
     }
 
     #[test]
     fn indices_are_stable_and_dense() {
         let mut s = Store::new();
-        s.offer(b"a", 1, b"AT x +0 a +1+1 1");
-        s.offer(b"b", 1, b"AT x +0 b +1+1 1");
-        s.offer(b"a", 2, b"AT x +0 a +1+1 2");
-        assert_eq!(&*s.entry(0).unwrap().line, b"AT x +0 a +1+1 2");
-        assert_eq!(&*s.entry(1).unwrap().line, b"AT x +0 b +1+1 1");
+        offer(&mut s, b"AT x +0.000000000 a +1+1 1");
+        offer(&mut s, b"AT x +0.000000000 b +1+1 1");
+        offer(&mut s, b"AT x +0.000000000 a +1+1 2");
+        assert_eq!(&*s.entry(0).unwrap().line, b"AT x +0.000000000 a +1+1 2");
+        assert_eq!(&*s.entry(1).unwrap().line, b"AT x +0.000000000 b +1+1 1");
         assert!(s.entry(2).is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! Fuzz target `lines`: arbitrary bytes, cut into arbitrary chunks, through
-//! the server's [`LineReader`] and [`protocol::parse`]; every piece is
-//! answered as `server.rs` answers it (a [`Store`] stands in for the
-//! server's, Places always fails), and the replies' invariants are asserted:
+//! the server's [`LineReader`]; every piece is answered by the server's own
+//! command [`Engine`] (its effects recorded; Places always fails), and the
+//! replies' invariants are asserted:
 //!
 //! * a piece is a line without `\n` of at most the limit, or an over-long
 //!   line's first `limit` bytes; cutting the input differently never changes
@@ -19,8 +19,9 @@
 #![no_main]
 
 use herd::conn::{LineReader, Piece};
+use herd::engine::{Clock, Effects, Engine, Next, Session};
+use herd::places::{failure_body, Query};
 use herd::protocol::{self, Command, Iamat, Nanos};
-use herd::places::failure_body;
 use herd::server::DEFAULT_LINE_LIMIT;
 use herd::store::Store;
 use libfuzzer_sys::fuzz_target;
@@ -143,76 +144,117 @@ fn assert_at(reply: &[u8], iamat: &Iamat<'_>, now: Nanos) {
     assert_eq!(line, fields.join(&b' '));
 }
 
-/// Answers one piece as the server does, appending to `out`.
+/// The engine's effects, as the loop would perform them with a Places
+/// client that always fails.
+#[derive(Default)]
+struct Sink {
+    out: Vec<u8>,
+    journaled: usize,
+    flooded: usize,
+}
+
+impl Effects for Sink {
+    fn reply(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+    fn whatsat(&mut self, head: &[u8], query: Query) {
+        assert!((1..=20).contains(&query.bound));
+        let metres = query.radius_m.bytes();
+        assert!(metres.clone().all(|b| b.is_ascii_digit() || b == b'.'));
+        self.out.extend_from_slice(head);
+        self.out
+            .extend_from_slice(&failure_body("REQUEST_DENIED", "no key"));
+    }
+    fn journal(&mut self, line: &[u8]) {
+        assert!(matches!(protocol::parse(line), Command::At(_)));
+        self.journaled += 1;
+    }
+    fn flood(&mut self, line: &[u8], _except: Option<usize>) {
+        assert!(line.ends_with(b"\n"));
+        self.flooded += 1;
+    }
+    fn neighbour_dialled(&mut self, _i: usize) {}
+}
+
+/// Answers one piece with the engine, and checks what it did.
 fn answer(
-    store: &mut Store,
+    engine: &mut Engine,
+    session: &mut Session,
     (too_long, piece): &Owned,
     limit: usize,
     now: Nanos,
-    out: &mut Vec<u8>,
+    sink: &mut Sink,
 ) {
-    let start = out.len();
+    let start = sink.out.len();
+    let journaled = sink.journaled;
     assert!(!piece.contains(&b'\n'));
+    let p = if *too_long { Piece::TooLong(piece) } else { Piece::Line(piece) };
+    let known_before = match protocol::parse(piece) {
+        Command::Whatsat(w) => engine.store().get(w.client).map(|e| e.line.clone()),
+        _ => None,
+    };
+    let next = engine.handle(session, p, &mut Clock::fixed(now), sink);
+    let reply = &sink.out[start..];
     if *too_long {
         assert_eq!(piece.len(), limit);
         // The first bytes exactly as received, a last `\r` included.
-        protocol::write_refused(out, piece);
-        assert_eq!(&out[start..], [b"? ", &piece[..], b"\n"].concat());
+        assert_eq!(reply, [b"? ", &piece[..], b"\n"].concat());
+        assert_eq!(next, Next::Charge(limit + 1));
         return;
     }
     assert!(piece.strip_suffix(b"\r").unwrap_or(piece).len() <= limit);
+    let invalid = |reply: &[u8]| {
+        assert_invalid(reply, piece);
+        assert_eq!(next, Next::Charge(piece.len() + 1));
+    };
     match protocol::parse(piece) {
-        Command::Blank => assert!(piece.iter().all(|&b| protocol::is_space(b))),
-        Command::Iamat(iamat) => {
-            protocol::write_at(out, SERVER, now, &iamat);
-            assert_at(&out[start..], &iamat, now);
-            let line = &out[start..out.len() - 1];
-            store.offer(iamat.client, iamat.sent_at, line);
+        Command::Blank => {
+            assert!(piece.iter().all(|&b| protocol::is_space(b)));
+            assert!(reply.is_empty());
         }
-        Command::Whatsat(w) => {
-            assert!((1..=20).contains(&w.bound));
-            let metres = protocol::radius_metres(w.radius_km);
-            assert!(metres.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
-            match store.get(w.client) {
-                None => {
-                    protocol::write_invalid(out, piece);
-                    assert_invalid(&out[start..], piece);
-                }
-                Some(entry) => {
-                    out.extend_from_slice(&entry.line);
-                    out.push(b'\n');
-                    out.extend_from_slice(&failure_body("REQUEST_DENIED", "no key"));
-                    let reply = &out[start..];
-                    let (head, json) = reply.split_at(entry.line.len() + 1);
-                    assert!(matches!(protocol::parse(head), Command::At(_)));
-                    assert!(json.ends_with(b"}\n\n"));
-                    assert!(!json[..json.len() - 2].windows(2).any(|w| w == b"\n\n"));
-                }
+        Command::Iamat(iamat) => {
+            assert_at(reply, &iamat, now);
+            assert!(sink.journaled - journaled <= 1);
+            let line = &reply[..reply.len() - 1];
+            assert!(engine.store().get(iamat.client).is_some_and(|e| &*e.line >= line
+                || e.sent_at > iamat.sent_at));
+        }
+        Command::Whatsat(_) => match known_before {
+            None => invalid(reply),
+            Some(stored) => {
+                let (head, json) = reply.split_at(stored.len() + 1);
+                assert_eq!(&head[..stored.len()], &stored[..]);
+                assert!(matches!(protocol::parse(head), Command::At(_)));
+                assert!(json.ends_with(b"}\n\n"));
+                assert!(!json[..json.len() - 2].windows(2).any(|w| w == b"\n\n"));
+            }
+        },
+        Command::At(at) => {
+            // An update (an open herd takes them from anyone): no reply;
+            // the store now holds it or something newer.
+            assert!(reply.is_empty());
+            let stored = engine.store().get(at.client).expect("stored");
+            assert!(stored.sent_at >= at.sent_at);
+        }
+        // Link lines: accepted silently, or refused like any invalid line.
+        Command::Herd { .. }
+        | Command::Challenge { .. }
+        | Command::Auth { .. }
+        | Command::Sync { .. } => {
+            if !reply.is_empty() {
+                invalid(reply);
             }
         }
-        Command::At(at) => {
-            // An update: stored if newer, no reply. Its canonical form
-            // re-parses to the same update.
-            let mut update = Vec::new();
-            protocol::write_at_update(&mut update, &at);
-            let line = &update[..update.len() - 1];
-            assert_eq!(protocol::parse(line), Command::At(at));
-            store.offer(at.client, at.sent_at, line);
-        }
-        Command::Herd { name, .. } => assert!(!name.is_empty()),
-        Command::Challenge { .. } | Command::Auth { .. } | Command::Sync { .. } => {}
-        Command::Invalid => {
-            protocol::write_invalid(out, piece);
-            assert_invalid(&out[start..], piece);
-        }
+        Command::Invalid => invalid(reply),
     }
 }
 
 fn answer_all(input: &Input<'_>, pieces: &[Owned]) {
-    let mut store = Store::new();
-    let mut out = Vec::new();
+    let mut engine = Engine::new(SERVER, Store::new(), None, vec!["Hands".into()], input.limit);
+    let mut session = Session::new("127.0.0.1:5000".parse().expect("an address"));
+    let mut sink = Sink::default();
     for piece in pieces {
-        answer(&mut store, piece, input.limit, input.now, &mut out);
+        answer(&mut engine, &mut session, piece, input.limit, input.now, &mut sink);
     }
 }
 

@@ -1,0 +1,324 @@
+//! The command engine: what a line means and what should happen, with no I/O.
+//!
+//! The loop reads bytes and splits them into lines ([`crate::conn`]); each
+//! line goes to [`Engine::handle`] with the [`Session`] of the connection it
+//! came on and a [`Clock`]. The engine parses it ([`crate::protocol`]),
+//! consults and updates the [`Store`], and says what should happen through
+//! an [`Effects`] sink, in the order it must happen: a reply to append, an
+//! update to journal, a line to flood, a WHATSAT's Places query, a
+//! neighbour that dialled us. What it returns ([`Next`]) is what the loop
+//! must do about the connection itself: go on, charge invalid input to its
+//! throttle, or stop reading it.
+//!
+//! The engine owns no socket, no `Registry` and no timer, like rustls'
+//! `ConnectionCommon` or httparse: the server loop, the `handle` bench and
+//! the fuzz target drive this one engine, byte for byte the same.
+//!
+//! Client lines (IAMAT, WHATSAT) are answered here; the link protocol's
+//! accepting half (HERD, AUTH, SYNC, and the accounting of a peer's AT
+//! lines) is in [`crate::links::inbound`], which the engine calls.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::auth::Secret;
+use crate::conn::Piece;
+use crate::links::inbound::{AuthResult, Peer};
+use crate::logging::{self, escape};
+use crate::places::Query;
+use crate::protocol::{self, Command, Nanos};
+use crate::store::Store;
+
+/// What handling a line asks of the loop, in order.
+pub trait Effects {
+    /// Appends `bytes` to the connection's replies (behind any WHATSAT of
+    /// it still waiting for Places).
+    fn reply(&mut self, bytes: &[u8]);
+    /// A WHATSAT: reserve its reply's place, `head` (the AT line, with its
+    /// `\n`) first, and ask Places for `query`; its answer follows `head`.
+    fn whatsat(&mut self, head: &[u8], query: Query);
+    /// Makes `line` (a stored AT line, without `\n`) durable before this
+    /// turn's replies leave.
+    fn journal(&mut self, line: &[u8]);
+    /// Queues `line` (with its `\n`) to every neighbour but `except`.
+    fn flood(&mut self, line: &[u8], except: Option<usize>);
+    /// Neighbour `i` dialled us: it is up, no need to wait out a backoff.
+    fn neighbour_dialled(&mut self, i: usize);
+}
+
+/// What the loop must do about the connection after a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Next {
+    /// Go on reading it.
+    Continue,
+    /// The line was invalid: charge these bytes to its throttle.
+    Charge(usize),
+    /// Read nothing more from it (a failed link authentication); close it
+    /// once its replies are out.
+    StopReading,
+}
+
+/// What a connection is to its server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// A mobile client (or anything that has not said `HERD`).
+    Client,
+    /// An inbound herd link: the peer said `HERD NAME`.
+    Peer(Box<Peer>),
+}
+
+/// A connection as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Its address, for the log.
+    pub peer: SocketAddr,
+    pub role: Role,
+}
+
+impl Session {
+    /// A new connection from `peer`: a client until it says otherwise.
+    pub fn new(peer: SocketAddr) -> Session {
+        Session {
+            peer,
+            role: Role::Client,
+        }
+    }
+}
+
+/// The time of receipt of the lines being handled: the wall clock, read
+/// at most once per `read(2)` (the lines of one read arrived together), or a
+/// fixed instant for tests, benches and the fuzzer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock {
+    at: Option<Nanos>,
+    fixed: bool,
+}
+
+impl Clock {
+    /// The wall clock.
+    pub fn wall() -> Clock {
+        Clock::default()
+    }
+
+    /// Always `at`.
+    pub fn fixed(at: Nanos) -> Clock {
+        Clock {
+            at: Some(at),
+            fixed: true,
+        }
+    }
+
+    /// The time of receipt, read on first use since the last [`Clock::next_read`].
+    pub fn now(&mut self) -> Nanos {
+        *self.at.get_or_insert_with(protocol::now_nanos)
+    }
+
+    /// New bytes arrived: the next [`Clock::now`] reads the clock again.
+    pub fn next_read(&mut self) {
+        if !self.fixed {
+            self.at = None;
+        }
+    }
+}
+
+/// One server's command engine: its name, its store, and what deciding
+/// needs (the secret, the neighbours' names, the line limit).
+#[derive(Debug)]
+pub struct Engine {
+    name: String,
+    store: Store,
+    secret: Option<Secret>,
+    /// Neighbours' names by index (as the links number them).
+    neighbours: Vec<String>,
+    line_limit: usize,
+    /// Log every line received and sent (the log level is `debug`).
+    traffic: bool,
+    /// Formatting space for one reply or AT line.
+    line: Vec<u8>,
+}
+
+impl Engine {
+    /// The engine of server `name`, starting from `store`.
+    pub fn new(
+        name: &str,
+        store: Store,
+        secret: Option<Secret>,
+        neighbours: Vec<String>,
+        line_limit: usize,
+    ) -> Engine {
+        Engine {
+            name: name.to_string(),
+            store,
+            secret,
+            neighbours,
+            line_limit,
+            traffic: false,
+            line: Vec::with_capacity(256),
+        }
+    }
+
+    /// Logs every line received and sent from now on (or not).
+    pub fn set_traffic(&mut self, on: bool) {
+        self.traffic = on;
+    }
+
+    /// The server's store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The shared secret, if the herd has one.
+    pub fn secret(&self) -> Option<&Secret> {
+        self.secret.as_ref()
+    }
+
+    /// Handles one piece a connection's [`crate::conn::LineReader`] handed out.
+    pub fn handle(
+        &mut self,
+        session: &mut Session,
+        piece: Piece<'_>,
+        clock: &mut Clock,
+        fx: &mut impl Effects,
+    ) -> Next {
+        let line = match piece {
+            Piece::Line(line) => line,
+            Piece::TooLong(start) => {
+                log::info!(target: &self.name, "from {}: line longer than {} bytes: {}...", session.peer, self.line_limit, escape(&start[..start.len().min(64)]));
+                self.line.clear();
+                protocol::write_refused(&mut self.line, start);
+                fx.reply(&self.line);
+                return Next::Charge(start.len() + 1);
+            }
+        };
+        if self.traffic {
+            logging::traffic("from", &session.peer, line, "");
+        }
+        match protocol::parse(line) {
+            Command::Blank => Next::Continue,
+            Command::Iamat(iamat) => {
+                self.line.clear();
+                let coords = protocol::write_at(&mut self.line, &self.name, clock.now(), &iamat);
+                fx.reply(&self.line);
+                let at = &self.line[..self.line.len() - 1];
+                if self.traffic {
+                    logging::traffic("to", &session.peer, at, "");
+                }
+                if self.store.offer(iamat.client, iamat.sent_at, at, coords) {
+                    fx.journal(at);
+                    fx.flood(&self.line, None);
+                }
+                Next::Continue
+            }
+            Command::Whatsat(w) => {
+                let Some(entry) = self.store.get(w.client) else {
+                    return self.invalid(session, line, fx);
+                };
+                let position = entry.position();
+                let query = Query {
+                    lat: String::from_utf8_lossy(position.lat).into_owned(),
+                    lng: String::from_utf8_lossy(position.lng).into_owned(),
+                    radius_m: protocol::radius_metres(w.radius_km),
+                    bound: w.bound as usize,
+                };
+                if self.traffic {
+                    logging::traffic("to", &session.peer, &entry.line, " (+ Places answer)");
+                }
+                self.line.clear();
+                self.line.extend_from_slice(&entry.line);
+                self.line.push(b'\n');
+                fx.whatsat(&self.line, query);
+                Next::Continue
+            }
+            Command::At(at) => {
+                let from = match &session.role {
+                    Role::Peer(p) if p.authenticated => p.neighbour,
+                    // With a shared secret, only authenticated links update.
+                    _ if self.secret.is_some() => {
+                        log::warn!(target: &self.name, "from {}: AT from an unauthenticated connection refused", session.peer);
+                        return self.invalid(session, line, fx);
+                    }
+                    _ => None,
+                };
+                let stored = self.store.offer_at(&at, &mut self.line);
+                if stored {
+                    fx.journal(&self.line[..self.line.len() - 1]);
+                    fx.flood(&self.line, from);
+                }
+                if let Role::Peer(p) = &mut session.role {
+                    p.received(&self.name, stored);
+                }
+                Next::Continue
+            }
+            Command::Sync { count } => {
+                let accepted = match &mut session.role {
+                    Role::Peer(p) => p.sync(&self.name, count, Instant::now()),
+                    Role::Client => false,
+                };
+                if accepted {
+                    Next::Continue
+                } else {
+                    self.invalid(session, line, fx)
+                }
+            }
+            Command::Herd { name, nonce } => {
+                if session.role != Role::Client {
+                    return self.invalid(session, line, fx);
+                }
+                let neighbour = self.neighbours.iter().position(|n| n.as_bytes() == name);
+                if let Some(i) = neighbour {
+                    fx.neighbour_dialled(i);
+                }
+                self.line.clear();
+                match Peer::hello(name, nonce, neighbour, self.secret.as_ref(), &mut self.line) {
+                    Ok(peer) => {
+                        if peer.authenticated {
+                            log::info!(target: &self.name, "link from {} up ({}){}", escape(name), session.peer, if neighbour.is_none() { " (not a neighbour in herd.conf)" } else { "" });
+                        }
+                        fx.reply(&self.line);
+                        session.role = Role::Peer(Box::new(peer));
+                        Next::Continue
+                    }
+                    Err(refusal) => {
+                        log::warn!(target: &self.name, "from {}: herd link refused: {}", session.peer, refusal.reason());
+                        self.invalid(session, line, fx)
+                    }
+                }
+            }
+            Command::Auth { mac } => {
+                let Role::Peer(p) = &mut session.role else {
+                    return self.invalid(session, line, fx);
+                };
+                match p.auth(self.secret.as_ref(), mac) {
+                    AuthResult::Accepted => {
+                        log::info!(target: &self.name, "link from {} up, authenticated ({})", escape(&p.name), session.peer);
+                        Next::Continue
+                    }
+                    AuthResult::Failed => {
+                        log::warn!(target: &self.name, "link from {} ({}): authentication failed; closing", escape(&p.name), session.peer);
+                        let _ = self.invalid(session, line, fx);
+                        Next::StopReading
+                    }
+                    AuthResult::Unexpected => self.invalid(session, line, fx),
+                }
+            }
+            Command::Challenge { .. } | Command::Invalid => self.invalid(session, line, fx),
+        }
+    }
+
+    /// Answers `line` with `? ` + the line.
+    fn invalid(&mut self, session: &Session, line: &[u8], fx: &mut impl Effects) -> Next {
+        self.line.clear();
+        protocol::write_invalid(&mut self.line, line);
+        fx.reply(&self.line);
+        if self.traffic {
+            // The line itself was logged just above, as received: say so rather
+            // than log its bytes (a client sending garbage doubles the log less).
+            logging::traffic("to", &session.peer, b"? ", "(+ the line above)");
+        }
+        Next::Charge(line.len() + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests;

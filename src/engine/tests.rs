@@ -1,0 +1,181 @@
+//! The engine driven line by line, as the loop, the bench and the fuzzer do.
+
+use super::*;
+use crate::auth;
+
+/// Every effect, in order, as text.
+#[derive(Default)]
+struct Record(Vec<String>);
+
+impl Effects for Record {
+    fn reply(&mut self, bytes: &[u8]) {
+        self.0
+            .push(format!("reply {}", String::from_utf8_lossy(bytes)));
+    }
+    fn whatsat(&mut self, head: &[u8], q: Query) {
+        self.0.push(format!(
+            "whatsat {}|{},{} r={} n={}",
+            String::from_utf8_lossy(head),
+            q.lat,
+            q.lng,
+            q.radius_m,
+            q.bound
+        ));
+    }
+    fn journal(&mut self, line: &[u8]) {
+        self.0
+            .push(format!("journal {}", String::from_utf8_lossy(line)));
+    }
+    fn flood(&mut self, line: &[u8], except: Option<usize>) {
+        self.0.push(format!(
+            "flood {:?} {}",
+            except,
+            String::from_utf8_lossy(line)
+        ));
+    }
+    fn neighbour_dialled(&mut self, i: usize) {
+        self.0.push(format!("dialled {i}"));
+    }
+}
+
+fn engine(secret: Option<Secret>) -> Engine {
+    let neighbours = vec!["Hands".to_string(), "Holiday".to_string()];
+    Engine::new("Goloman", Store::new(), secret, neighbours, 8192)
+}
+
+fn session() -> Session {
+    Session::new("127.0.0.1:5000".parse().unwrap())
+}
+
+/// Handles `line` at clock time 1520023935.0; returns the effects and Next.
+fn run(e: &mut Engine, s: &mut Session, line: &[u8]) -> (Vec<String>, Next) {
+    let mut clock = Clock::fixed(1_520_023_935_000_000_000);
+    let mut fx = Record::default();
+    let next = e.handle(s, Piece::Line(line), &mut clock, &mut fx);
+    (fx.0, next)
+}
+
+const AT_KIWI: &str =
+    "AT Goloman +0.081036003 kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.918963997\n";
+
+#[test]
+fn an_iamat_is_answered_journaled_and_flooded_in_that_order() {
+    let (mut e, mut s) = (engine(None), session());
+    let (fx, next) = run(
+        &mut e,
+        &mut s,
+        b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.918963997",
+    );
+    assert_eq!(next, Next::Continue);
+    assert_eq!(
+        fx,
+        [
+            format!("reply {AT_KIWI}"),
+            format!("journal {}", AT_KIWI.trim_end()),
+            format!("flood None {AT_KIWI}"),
+        ]
+    );
+    // The same update again is answered, but not newer: nothing else.
+    let (fx, _) = run(
+        &mut e,
+        &mut s,
+        b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.918963997",
+    );
+    assert_eq!(fx, [format!("reply {AT_KIWI}")]);
+}
+
+#[test]
+fn a_whatsat_asks_places_at_the_stored_position() {
+    let (mut e, mut s) = (engine(None), session());
+    let (fx, next) = run(&mut e, &mut s, b"WHATSAT kiwi.cs.ucla.edu 10 5");
+    assert_eq!(next, Next::Charge(30));
+    assert_eq!(fx, ["reply ? WHATSAT kiwi.cs.ucla.edu 10 5\n"]);
+    let _ = run(
+        &mut e,
+        &mut s,
+        b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.918963997",
+    );
+    let (fx, next) = run(&mut e, &mut s, b"WHATSAT kiwi.cs.ucla.edu 1.5 20");
+    assert_eq!(next, Next::Continue);
+    assert_eq!(
+        fx,
+        [format!(
+            "whatsat {AT_KIWI}|34.068930,-118.445127 r=1500 n=20"
+        )]
+    );
+}
+
+#[test]
+fn invalid_and_over_long_lines_are_echoed_and_charged() {
+    let (mut e, mut s) = (engine(None), session());
+    let (fx, next) = run(&mut e, &mut s, b"HELLO there\r");
+    assert_eq!(
+        (fx, next),
+        (vec!["reply ? HELLO there\n".to_string()], Next::Charge(13))
+    );
+    let mut fx = Record::default();
+    let next = e.handle(&mut s, Piece::TooLong(b"0123"), &mut Clock::wall(), &mut fx);
+    assert_eq!(
+        (fx.0, next),
+        (vec!["reply ? 0123\n".to_string()], Next::Charge(5))
+    );
+    let (fx, next) = run(&mut e, &mut s, b"   ");
+    assert_eq!((fx, next), (vec![], Next::Continue));
+}
+
+#[test]
+fn an_open_herd_takes_at_lines_from_anyone_and_floods_past_the_sender() {
+    let (mut e, mut s) = (engine(None), session());
+    let line = AT_KIWI.trim_end().as_bytes();
+    let (fx, _) = run(&mut e, &mut s, line);
+    assert_eq!(fx[1], format!("flood None {AT_KIWI}"));
+    let mut link = session();
+    let (fx, _) = run(&mut e, &mut link, b"HERD Holiday");
+    assert_eq!(fx, ["dialled 1", "reply "]);
+    assert!(matches!(&link.role, Role::Peer(p) if p.authenticated));
+    // A newer update from neighbour 1 goes to every neighbour but 1.
+    let newer = AT_KIWI.replace("1520023934.918963997", "1520023940");
+    let (fx, _) = run(&mut e, &mut link, newer.trim_end().as_bytes());
+    assert_eq!(fx[1], format!("flood Some(1) {newer}"));
+    // A second HERD on the same connection is out of place.
+    let (fx, _) = run(&mut e, &mut link, b"HERD Hands");
+    assert_eq!(fx, ["reply ? HERD Hands\n"]);
+}
+
+#[test]
+fn with_a_secret_only_an_authenticated_link_may_update() {
+    let secret = Secret::new(b"k");
+    let (mut e, mut client) = (engine(Some(secret.clone())), session());
+    let line = AT_KIWI.trim_end().as_bytes();
+    let (fx, next) = run(&mut e, &mut client, line);
+    assert_eq!(fx, [format!("reply ? {AT_KIWI}")]);
+    assert!(matches!(next, Next::Charge(_)));
+    // The handshake: HERD with a nonce, our CHALLENGE, their AUTH.
+    let mut link = session();
+    let na = auth::nonce();
+    let (fx, _) = run(&mut e, &mut link, format!("HERD Hands {na}").as_bytes());
+    let challenge = fx[1].strip_prefix("reply ").unwrap().trim_end().to_string();
+    let Command::Challenge { nonce: nb, .. } = protocol::parse(challenge.as_bytes()) else {
+        panic!("{challenge}");
+    };
+    let nb = nb.to_vec();
+    let (fx, _) = run(&mut e, &mut link, line);
+    assert_eq!(fx, [format!("reply ? {AT_KIWI}")], "not yet authenticated");
+    let proof = secret.dial_mac(b"Hands", na.as_bytes(), &nb);
+    let (fx, next) = run(&mut e, &mut link, format!("AUTH {proof}").as_bytes());
+    assert_eq!((fx.len(), next), (0, Next::Continue));
+    let (fx, _) = run(&mut e, &mut link, line);
+    assert_eq!(fx[1], format!("flood Some(0) {AT_KIWI}"));
+}
+
+#[test]
+fn a_wrong_proof_stops_reading_the_link() {
+    let (mut e, mut link) = (engine(Some(Secret::new(b"k"))), session());
+    let na = auth::nonce();
+    let _ = run(&mut e, &mut link, format!("HERD Hands {na}").as_bytes());
+    let (fx, next) = run(&mut e, &mut link, b"AUTH 00");
+    assert_eq!(
+        (fx, next),
+        (vec!["reply ? AUTH 00\n".to_string()], Next::StopReading)
+    );
+}

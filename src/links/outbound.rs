@@ -1,0 +1,491 @@
+//! The links a server dials, one per neighbour, each a small state machine
+//! over its own mio `TcpStream` in the server's poll (tokens from
+//! [`crate::token::link`]). Their deadlines — a retry, a connect, a
+//! handshake — live in one [`Timers`], keyed by the link's slot.
+//!
+//! A link is read only to take the handshake's `CHALLENGE`, to notice that
+//! the neighbour went away, and to log what it sends back (a `? ` means it
+//! refused a line).
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use super::backoff::Backoff;
+use super::catchup::CatchUp;
+use super::handshake::{self, Handshake, Step};
+use crate::auth::Secret;
+use crate::conn::{Flush, Output};
+use crate::logging::escape;
+use crate::store::Store;
+use crate::timer::{Deadline, Timers};
+use crate::token;
+
+/// The default output a link may hold for a neighbour that does not read;
+/// past it the link is dropped, and catch-up repairs the gap when it is
+/// dialled again.
+pub const DEFAULT_LINK_OUTPUT_CAP: usize = 64 * 1024 * 1024;
+/// A connect that has not finished by then is abandoned and retried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes read from a link at once (it carries no replies).
+const READ_CHUNK: usize = 4096;
+
+enum State {
+    Idle {
+        retry_at: Instant,
+    },
+    Connecting {
+        stream: TcpStream,
+        deadline: Instant,
+    },
+    Up {
+        stream: TcpStream,
+        interest: Interest,
+        /// Connected, but the neighbour has not yet proved it knows the
+        /// secret: nothing but the handshake is sent.
+        handshake: Option<Box<Handshake>>,
+    },
+}
+
+impl State {
+    /// When this state has work to do by itself.
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            State::Idle { retry_at } => Some(*retry_at),
+            State::Connecting { deadline, .. } => Some(*deadline),
+            State::Up {
+                handshake: Some(h), ..
+            } => Some(h.deadline),
+            State::Up { .. } => None,
+        }
+    }
+}
+
+/// One neighbour's outbound link.
+struct Link {
+    name: String,
+    addr: SocketAddr,
+    state: State,
+    /// The deadline of `state` as scheduled in [`Links::timers`].
+    scheduled: Option<Instant>,
+    backoff: Backoff,
+    out: Output,
+    catchup: Option<CatchUp>,
+    /// Has this link ever been up (for "re-established" in the log)?
+    was_up: bool,
+    /// A failed connect was logged for the current outage.
+    outage_logged: bool,
+    /// The link must be dropped at the next flush (output past the cap).
+    overflowed: bool,
+}
+
+/// All of a server's outbound links.
+pub struct Links {
+    server: String,
+    secret: Option<Secret>,
+    output_cap: usize,
+    links: Vec<Link>,
+    timers: Timers<usize>,
+}
+
+impl Links {
+    /// Links to `neighbours` (name, address), all due to dial at `now`; a
+    /// link whose pending output passes `output_cap` bytes is dropped.
+    pub fn new(
+        server: &str,
+        neighbours: &[(String, SocketAddr)],
+        output_cap: usize,
+        secret: Option<Secret>,
+        now: Instant,
+    ) -> Links {
+        let mut links = Links {
+            server: server.to_string(),
+            secret,
+            output_cap,
+            links: Vec::new(),
+            timers: Timers::new(),
+        };
+        for (i, (name, addr)) in neighbours.iter().enumerate() {
+            links.links.push(Link {
+                name: name.clone(),
+                addr: *addr,
+                state: State::Idle { retry_at: now },
+                scheduled: None,
+                backoff: Backoff::new(seed(server, i)),
+                out: Output::default(),
+                catchup: None,
+                was_up: false,
+                outage_logged: false,
+                overflowed: false,
+            });
+            links.reschedule(i);
+        }
+        links
+    }
+
+    /// The neighbours' names, by slot.
+    pub fn names(&self) -> Vec<String> {
+        self.links.iter().map(|l| l.name.clone()).collect()
+    }
+
+    /// How many neighbours this server has.
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    /// True when the server has no neighbours.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    /// Queues `line` (with its `\n`) to every link that is up, except the
+    /// neighbour it came from.
+    pub fn flood(&mut self, line: &[u8], except: Option<usize>) {
+        let cap = self.output_cap;
+        for (i, link) in self.links.iter_mut().enumerate() {
+            if Some(i) == except || !link.is_ready() {
+                continue;
+            }
+            link.out.buf().extend_from_slice(line);
+            if link.out.len() > cap {
+                link.overflowed = true;
+            }
+        }
+    }
+
+    /// Handles readiness on link `i`.
+    pub fn on_event(&mut self, i: usize, event: &Event, registry: &Registry, now: Instant) {
+        let server = &self.server;
+        let Some(link) = self.links.get_mut(i) else {
+            return;
+        };
+        match &mut link.state {
+            State::Idle { .. } => {}
+            State::Connecting { stream, .. } => {
+                if !(event.is_writable() || event.is_error() || event.is_write_closed()) {
+                    return;
+                }
+                match connect_result(stream) {
+                    Ok(true) => link.up(server, self.secret.is_some(), now),
+                    // Spurious wake-up: the connect is still under way.
+                    Ok(false) => {}
+                    Err(e) => link.connect_failed(server, registry, &e, now),
+                }
+            }
+            State::Up {
+                stream, handshake, ..
+            } => {
+                if !(event.is_readable() || event.is_read_closed() || event.is_error()) {
+                    return;
+                }
+                let mut buf = [0u8; READ_CHUNK];
+                let mut step = Step::Waiting;
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) => {
+                            step = Step::Failed("closed by the neighbour".to_string());
+                            break;
+                        }
+                        Ok(n) => match handshake.as_deref_mut() {
+                            Some(h) => {
+                                step = h.feed(server, self.secret.as_ref(), &buf[..n]);
+                                if step != Step::Waiting {
+                                    break;
+                                }
+                            }
+                            None => {
+                                log::warn!(target: server, "link to {} sent back: {}", link.name, escape(&buf[..n.min(200)]));
+                            }
+                        },
+                        // Drained: nothing more until the next event.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            step = Step::Failed(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                match step {
+                    Step::Failed(why) => link.down(server, registry, &why, now),
+                    Step::Proven(auth_line) => link.authenticated(server, &auth_line, now),
+                    Step::Waiting => {}
+                }
+            }
+        }
+        self.reschedule(i);
+    }
+
+    /// Writes what every link has pending, refilling catch-up from `store`.
+    pub fn flush(&mut self, registry: &Registry, store: &Store, now: Instant) {
+        for i in 0..self.links.len() {
+            self.flush_one(i, registry, store, now);
+            self.reschedule(i);
+        }
+    }
+
+    fn flush_one(&mut self, i: usize, registry: &Registry, store: &Store, now: Instant) {
+        let server = &self.server;
+        let link = &mut self.links[i];
+        if link.overflowed {
+            link.down(
+                server,
+                registry,
+                "neighbour not reading: output cap reached",
+                now,
+            );
+            return;
+        }
+        let State::Up {
+            stream, interest, ..
+        } = &mut link.state
+        else {
+            return;
+        };
+        let result = loop {
+            if let Some(c) = &mut link.catchup {
+                let pending = link.out.len();
+                c.fill(store, link.out.buf(), pending);
+            }
+            match link.out.flush_to(stream) {
+                Ok(Flush::Done) => match &link.catchup {
+                    Some(c) if !c.is_done() => continue,
+                    Some(c) => {
+                        log::info!(target: server, "catch-up to {}: sent {} updates in {:.1} ms", link.name, c.count(), c.started().elapsed().as_secs_f64() * 1e3);
+                        link.catchup = None;
+                        break Ok(Flush::Done);
+                    }
+                    None => break Ok(Flush::Done),
+                },
+                other => break other,
+            }
+        };
+        let want = match result {
+            Ok(Flush::Done) => Interest::READABLE,
+            Ok(Flush::WouldBlock) => Interest::READABLE | Interest::WRITABLE,
+            Err(e) => {
+                link.down(server, registry, &e.to_string(), now);
+                return;
+            }
+        };
+        if want != *interest {
+            let Some(token) = token::link(i) else {
+                return;
+            };
+            if let Err(e) = registry.reregister(stream, token, want) {
+                link.down(server, registry, &e.to_string(), now);
+                return;
+            }
+            *interest = want;
+        }
+    }
+
+    /// Neighbour `i` just dialled us, so it is up: if our link to it is
+    /// waiting out a backoff, dial at the end of this turn instead.
+    pub fn neighbour_is_up(&mut self, i: usize, now: Instant) {
+        if let Some(link) = self.links.get_mut(i) {
+            if let State::Idle { retry_at } = &mut link.state {
+                *retry_at = (*retry_at).min(now);
+            }
+        }
+        self.reschedule(i);
+    }
+
+    /// Dials links whose retry time has come; abandons connects and
+    /// handshakes past their deadline.
+    pub fn on_timeout(&mut self, registry: &Registry, now: Instant) {
+        while let Some((_, i)) = self.timers.pop_due(now) {
+            let server = &self.server;
+            let Some(link) = self.links.get_mut(i) else {
+                continue;
+            };
+            link.scheduled = None;
+            match &link.state {
+                State::Idle { .. } => match token::link(i) {
+                    Some(token) => link.dial(server, registry, token, now),
+                    None => continue,
+                },
+                State::Connecting { .. } => {
+                    let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                    link.connect_failed(server, registry, &e, now);
+                }
+                State::Up {
+                    handshake: Some(_), ..
+                } => {
+                    link.down(
+                        server,
+                        registry,
+                        "no CHALLENGE in time: does the neighbour have the secret?",
+                        now,
+                    );
+                }
+                State::Up { .. } => {}
+            }
+            self.reschedule(i);
+        }
+    }
+
+    /// Closes every link (at shutdown).
+    pub fn close_all(&mut self, registry: &Registry) {
+        for i in 0..self.links.len() {
+            let link = &mut self.links[i];
+            if let State::Up { stream, .. } | State::Connecting { stream, .. } = &mut link.state {
+                let _ = registry.deregister(stream);
+            }
+            link.state = State::Idle {
+                retry_at: Instant::now(),
+            };
+            self.reschedule(i);
+        }
+    }
+
+    /// Brings link `i`'s entry in the timers in line with its state.
+    fn reschedule(&mut self, i: usize) {
+        let Some(link) = self.links.get_mut(i) else {
+            return;
+        };
+        let due = link.state.deadline();
+        self.timers.reschedule(link.scheduled, due, i);
+        link.scheduled = due;
+    }
+}
+
+impl Deadline for Links {
+    fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+}
+
+impl Link {
+    fn dial(&mut self, server: &str, registry: &Registry, token: Token, now: Instant) {
+        let result = TcpStream::connect(self.addr).and_then(|mut stream| {
+            registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+            Ok(stream)
+        });
+        match result {
+            Ok(stream) => {
+                self.state = State::Connecting {
+                    stream,
+                    deadline: now + CONNECT_TIMEOUT,
+                }
+            }
+            Err(e) => {
+                self.state = State::Idle {
+                    retry_at: self.backoff.next_retry(now),
+                };
+                self.log_failure(server, &e);
+            }
+        }
+    }
+
+    /// The connect finished: send the hello, and either start catch-up at
+    /// once (open herd) or wait for the neighbour's CHALLENGE.
+    fn up(&mut self, server: &str, authenticate: bool, now: Instant) {
+        let old = std::mem::replace(&mut self.state, State::Idle { retry_at: now });
+        let State::Connecting { stream, .. } = old else {
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        self.outage_logged = false;
+        self.overflowed = false;
+        self.backoff.reset();
+        self.out = Output::default();
+        self.catchup = None;
+        let handshake = handshake::hello(self.out.buf(), server, authenticate, now);
+        let open = handshake.is_none();
+        self.state = State::Up {
+            stream,
+            interest: Interest::READABLE | Interest::WRITABLE,
+            handshake: handshake.map(Box::new),
+        };
+        if open {
+            self.ready(server, "", now);
+        }
+    }
+
+    /// The neighbour's CHALLENGE checked out: prove ourselves and go.
+    fn authenticated(&mut self, server: &str, auth_line: &[u8], now: Instant) {
+        if let State::Up { handshake, .. } = &mut self.state {
+            *handshake = None;
+        }
+        self.out.buf().extend_from_slice(auth_line);
+        self.ready(server, ", authenticated", now);
+    }
+
+    /// The link carries updates from now on, starting with catch-up of the
+    /// whole store.
+    fn ready(&mut self, server: &str, how: &str, now: Instant) {
+        log::info!(target: server, "link to {} {}{how} ({})", self.name, if self.was_up { "re-established" } else { "up" }, self.addr);
+        self.was_up = true;
+        self.catchup = Some(CatchUp::new(now));
+    }
+
+    /// Up and past any handshake: floods may be queued.
+    fn is_ready(&self) -> bool {
+        matches!(
+            self.state,
+            State::Up {
+                handshake: None,
+                ..
+            }
+        )
+    }
+
+    fn connect_failed(&mut self, server: &str, registry: &Registry, e: &io::Error, now: Instant) {
+        if let State::Connecting { stream, .. } = &mut self.state {
+            let _ = registry.deregister(stream);
+        }
+        self.state = State::Idle {
+            retry_at: self.backoff.next_retry(now),
+        };
+        self.log_failure(server, e);
+    }
+
+    fn log_failure(&mut self, server: &str, e: &io::Error) {
+        // Once per outage: a neighbour down for an hour is one log line.
+        if !self.outage_logged {
+            self.outage_logged = true;
+            log::info!(target: server, "link to {} ({}): cannot connect: {e}; retrying every {} ms at most", self.name, self.addr, Backoff::MAX.as_millis());
+        }
+    }
+
+    fn down(&mut self, server: &str, registry: &Registry, why: &str, now: Instant) {
+        if let State::Up { stream, .. } | State::Connecting { stream, .. } = &mut self.state {
+            let _ = registry.deregister(stream);
+        }
+        log::info!(target: server, "link to {} down: {why}", self.name);
+        self.state = State::Idle {
+            retry_at: self.backoff.next_retry(now),
+        };
+        self.out = Output::default();
+        self.catchup = None;
+        self.overflowed = false;
+    }
+}
+
+/// Whether a nonblocking connect finished: `Ok(true)` connected,
+/// `Ok(false)` still under way, `Err` failed (mio's `TcpStream::connect` docs).
+fn connect_result(stream: &TcpStream) -> io::Result<bool> {
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A backoff seed per server and slot, so restarted herds do not dial in
+/// lockstep.
+fn seed(server: &str, i: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in server.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h ^ (i as u64) ^ fastrand::u64(..)
+}

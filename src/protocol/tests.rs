@@ -1,0 +1,813 @@
+//! Table tests of the parser and the writers.
+use super::*;
+
+/// Shows a line with its non-printable bytes escaped, for failure messages.
+fn show(line: &[u8]) -> String {
+    line.escape_ascii().to_string()
+}
+
+fn iamat_of(line: &[u8]) -> Iamat<'_> {
+    match parse(line) {
+        Command::Iamat(i) => i,
+        other => panic!("{}: expected IAMAT, got {other:?}", show(line)),
+    }
+}
+
+const S: Nanos = 1_000_000_000;
+
+/// A byte string in a test table.
+type Bytes = &'static [u8];
+
+#[test]
+fn space_bytes() {
+    let spaces: Vec<u8> = (0..=255u8).filter(|&b| is_space(b)).collect();
+    assert_eq!(spaces, b"\t\n\x0b\x0c\r ");
+}
+
+#[test]
+fn iamat_valid() {
+    let line = b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.918963997";
+    let expected = Iamat {
+        client: b"kiwi.cs.ucla.edu",
+        coords: b"+34.068930-118.445127",
+        time: b"1520023934.918963997",
+        position: Position {
+            lat: b"34.068930",
+            lng: b"-118.445127",
+        },
+        sent_at: 1520023934 * S + 918963997,
+    };
+    assert_eq!(parse(line), Command::Iamat(expected));
+}
+
+#[test]
+fn iamat_clients() {
+    // Any run of non-white-space bytes, UTF-8 or not.
+    let cases: &[&[u8]] = &[
+        b"c",
+        b"\xff\xfe",
+        b"\x00\x1f\x7f\x85\xa0",
+        b"IAMAT",
+        b"+1+1",
+        b"\xe2\x82\xac",
+    ];
+    for &client in cases {
+        let line = [&b"IAMAT "[..], client, b" +1+1 1"].concat();
+        assert_eq!(iamat_of(&line).client, client, "{}", show(&line));
+    }
+}
+
+#[test]
+fn coords_valid() {
+    // COORDS -> lat, lng (a `+` dropped, a `-` kept).
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, &str)] = &[
+        ("+34.068930-118.445127", "34.068930", "-118.445127"),
+        ("-33.86+151.2", "-33.86", "151.2"),
+        ("+0+0", "0", "0"),
+        ("-0-0", "-0", "-0"),
+        ("+0.0-0.000", "0.0", "-0.000"),
+        // Integer and fractional degrees mixed.
+        ("+1.5-2", "1.5", "-2"),
+        ("-1+2.25", "-1", "2.25"),
+        // The bounds, exactly, with and without fraction zeros.
+        ("+90+180", "90", "180"),
+        ("-90-180", "-90", "-180"),
+        ("+90.0000-180.000000", "90.0000", "-180.000000"),
+        ("-90.0+180.00000000000000000000", "-90.0", "180.00000000000000000000"),
+        ("+89.999999999+179.9999999999", "89.999999999", "179.9999999999"),
+        ("-89.99999999999999999999-179.99999999999999999999",
+         "-89.99999999999999999999", "-179.99999999999999999999"),
+        // Leading zeros, any number of them.
+        ("+034.5-0000000000000000000000118.4", "034.5", "-0000000000000000000000118.4"),
+        ("+00090.0+00180", "00090.0", "00180"),
+        ("+000000000000000000000+00000000000000000000000", "000000000000000000000", "00000000000000000000000"),
+    ];
+    for &(coords, lat, lng) in cases {
+        let line = format!("IAMAT c {coords} 1");
+        let i = iamat_of(line.as_bytes());
+        assert_eq!(i.coords, coords.as_bytes(), "{line}");
+        let position = Position {
+            lat: lat.as_bytes(),
+            lng: lng.as_bytes(),
+        };
+        assert_eq!(i.position, position, "{line}");
+    }
+}
+
+#[test]
+fn iamat_time() {
+    // 0 to 9 fraction digits, leading zeros, 18 integer digits.
+    let cases: &[(&[u8], Nanos)] = &[
+        (b"0", 0),
+        (b"0.0", 0),
+        (b"5", 5 * S),
+        (b"5.1", 5 * S + 100_000_000),
+        (b"5.12", 5 * S + 120_000_000),
+        (b"5.123", 5 * S + 123_000_000),
+        (b"5.1234", 5 * S + 123_400_000),
+        (b"5.12345", 5 * S + 123_450_000),
+        (b"5.123456", 5 * S + 123_456_000),
+        (b"5.1234567", 5 * S + 123_456_700),
+        (b"5.12345678", 5 * S + 123_456_780),
+        (b"5.123456789", 5 * S + 123_456_789),
+        (b"5.000000001", 5 * S + 1),
+        (b"0.999999999", S - 1),
+        (b"0000000001.5", S + S / 2),
+        (b"999999999999999999", 999_999_999_999_999_999 * S),
+        (
+            b"999999999999999999.999999999",
+            999_999_999_999_999_999 * S + S - 1,
+        ),
+        (b"000000000000000000", 0),
+    ];
+    for &(time, nanos) in cases {
+        let mut line = b"IAMAT c +1+1 ".to_vec();
+        line.extend_from_slice(time);
+        let i = iamat_of(&line);
+        assert_eq!(i.sent_at, nanos, "{}", show(time));
+        assert_eq!(i.time, time);
+    }
+}
+
+#[test]
+fn iamat_invalid() {
+    let cases: &[&[u8]] = &[
+        // Field count.
+        b"IAMAT",
+        b"IAMAT c",
+        b"IAMAT c +1+1",
+        b"IAMAT c +1+1 1 extra",
+        b"IAMAT c +1+1 1 a b c d e f g",
+        // Case and spelling.
+        b"iamat c +1+1 1",
+        b"Iamat c +1+1 1",
+        b"IAMAT: c +1+1 1",
+        b"IAMATc +1+1 1",
+        // Signs: missing, doubled, both.
+        b"IAMAT c 1+1 1",
+        b"IAMAT c +1 1",
+        b"IAMAT c +11 1",
+        b"IAMAT c 34.068930-118.445127 1",
+        b"IAMAT c ++1+1 1",
+        b"IAMAT c +1++1 1",
+        b"IAMAT c +-1+1 1",
+        b"IAMAT c +1+-1 1",
+        b"IAMAT c -+1+1 1",
+        b"IAMAT c +1+1+1 1",
+        b"IAMAT c +1+1- 1",
+        b"IAMAT c +1+ 1",
+        b"IAMAT c + +1 1",
+        b"IAMAT c +1- 1",
+        b"IAMAT c + 1",
+        b"IAMAT c +- 1",
+        // Ranges past the bounds.
+        b"IAMAT c +90.0000000000000001+0 1",
+        b"IAMAT c -90.0000000000000001+0 1",
+        b"IAMAT c +90.1+0 1",
+        b"IAMAT c +91+0 1",
+        b"IAMAT c +100+0 1",
+        b"IAMAT c +0+180.0000000000000001 1",
+        b"IAMAT c +0-180.0000000000000001 1",
+        b"IAMAT c +0+181 1",
+        b"IAMAT c +0-1000 1",
+        b"IAMAT c +0+99999999999999999999999999 1",
+        b"IAMAT c +00000000000000000091+0 1",
+        // Dots without digits, stray characters.
+        b"IAMAT c +.5+1 1",
+        b"IAMAT c +5.+1 1",
+        b"IAMAT c +1+.5 1",
+        b"IAMAT c +1+5. 1",
+        b"IAMAT c +.+1 1",
+        b"IAMAT c +1.2.3+1 1",
+        b"IAMAT c +1,5+1 1",
+        b"IAMAT c +1e1+1 1",
+        b"IAMAT c +1+1e1 1",
+        b"IAMAT c +1+1x 1",
+        b"IAMAT c +\xff+1 1",
+        b"IAMAT c +\xd9\xa1+1 1",
+        // TIME: signs, exponents, dots, too many digits.
+        b"IAMAT c +1+1 -1",
+        b"IAMAT c +1+1 +1",
+        b"IAMAT c +1+1 1e9",
+        b"IAMAT c +1+1 .5",
+        b"IAMAT c +1+1 5.",
+        b"IAMAT c +1+1 .",
+        b"IAMAT c +1+1 1.2.3",
+        b"IAMAT c +1+1 1.1234567890",
+        b"IAMAT c +1+1 1.000000000000",
+        b"IAMAT c +1+1 1234567890123456789",
+        b"IAMAT c +1+1 0000000000000000000",
+        b"IAMAT c +1+1 x",
+        b"IAMAT c +1+1 1_000",
+    ];
+    for &line in cases {
+        assert_eq!(parse(line), Command::Invalid, "{}", show(line));
+    }
+}
+
+#[test]
+fn white_space() {
+    let expected = iamat_of(b"IAMAT c +1+1 1");
+    for sep in [
+        &b" "[..],
+        b"\t",
+        b"\r",
+        b"\n",
+        b"\x0b",
+        b"\x0c",
+        b"  ",
+        b" \t\x0b\x0c\r\n ",
+    ] {
+        let mut line = Vec::new();
+        line.extend_from_slice(sep);
+        for field in [&b"IAMAT"[..], b"c", b"+1+1", b"1"] {
+            line.extend_from_slice(field);
+            line.extend_from_slice(sep);
+        }
+        assert_eq!(parse(&line), Command::Iamat(expected), "{}", show(&line));
+        // Without the white space around the line too.
+        let inner = &line[sep.len()..line.len() - sep.len()];
+        assert_eq!(parse(inner), Command::Iamat(expected), "{}", show(inner));
+    }
+    // CRLF: the `\n` is gone, the `\r` stays and is white space.
+    assert_eq!(parse(b"IAMAT c +1+1 1\r"), Command::Iamat(expected));
+    assert_eq!(parse(b"IAMAT c +1+1 1\r\r"), Command::Iamat(expected));
+    // Bytes that look like space but are not the protocol's.
+    for not_space in [
+        &b"\x00"[..],
+        b"\x1f",
+        b"\x85",
+        b"\xa0",
+        b"\xc2\xa0",
+        b"\xe3\x80\x80",
+    ] {
+        let mut line = b"IAMAT".to_vec();
+        line.extend_from_slice(not_space);
+        line.extend_from_slice(b"c +1+1 1");
+        assert_eq!(parse(&line), Command::Invalid, "{}", show(&line));
+    }
+}
+
+#[test]
+fn blank() {
+    let cases: &[&[u8]] = &[
+        b"",
+        b" ",
+        b"\r",
+        b"\t",
+        b"\x0b",
+        b"\x0c",
+        b"\n",
+        b" \t\r\n\x0b\x0c  \r",
+    ];
+    for &line in cases {
+        assert_eq!(parse(line), Command::Blank, "{}", show(line));
+    }
+}
+
+#[test]
+fn unknown_commands() {
+    let cases: &[&[u8]] = &[
+        b"x",
+        b"HELLO world",
+        b"\xff\xfe",
+        b"IAMATX c +1+1 1",
+        b"WHATSATS c 10 5",
+        b"ATT s +0.000000000 c +1+1 1",
+        b"at s +0.000000000 c +1+1 1",
+        b"herd Goloman",
+        b"Herd Goloman",
+        b"WHATSAT",
+        b"AT",
+        b"HERD",
+        b"?",
+        b"? IAMAT c +1+1 1",
+        b"\x00IAMAT c +1+1 1",
+    ];
+    for &line in cases {
+        assert_eq!(parse(line), Command::Invalid, "{}", show(line));
+    }
+}
+
+#[test]
+fn whatsat_valid() {
+    #[rustfmt::skip]
+    let cases: &[(Bytes, Bytes, Bytes, u8)] = &[
+        (b"WHATSAT kiwi.cs.ucla.edu 10 5", b"kiwi.cs.ucla.edu", b"10", 5),
+        (b"WHATSAT c 50 20", b"c", b"50", 20),
+        (b"WHATSAT c 50.0 1", b"c", b"50.0", 1),
+        (b"WHATSAT c 50.000000000000000000000 1", b"c", b"50.000000000000000000000", 1),
+        (b"WHATSAT c 49.999999999999999999 1", b"c", b"49.999999999999999999", 1),
+        (b"WHATSAT c 0.5 1", b"c", b"0.5", 1),
+        (b"WHATSAT c 0.0001 1", b"c", b"0.0001", 1),
+        (b"WHATSAT c 0.000000000000000000001 1", b"c", b"0.000000000000000000001", 1),
+        (b"WHATSAT c 1 1", b"c", b"1", 1),
+        (b"WHATSAT c 007 05", b"c", b"007", 5),
+        (b"WHATSAT c 000000000000000000000050 000000000000000000020", b"c", b"000000000000000000000050", 20),
+        (b"WHATSAT c 1.2345 19", b"c", b"1.2345", 19),
+        (b"WHATSAT \xff\xfe 10 5", b"\xff\xfe", b"10", 5),
+        (b"\tWHATSAT\x0bc\x0c10\r5\r", b"c", b"10", 5),
+    ];
+    for &(line, client, radius_km, bound) in cases {
+        let expected = Whatsat {
+            client,
+            radius_km,
+            bound,
+        };
+        assert_eq!(parse(line), Command::Whatsat(expected), "{}", show(line));
+    }
+}
+
+#[test]
+fn whatsat_invalid() {
+    let cases: &[&[u8]] = &[
+        b"WHATSAT c",
+        b"WHATSAT c 10",
+        b"WHATSAT c 10 5 5",
+        b"whatsat c 10 5",
+        // Radius.
+        b"WHATSAT c 0 5",
+        b"WHATSAT c 0.000 5",
+        b"WHATSAT c 000 5",
+        b"WHATSAT c 50.0001 5",
+        b"WHATSAT c 50.00000000000000000001 5",
+        b"WHATSAT c 51 5",
+        b"WHATSAT c 100 5",
+        b"WHATSAT c 99999999999999999999999 5",
+        b"WHATSAT c -10 5",
+        b"WHATSAT c +10 5",
+        b"WHATSAT c .5 5",
+        b"WHATSAT c 5. 5",
+        b"WHATSAT c 1e1 5",
+        b"WHATSAT c ten 5",
+        b"WHATSAT c 10km 5",
+        b"WHATSAT c 1.2.3 5",
+        // Bound.
+        b"WHATSAT c 10 0",
+        b"WHATSAT c 10 00",
+        b"WHATSAT c 10 21",
+        b"WHATSAT c 10 100",
+        b"WHATSAT c 10 4294967297",
+        b"WHATSAT c 10 99999999999999999999999",
+        b"WHATSAT c 10 -5",
+        b"WHATSAT c 10 +5",
+        b"WHATSAT c 10 5.0",
+        b"WHATSAT c 10 5x",
+        b"WHATSAT c 10 five",
+    ];
+    for &line in cases {
+        assert_eq!(parse(line), Command::Invalid, "{}", show(line));
+    }
+}
+
+#[test]
+fn bound_range() {
+    for bound in 0..=30u8 {
+        let line = format!("WHATSAT c 10 {bound}");
+        match parse(line.as_bytes()) {
+            Command::Whatsat(w) => {
+                assert!((1..=20).contains(&bound) && w.bound == bound, "{line}")
+            }
+            other => assert!(
+                other == Command::Invalid && !(1..=20).contains(&bound),
+                "{line}"
+            ),
+        }
+    }
+}
+
+const AT_LINE: &[u8] =
+    b"AT Goloman +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.918963997";
+
+#[test]
+fn at_valid() {
+    let expected = At {
+        server: b"Goloman",
+        diff: b"+0.263873386",
+        client: b"kiwi.cs.ucla.edu",
+        coords: b"+34.068930-118.445127",
+        time: b"1520023934.918963997",
+        sent_at: 1520023934 * S + 918963997,
+    };
+    assert_eq!(parse(AT_LINE), Command::At(expected));
+    let mut crlf = AT_LINE.to_vec();
+    crlf.extend_from_slice(b"\r");
+    assert_eq!(parse(&crlf), Command::At(expected));
+
+    let cases: &[(&[u8], &[u8], Nanos)] = &[
+        (b"AT s -0.000000123 c +1+1 1", b"-0.000000123", S),
+        (
+            b"AT s +123456789012.000000000 c +90-180 1.5",
+            b"+123456789012.000000000",
+            S + S / 2,
+        ),
+        (b"AT s -000.000000000 c +1+1 0", b"-000.000000000", 0),
+        (
+            b"AT \xff \x2b0.000000000 \xfe -1-1 7",
+            b"+0.000000000",
+            7 * S,
+        ),
+    ];
+    for &(line, diff, sent_at) in cases {
+        match parse(line) {
+            Command::At(at) => {
+                assert_eq!(at.diff, diff, "{}", show(line));
+                assert_eq!(at.sent_at, sent_at, "{}", show(line));
+            }
+            other => panic!("{}: {other:?}", show(line)),
+        }
+    }
+}
+
+#[test]
+fn at_invalid() {
+    let cases: &[&[u8]] = &[
+        // Field count.
+        b"AT Goloman +0.263873386 kiwi +34.068930-118.445127",
+        b"AT Goloman +0.263873386 kiwi +34.068930-118.445127 1520023934.918963997 x",
+        b"AT +0.263873386 kiwi +34.068930-118.445127 1520023934.918963997",
+        // DIFF.
+        b"AT s 0.263873386 c +1+1 1",
+        b"AT s ++0.263873386 c +1+1 1",
+        b"AT s +0.26387338 c +1+1 1",
+        b"AT s +0.2638733861 c +1+1 1",
+        b"AT s +0 c +1+1 1",
+        b"AT s +0. c +1+1 1",
+        b"AT s +.263873386 c +1+1 1",
+        b"AT s + c +1+1 1",
+        b"AT s +0.26387338x c +1+1 1",
+        b"AT s +1e3.000000000 c +1+1 1",
+        // COORDS.
+        b"AT s +0.000000000 c 1+1 1",
+        b"AT s +0.000000000 c +91+1 1",
+        b"AT s +0.000000000 c +1+181 1",
+        b"AT s +0.000000000 c +1 1",
+        // TIME.
+        b"AT s +0.000000000 c +1+1 -1",
+        b"AT s +0.000000000 c +1+1 1.1234567890",
+        b"AT s +0.000000000 c +1+1 1234567890123456789",
+        b"AT s +0.000000000 c +1+1 x",
+    ];
+    for &line in cases {
+        assert_eq!(parse(line), Command::Invalid, "{}", show(line));
+    }
+}
+
+#[test]
+fn position_of_stored_at() {
+    let at = match parse(AT_LINE) {
+        Command::At(at) => at,
+        other => panic!("{other:?}"),
+    };
+    let p = position(at.coords);
+    assert_eq!(
+        p,
+        Some(Position {
+            lat: b"34.068930",
+            lng: b"-118.445127"
+        })
+    );
+    for bad in [&b""[..], b"+", b"+1", b"1+1", b"+91+0", b"+0+181", b"+1+1 "] {
+        assert_eq!(position(bad), None, "{}", show(bad));
+    }
+}
+
+#[test]
+fn herd() {
+    assert_eq!(
+        parse(b"HERD Goloman"),
+        Command::Herd {
+            name: b"Goloman",
+            nonce: None
+        }
+    );
+    assert_eq!(
+        parse(b" HERD\tGoloman\r"),
+        Command::Herd {
+            name: b"Goloman",
+            nonce: None
+        }
+    );
+    assert_eq!(
+        parse(b"HERD \xff"),
+        Command::Herd {
+            name: b"\xff",
+            nonce: None
+        }
+    );
+    assert_eq!(parse(b"HERD"), Command::Invalid);
+    assert_eq!(
+        parse(b"HERD Goloman 00ff"),
+        Command::Herd {
+            name: b"Goloman",
+            nonce: Some(b"00ff")
+        }
+    );
+    assert_eq!(parse(b"HERD Goloman 00ff x"), Command::Invalid);
+    assert_eq!(
+        parse(b"CHALLENGE n m"),
+        Command::Challenge {
+            nonce: b"n",
+            mac: b"m"
+        }
+    );
+    assert_eq!(parse(b"CHALLENGE n"), Command::Invalid);
+    assert_eq!(parse(b"AUTH m"), Command::Auth { mac: b"m" });
+    assert_eq!(parse(b"AUTH"), Command::Invalid);
+    assert_eq!(parse(b"auth m"), Command::Invalid);
+    assert_eq!(parse(b"SYNC 0"), Command::Sync { count: 0 });
+    assert_eq!(parse(b"SYNC 100000"), Command::Sync { count: 100_000 });
+    assert_eq!(
+        parse(b"SYNC 9999999999999999999"),
+        Command::Sync {
+            count: 9_999_999_999_999_999_999
+        }
+    );
+    assert_eq!(parse(b"SYNC 99999999999999999999"), Command::Invalid);
+    assert_eq!(parse(b"SYNC -1"), Command::Invalid);
+    assert_eq!(parse(b"SYNC"), Command::Invalid);
+    assert_eq!(parse(b"SYNC 1 2"), Command::Invalid);
+    assert_eq!(parse(b"herd Goloman"), Command::Invalid);
+}
+
+#[test]
+fn diffs() {
+    let cases: &[(Nanos, &str)] = &[
+        (0, "+0.000000000"),
+        (1, "+0.000000001"),
+        (-1, "-0.000000001"),
+        (-123, "-0.000000123"),
+        (263_873_386, "+0.263873386"),
+        (12 * S, "+12.000000000"),
+        (-(3 * S + S / 2), "-3.500000000"),
+        (-S, "-1.000000000"),
+        (S - 1, "+0.999999999"),
+        (-(S - 1), "-0.999999999"),
+        (1520023934 * S + 918963997, "+1520023934.918963997"),
+        (
+            999_999_999_999_999_999 * S + S - 1,
+            "+999999999999999999.999999999",
+        ),
+        (
+            -(999_999_999_999_999_999 * S + S - 1),
+            "-999999999999999999.999999999",
+        ),
+        (i64::MAX as Nanos, "+9223372036.854775807"),
+        (u64::MAX as Nanos, "+18446744073.709551615"),
+        (u64::MAX as Nanos + 1, "+18446744073.709551616"),
+        (Nanos::MAX, "+170141183460469231731687303715.884105727"),
+        (Nanos::MIN, "-170141183460469231731687303715.884105728"),
+    ];
+    for &(diff, text) in cases {
+        let mut out = b"x".to_vec();
+        write_diff(&mut out, diff);
+        assert_eq!(show(&out[1..]), text, "{diff}");
+    }
+}
+
+#[test]
+fn write_at_reply() {
+    let i = iamat_of(b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.918963997");
+    let mut out = b"before\n".to_vec();
+    write_at(&mut out, "Goloman", 1520023935 * S + 182837383, &i);
+    assert_eq!(show(&out), show(&[b"before\n", AT_LINE, b"\n"].concat()));
+
+    // A client clock ahead of ours: a negative difference.
+    let i = iamat_of(b"IAMAT c +0+0 100.5");
+    let mut out = Vec::new();
+    write_at(&mut out, "S", 97 * S, &i);
+    assert_eq!(show(&out), "AT S -3.500000000 c +0+0 100.5\\n");
+
+    // Fields are copied as received, odd bytes and leading zeros included.
+    let i = iamat_of(b"IAMAT \xff\xfe +034.5-0 007");
+    let mut out = Vec::new();
+    write_at(&mut out, "S", 7 * S, &i);
+    assert_eq!(out, b"AT S +0.000000000 \xff\xfe +034.5-0 007\n");
+
+    // Extremes of the types saturate instead of overflowing.
+    let mut out = Vec::new();
+    write_at(
+        &mut out,
+        "S",
+        Nanos::MIN,
+        &Iamat {
+            sent_at: Nanos::MAX,
+            ..i
+        },
+    );
+    assert!(out.starts_with(b"AT S -170141183460469231731687303715.884105728 "));
+}
+
+#[test]
+fn at_round_trip() {
+    // What write_at produces is an AT line, and write_at_update gives it back.
+    let i = iamat_of(b"IAMAT \xff\xfe -33.86+151.2 1520023934.5");
+    let mut reply = Vec::new();
+    write_at(&mut reply, "Hands", 1520023934 * S, &i);
+    assert_eq!(
+        reply,
+        b"AT Hands -0.500000000 \xff\xfe -33.86+151.2 1520023934.5\n"
+    );
+    let at = match parse(&reply[..reply.len() - 1]) {
+        Command::At(at) => at,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(at.sent_at, i.sent_at);
+    let mut update = Vec::new();
+    write_at_update(&mut update, &at);
+    assert_eq!(update, reply);
+
+    // Odd white space is normalised to single spaces.
+    let at = match parse(b"\tAT  s\x0b+0.000000000\x0cc  +1+1 1 \r") {
+        Command::At(at) => at,
+        other => panic!("{other:?}"),
+    };
+    let mut update = b"x\n".to_vec();
+    write_at_update(&mut update, &at);
+    assert_eq!(update, b"x\nAT s +0.000000000 c +1+1 1\n");
+}
+
+#[test]
+fn invalid_reply() {
+    let cases: &[(&[u8], &[u8])] = &[
+        (
+            b"WHATSAT nobody.example 10 5",
+            b"? WHATSAT nobody.example 10 5\n",
+        ),
+        (
+            b"WHATSAT nobody.example 10 5\r",
+            b"? WHATSAT nobody.example 10 5\n",
+        ),
+        (b"x\r\r", b"? x\r\n"),
+        (b" x \t", b"?  x \t\n"),
+        (b"", b"? \n"),
+        (b"\r", b"? \n"),
+        (b"\xff\xfe", b"? \xff\xfe\n"),
+    ];
+    for &(line, reply) in cases {
+        let mut out = Vec::new();
+        write_invalid(&mut out, line);
+        assert_eq!(show(&out), show(reply), "{}", show(line));
+    }
+}
+
+#[test]
+fn herd_line() {
+    let mut out = Vec::new();
+    write_herd(&mut out, "Goloman", None);
+    assert_eq!(out, b"HERD Goloman\n");
+    assert_eq!(
+        parse(&out[..out.len() - 1]),
+        Command::Herd {
+            name: b"Goloman",
+            nonce: None
+        }
+    );
+}
+
+#[test]
+fn radius_in_metres() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"10", "10000"),
+        (b"0.5", "500"),
+        (b"1.2345", "1234.5"),
+        (b"50", "50000"),
+        (b"50.0", "50000"),
+        (b"50.000000", "50000"),
+        (b"0.0001", "0.1"),
+        (b"0.000000000000000000001", "0.000000000000000001"),
+        (b"007", "7000"),
+        (b"1.5000", "1500"),
+        (b"1.5", "1500"),
+        (b"1.25", "1250"),
+        (b"1.125", "1125"),
+        (b"1.1250", "1125"),
+        (b"0.001", "1"),
+        (b"0.010", "10"),
+        (b"0.0010", "1"),
+        (b"49.99999", "49999.99"),
+        (b"000.5", "500"),
+    ];
+    for &(km, metres) in cases {
+        assert_eq!(radius_metres(km), metres, "{}", show(km));
+    }
+    // Not reachable from a valid WHATSAT, but no panic.
+    for junk in [&b""[..], b".", b"..", b"\xff", b"0", b"1.2.3", b".000"] {
+        let _ = radius_metres(junk);
+    }
+}
+
+#[test]
+fn radius_metres_of_every_valid_whatsat_parses_back() {
+    // The metres text is itself a plain decimal of the same value.
+    for km in ["0.001", "2.5", "10", "12.3456789", "50.0", "0.0000001"] {
+        let line = format!("WHATSAT c {km} 1");
+        let Command::Whatsat(w) = parse(line.as_bytes()) else {
+            panic!("{line}")
+        };
+        let metres = radius_metres(w.radius_km);
+        assert!(split_decimal(metres.as_bytes()).is_some(), "{metres}");
+    }
+}
+
+#[test]
+fn never_panics() {
+    // Random lines over the bytes that matter to the grammar.
+    const ALPHABET: &[u8] = b"+-.0123456789 \t\r\x0b\x0c\n\xffIAMTWHSDER";
+    let words: [&[u8]; 5] = [b"IAMAT ", b"WHATSAT ", b"AT ", b"HERD ", b""];
+    let mut rng = fastrand::Rng::with_seed(6709);
+    let mut line = Vec::new();
+    let mut out = Vec::new();
+    for _ in 0..200_000 {
+        line.clear();
+        line.extend_from_slice(words[rng.usize(..words.len())]);
+        for _ in 0..rng.usize(..48) {
+            line.push(ALPHABET[rng.usize(..ALPHABET.len())]);
+        }
+        out.clear();
+        match parse(&line) {
+            Command::Iamat(i) => {
+                write_at(&mut out, "S", rng.i128(..), &i);
+            }
+            Command::At(at) => {
+                write_at_update(&mut out, &at);
+            }
+            Command::Whatsat(w) => out.extend_from_slice(radius_metres(w.radius_km).as_bytes()),
+            Command::Herd { .. }
+            | Command::Challenge { .. }
+            | Command::Auth { .. }
+            | Command::Sync { .. }
+            | Command::Blank => {}
+            Command::Invalid => write_invalid(&mut out, &line),
+        }
+    }
+}
+
+#[test]
+fn link_lines_parse_back_as_what_they_say() {
+    let mut out = Vec::new();
+    write_herd(&mut out, "Hands", Some("00ff"));
+    write_challenge(&mut out, "0a0b", "cafe");
+    write_auth(&mut out, "beef");
+    write_sync(&mut out, 100_000);
+    let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
+    assert_eq!(
+        lines,
+        [
+            &b"HERD Hands 00ff"[..],
+            b"CHALLENGE 0a0b cafe",
+            b"AUTH beef",
+            b"SYNC 100000",
+            b""
+        ]
+    );
+    assert_eq!(
+        parse(lines[0]),
+        Command::Herd {
+            name: b"Hands",
+            nonce: Some(b"00ff")
+        }
+    );
+    assert_eq!(
+        parse(lines[1]),
+        Command::Challenge {
+            nonce: b"0a0b",
+            mac: b"cafe"
+        }
+    );
+    assert_eq!(parse(lines[2]), Command::Auth { mac: b"beef" });
+    assert_eq!(parse(lines[3]), Command::Sync { count: 100_000 });
+}
+
+#[test]
+fn the_coords_an_at_writer_returns_split_as_position_does() {
+    let cases: &[&[u8]] = &[
+        b"IAMAT kiwi +34.068930-118.445127 1520023934.918963997",
+        b"IAMAT kiwi -34.5+118 1",
+        b"IAMAT a -0-0 1",
+        b"IAMAT a +90.000+180 1.5",
+    ];
+    for line in cases {
+        let Command::Iamat(iamat) = parse(line) else {
+            panic!("{}", show(line));
+        };
+        let mut out = b"junk before".to_vec();
+        let start = out.len();
+        let coords = write_at(&mut out, "Goloman", 1, &iamat);
+        let at_line = &out[start..out.len() - 1];
+        assert_eq!(coords.position(at_line), iamat.position, "{}", show(line));
+        let Command::At(at) = parse(at_line) else {
+            panic!("{}", show(at_line));
+        };
+        let mut again = Vec::new();
+        let coords = write_at_update(&mut again, &at);
+        assert_eq!(again, &out[start..]);
+        assert_eq!(
+            coords.position(&again),
+            position(at.coords).unwrap(),
+            "{}",
+            show(line)
+        );
+    }
+}

@@ -1,0 +1,229 @@
+//! Everything around a server's loop: its limits and configuration (taken
+//! from a checked [`Herd`] once, at start-up, with addresses resolved),
+//! binding its listener, and running it on a thread of its own with a
+//! handle to stop it.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::Waker;
+
+use super::Server;
+use crate::auth::Secret;
+use crate::config::{Herd, PlacesConfig};
+use crate::links::DEFAULT_LINK_OUTPUT_CAP;
+use crate::places;
+
+/// Longest line accepted, without its `\n` (SPEC §2: at least 1 KiB).
+pub const DEFAULT_LINE_LIMIT: usize = 8 * 1024;
+/// Replies a client may leave unread before the server stops reading it.
+pub const DEFAULT_CLIENT_OUTPUT: usize = 256 * 1024;
+/// Invalid input (bytes of lines answered `? `, and of over-long lines) one
+/// connection may send per second, on average, before reading it pauses.
+pub const DEFAULT_INVALID_RATE: usize = 64 * 1024;
+/// WHATSATs one connection may have waiting for Places before it is not read.
+pub const DEFAULT_WHATSATS_PER_CONN: usize = 16;
+/// Size of the loop's one read buffer, shared by all connections.
+pub const SCRATCH_SIZE: usize = 64 * 1024;
+/// Reads one connection may do per turn before others get theirs.
+pub const READS_PER_TURN: usize = 4;
+/// Connections accepted per turn before other events get their turn.
+pub const ACCEPT_BATCH: usize = 256;
+/// The listen(2) backlog.
+pub const LISTEN_BACKLOG: i32 = 1024;
+/// After EMFILE/ENFILE on accept, wait this long before accepting again.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Events taken from the poll per turn.
+pub const EVENTS_PER_POLL: usize = 1024;
+/// How often refused connections and idle connections are looked at.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Per-server limits; every one is documented in README.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest line accepted, in bytes, without its `\n`.
+    pub line: usize,
+    /// Pending output per client past which it is not read.
+    pub client_output: usize,
+    /// Client connections held at once; more are accepted and closed at once.
+    pub max_clients: usize,
+    /// WHATSATs one connection may have in flight.
+    pub whatsats_per_conn: usize,
+    /// Pending output per herd link past which the link is dropped.
+    pub link_output: usize,
+    /// Invalid input per connection per second, in bytes, past which reading
+    /// it pauses (see [`crate::conn::Throttle`]); 0: no limit.
+    pub invalid_rate: usize,
+    /// Close client connections silent for this long (`None`: never; phones
+    /// keep connections idle for long, so this is off by default).
+    pub idle_timeout: Option<Duration>,
+    /// The Places client's limits (requests in flight, queue, body, deadline).
+    pub places: places::Limits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            line: DEFAULT_LINE_LIMIT,
+            client_output: DEFAULT_CLIENT_OUTPUT,
+            max_clients: 1_000_000,
+            whatsats_per_conn: DEFAULT_WHATSATS_PER_CONN,
+            link_output: DEFAULT_LINK_OUTPUT_CAP,
+            invalid_rate: DEFAULT_INVALID_RATE,
+            idle_timeout: None,
+            places: places::Limits::default(),
+        }
+    }
+}
+
+/// Everything one server needs to run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The server's name, as in `herd.conf` (also its log target).
+    pub name: String,
+    /// Its neighbours: name and address to dial.
+    pub neighbours: Vec<(String, SocketAddr)>,
+    pub places: PlacesConfig,
+    /// The Places API key, if the environment has one.
+    pub places_key: Option<String>,
+    pub limits: Limits,
+    /// Where the journal lives (`NAME.journal`); `None`: no journal, the
+    /// store starts empty and dies with the server.
+    pub state_dir: Option<PathBuf>,
+    /// Sync the journal to disk this often (`None`: leave it to the kernel).
+    pub fsync: Option<Duration>,
+    /// The herd's shared secret: links must authenticate, and only
+    /// authenticated links may send AT lines. `None`: open herd.
+    pub secret: Option<Secret>,
+}
+
+impl ServerConfig {
+    /// The configuration of member `name` of `herd`, and the address it
+    /// listens on. Addresses are resolved here, once, at start-up.
+    pub fn from_herd(herd: &Herd, name: &str) -> Result<(ServerConfig, SocketAddr), String> {
+        let i = herd
+            .index_of(name)
+            .ok_or_else(|| format!("no server named {name:?} in the config"))?;
+        let listen = resolve(&herd.servers[i].address())?;
+        let mut neighbours = Vec::new();
+        for j in herd.neighbours(i) {
+            let s = &herd.servers[j];
+            neighbours.push((s.name.clone(), resolve(&s.address())?));
+        }
+        let places_key = std::env::var(&herd.places.key_env)
+            .ok()
+            .filter(|k| !k.is_empty());
+        let secret = match &herd.secret_env {
+            Some(var) => match std::env::var_os(var) {
+                Some(v) if !v.is_empty() => Some(Secret::new(v.as_encoded_bytes())),
+                _ => {
+                    return Err(format!(
+                        "secret_env names ${var}, which is empty or not set"
+                    ))
+                }
+            },
+            None => None,
+        };
+        Ok((
+            ServerConfig {
+                name: name.to_string(),
+                neighbours,
+                places: herd.places.clone(),
+                places_key,
+                limits: Limits::default(),
+                state_dir: None,
+                fsync: None,
+                secret,
+            },
+            listen,
+        ))
+    }
+}
+
+fn resolve(address: &str) -> Result<SocketAddr, String> {
+    address
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {address}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {address}: no address"))
+}
+
+/// Binds a listener the way the server wants it: address reuse (a restarted
+/// server gets its port back at once), a real backlog, nonblocking.
+pub fn bind(addr: SocketAddr) -> io::Result<StdListener> {
+    use socket2::{Domain, Socket, Type};
+    let named = |step: &str, e: io::Error| io::Error::new(e.kind(), format!("{step} {addr}: {e}"));
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+        .map_err(|e| named("socket for", e))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(|e| named("SO_REUSEADDR on", e))?;
+    socket.bind(&addr.into()).map_err(|e| named("bind", e))?;
+    socket
+        .listen(LISTEN_BACKLOG)
+        .map_err(|e| named("listen on", e))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| named("nonblocking", e))?;
+    Ok(socket.into())
+}
+
+/// A handle to stop a running server from another thread.
+#[derive(Clone)]
+pub struct StopHandle {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl StopHandle {
+    /// A handle that sets `stop` and wakes the loop with `waker`.
+    pub(super) fn new(waker: Arc<Waker>, stop: Arc<AtomicBool>) -> StopHandle {
+        StopHandle { waker, stop }
+    }
+
+    /// Asks the loop to stop; it closes its listener and returns.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// A server started on its own thread by [`spawn`].
+pub struct Running {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub handle: StopHandle,
+    pub thread: JoinHandle<io::Result<()>>,
+}
+
+impl Running {
+    /// Stops the server and waits for its thread.
+    pub fn stop(self) -> io::Result<()> {
+        self.handle.stop();
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("server thread panicked")))
+    }
+}
+
+/// Starts a server on its own thread, on an already bound listener.
+pub fn spawn(config: ServerConfig, listener: StdListener) -> io::Result<Running> {
+    let addr = listener.local_addr()?;
+    let name = config.name.clone();
+    let server = Server::new(config, listener)?;
+    let handle = server.stop_handle();
+    let thread = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || server.run())?;
+    Ok(Running {
+        name,
+        addr,
+        handle,
+        thread,
+    })
+}
