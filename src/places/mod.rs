@@ -10,8 +10,9 @@
 //! - `request`: what goes to the API and what its answer comes to — the
 //!   legacy GET and the New API POST, an HTTP status mapped to Google's
 //!   status vocabulary (below), [`failure_body`]. Pure functions of bytes.
-//! - `url`: the endpoint from `herd.conf` (`https://HOST[:PORT]/PATH`), the
-//!   `Host` header, percent-encoding.
+//! - `url`: the endpoint from `herd.conf` (`https://HOST[:PORT]/PATH`, read
+//!   by [`crate::addr`], the parser `herd.conf` is checked with), the `Host`
+//!   header, percent-encoding.
 //! - `dns`: the host looked up on a helper thread that wakes the loop with
 //!   the server's `Waker` (a literal IP needs none); cached, looked up again
 //!   after connect failures and every five minutes (`dns::DNS_TTL`).
