@@ -47,6 +47,7 @@
 //! `main.rs` parses arguments, raises the descriptor limit, starts one loop
 //! per named server and stops them on SIGINT/SIGTERM.
 
+pub mod addr;
 pub mod auth;
 pub mod config;
 pub mod conn;
