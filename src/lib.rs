@@ -7,34 +7,42 @@
 //! that to the Google Places API over HTTPS.
 //!
 //! ## One poll loop per server
-//! Each server is one thread running one `mio::Poll` ([`server`]). The loop
-//! owns every socket of its server:
+//! Each server is one thread running one `mio::Poll` ([`server`]). Its
+//! sockets are all registered in that poll, under the tokens that
+//! [`token`] lays out:
 //!
 //! * the **listener**, bound with socket2 (address reuse, a real backlog);
 //! * a **slab of connections** ([`conn::Conn`]), the slab key being the
-//!   token. A connection is a small state machine: an unfinished line
-//!   ([`conn::LineReader`]), pending output ([`conn::Output`]), and the
-//!   replies queued behind a WHATSAT still waiting for Places, so that
-//!   replies leave in request order. It is *reading* until the client
-//!   closes its side, *paused* while its unread replies pass a cap (or, on a
-//!   timer, while its invalid input passes a rate: [`conn::Throttle`]), and
-//!   *closing* once everything owed to it is written. Idle connections hold
-//!   no read buffer: every read goes into one scratch buffer of the loop;
-//! * the outbound **herd links** ([`links`]), one per neighbour: dial,
-//!   backoff, `HERD NAME`, catch-up of the whole store, then floods;
+//!   token, owned by the loop. A connection holds an unfinished line
+//!   ([`conn::LineReader`]), its [`conn::Replies`] (output, and the replies
+//!   queued behind a WHATSAT still waiting for Places, so replies leave in
+//!   request order), its engine session, and a [`conn::ReadState`]:
+//!   *Reading*; *Backpressured* while its unread replies pass a cap;
+//!   *Throttled*, on a timer, while its invalid input passes a rate
+//!   ([`conn::Throttle`]); *Closing* once the client closed its side, until
+//!   everything owed to it is written. Idle connections hold no read
+//!   buffer: every read goes into one scratch buffer of the loop;
+//! * the outbound **herd links** ([`links::outbound`]), one per neighbour,
+//!   each owning its stream: dial, backoff, hello, catch-up, floods;
 //! * the **Places client** ([`places`]): keep-alive HTTPS connections driven
-//!   by hand with rustls, also just tokens of the same poll.
+//!   by hand with rustls, each owning its stream.
 //!
-//! Data flows one way: bytes → lines ([`conn`]) → commands ([`protocol`],
-//! pure) → the [`store`] (newest wins) → replies and floods. Nothing below
-//! the loop owns a socket.
+//! ## The engine decides, the loop moves bytes
+//! Data flows one way: bytes → lines ([`conn`]) → the command [`engine`]
+//! (parsing in [`protocol`], the [`store`], the accepting half of the link
+//! protocol in [`links::inbound`]) → effects: replies, journal records,
+//! floods, Places queries. The engine is sans-I/O — no socket, no
+//! `Registry`, no timer — so the server, the `handle` bench and the fuzz
+//! target drive the same code. Every wire line is written by a function of
+//! [`protocol`].
 //!
 //! ## Timers
-//! Everything that waits — link retries and connects, Places deadlines and
-//! idle connections — exposes `next_deadline()` and `on_timeout(now)`; the
-//! loop's own waits (an accept pause, throttled connections) are deadlines
-//! beside them. The loop polls with the nearest deadline as its timeout and
-//! fires what is due by comparing with `Instant::now()`.
+//! Everything that waits — links (retries, connects, handshakes), Places
+//! (request deadlines, connects, idle connections), the loop's own waits
+//! (throttled connections, an accept pause, a sweep) and the log batcher —
+//! implements [`timer::Deadline`], keyed deadlines living in a
+//! [`timer::Timers`]. The loop polls with the nearest deadline as its
+//! timeout and fires what is due by comparing with `Instant::now()`.
 //!
 //! ## Durability
 //! Every update a server stores is appended to its [`journal`] before the
@@ -42,10 +50,12 @@
 //! server killed and restarted (or a whole herd) loses nothing it answered.
 //!
 //! ## Around the loops
-//! [`config`] reads `herd.conf`; [`logging`] gives each server its own log
-//! file, written by a thread of its own so the loop never waits on a disk;
-//! `main.rs` parses arguments, raises the descriptor limit, starts one loop
-//! per named server and stops them on SIGINT/SIGTERM.
+//! [`config`] reads `herd.conf` (addresses and URLs through [`addr`]);
+//! [`logging`] gives each server its own log file, written by a thread of
+//! its own so the loop never waits on a disk; `main.rs` parses arguments,
+//! raises the descriptor limit, starts one loop per named server and stops
+//! them on SIGINT/SIGTERM. The wire protocol, `herd.conf` and the command
+//! line are described in `docs/PROTOCOL.md`.
 
 pub mod addr;
 pub mod auth;

@@ -7,7 +7,7 @@
 //! loop decides nothing about lines: it reads a connection into the one
 //! scratch buffer, splits lines with the connection's `LineReader`, hands
 //! each to the engine, and performs what the engine asks for through
-//! [`Apply`] — replies, journal records, floods, Places queries.
+//! `Apply` — replies, journal records, floods, Places queries.
 //!
 //! One turn: poll with the nearest deadline as timeout → handle each event
 //! (accept, read and answer lines, link and Places readiness) → fire what
