@@ -507,7 +507,7 @@ type Arrivals = HashMap<String, Vec<(u64, u128, u128)>>;
 fn propagation(o: &Opts) -> io::Result<()> {
     let (mut probe, herd) = start_probe(o)?;
     let default_post = match &herd {
-        Some(h) => h.addr("Hands")?,
+        Some(h) => h.addr("Hands"),
         None => SocketAddr::from(([127, 0, 0, 1], 12001)),
     };
     let mut s = spec(o, default_post, 20_000.0);
@@ -669,7 +669,7 @@ fn catchup(o: &Opts) -> io::Result<()> {
     };
 
     // Fill: four pipelined connections to Hands, each with a reader thread.
-    let hands = herd.addr("Hands")?;
+    let hands = herd.addr("Hands");
     let started = Instant::now();
     let mut posters = Vec::new();
     for part in 0..4 {
@@ -790,7 +790,7 @@ fn catchup(o: &Opts) -> io::Result<()> {
 fn reconnect(o: &Opts) -> io::Result<()> {
     let (mut probe, herd) = start_probe(o)?;
     let observed = match &herd {
-        Some(h) => h.addr(&o.observe)?,
+        Some(h) => h.addr(&o.observe),
         None => o.observe_addr,
     };
     println!(
