@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use herd::server::ServerConfig;
 
 use super::inproc::InProcHerd;
+#[allow(unused_imports)] // Not every test uses every one.
 pub use super::inproc::{timestamp, REFERENCE_LINKS, REFERENCE_NAMES};
 
 /// How long a test waits for anything before it fails: generous, because
