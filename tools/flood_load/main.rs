@@ -24,8 +24,9 @@
 //! Human-readable results go to stdout, progress to stderr each second, and
 //! the last stdout line is `summary mode=... key=value ...` for scripts.
 
+mod attack;
 mod hist;
-mod hostile;
+#[path = "../inproc.rs"]
 mod inproc;
 mod load;
 mod probe;
@@ -128,7 +129,7 @@ struct Opts {
     rounds: usize,
     down: Duration,
     attack_mbps: f64,
-    attackers: hostile::Kinds,
+    attackers: attack::Kinds,
     quiet: bool,
 }
 
@@ -155,7 +156,7 @@ fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         rounds: 10,
         down: Duration::from_millis(500),
         attack_mbps: 5.0,
-        attackers: hostile::Kinds::ALL,
+        attackers: attack::Kinds::ALL,
         quiet: false,
     };
     let secs = |v: f64| -> Result<Duration, lexopt::Error> {
@@ -878,7 +879,7 @@ fn hostile(o: &Opts) -> io::Result<()> {
             ""
         }
     );
-    let attack = hostile::Attack::start(s.addr, o.sources, o.attack_mbps, o.attackers)?;
+    let attack = attack::Attack::start(s.addr, o.sources, o.attack_mbps, o.attackers)?;
     let mut s2 = s.clone();
     s2.prefix = run_prefix() + "b";
     let loud = load::run_rr(&s2, !o.quiet);
