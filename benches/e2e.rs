@@ -19,7 +19,7 @@ use inproc::InProcHerd;
 
 fn e2e(c: &mut Criterion) {
     let herd = InProcHerd::start(&["Bench"], &[], &[]).expect("start a server");
-    let stream = TcpStream::connect(herd.addr("Bench").expect("address")).expect("connect");
+    let stream = TcpStream::connect(herd.addr("Bench")).expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     let mut writer = stream.try_clone().expect("clone");
     let mut reader = BufReader::with_capacity(64 * 1024, stream);

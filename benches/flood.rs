@@ -29,7 +29,7 @@ fn flood(c: &mut Criterion) {
         .expect("Welsh dials the probe");
     assert_eq!(link.name, "Welsh");
 
-    let hands = TcpStream::connect(herd.addr("Hands").expect("Hands")).expect("connect to Hands");
+    let hands = TcpStream::connect(herd.addr("Hands")).expect("connect to Hands");
     hands.set_nodelay(true).expect("nodelay");
     let mut post = hands.try_clone().expect("clone");
     let mut replies = BufReader::new(hands);

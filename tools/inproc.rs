@@ -1,16 +1,23 @@
-//! In-process herds on `127.0.0.1`, for the benches and for flood_load's
-//! in-process modes, and a blocking Probe: a herd member the caller plays
-//! itself.
+//! The in-process herd harness, the one the tests, the benches and
+//! flood_load's in-process modes share: the servers of a herd as threads of
+//! this process on `127.0.0.1`, and a blocking Probe, a herd member the
+//! caller plays itself. It is no part of the library: each user includes
+//! this file with `#[path = ...]`.
 //!
-//! Listeners are bound first (port 0), then a `herd.conf` text naming the
-//! real ports is written and checked with [`Herd::parse`], and every server
-//! gets its [`ServerConfig`] from [`ServerConfig::from_herd`], exactly as the
-//! binary does. Members listed as *outside* (the Probe) are in the config and
-//! linked like any other, but not started: their address is a listener the
-//! caller owns, which the linked servers dial. A server of the herd does not
-//! distinguish the Probe from a neighbour: it sends it `HERD NAME`, its whole
-//! store (catch-up), then every update it stores, as it would to any
-//! neighbour. That is how benches and the load tool observe propagation.
+//! Listeners are bound first (port 0), so every server knows its
+//! neighbours' real addresses before any starts. Then a `herd.conf` text
+//! naming the real ports is written and checked with [`Herd::parse`], and
+//! every server gets its [`ServerConfig`] from [`ServerConfig::from_herd`],
+//! exactly as the binary does, then from the caller's tweak; [`configure`]
+//! is the one place a config is made. A server can be stopped and started
+//! again, empty, on the same port, which is how callers kill and revive one.
+//!
+//! Members listed as *outside* (the Probe) are in the config and linked like
+//! any other, but not started: their address is a listener the caller owns,
+//! which the linked servers dial. A server of the herd does not distinguish
+//! the Probe from a neighbour: it sends it `HERD NAME`, its whole store
+//! (catch-up), then every update it stores, as it would to any neighbour.
+//! That is how benches and the load tool observe propagation.
 #![allow(dead_code)]
 
 use std::io::{self, BufRead, BufReader};
@@ -33,11 +40,17 @@ pub const REFERENCE_LINKS: &[(&str, &str)] = &[
     ("Holiday", "Wilkes"),
 ];
 
+/// How long [`InProcHerd::restart`] keeps trying to bind the old port:
+/// generous, because CI is a noisy 2-core machine; it ends as soon as the
+/// bind works.
+pub const REBIND_PATIENCE: Duration = Duration::from_secs(20);
+
 /// A herd whose servers run as threads of this process.
 pub struct InProcHerd {
     names: Vec<String>,
     addrs: Vec<SocketAddr>,
-    herd: Herd,
+    /// Each server's config, made once by [`configure`]; a restart reuses it.
+    configs: Vec<ServerConfig>,
     running: Vec<Option<Running>>,
 }
 
@@ -50,6 +63,17 @@ impl InProcHerd {
         links: &[(&str, &str)],
         outside: &[(&str, SocketAddr)],
     ) -> io::Result<InProcHerd> {
+        Self::start_with(names, links, outside, |_| {})
+    }
+
+    /// Like [`start`](Self::start), letting `tweak` adjust each server's
+    /// config (limits, Places, a journal, a secret) before it starts.
+    pub fn start_with(
+        names: &[&str],
+        links: &[(&str, &str)],
+        outside: &[(&str, SocketAddr)],
+        tweak: impl Fn(&mut ServerConfig),
+    ) -> io::Result<InProcHerd> {
         let listeners = names
             .iter()
             .map(|_| server::bind(SocketAddr::from(([127, 0, 0, 1], 0))))
@@ -58,26 +82,23 @@ impl InProcHerd {
             .iter()
             .map(|l| l.local_addr())
             .collect::<io::Result<Vec<_>>>()?;
-        let mut text = String::new();
-        for (name, addr) in names.iter().zip(&addrs) {
-            text.push_str(&format!("server {name} {addr}\n"));
-        }
-        for (name, addr) in outside {
-            text.push_str(&format!("server {name} {addr}\n"));
-        }
-        for (a, b) in links {
-            text.push_str(&format!("link {a} {b}\n"));
-        }
-        let herd = Herd::parse(&text, Path::new("in-process.conf")).map_err(io::Error::other)?;
+        let mut members: Vec<(&str, SocketAddr)> =
+            names.iter().copied().zip(addrs.clone()).collect();
+        members.extend_from_slice(outside);
+        let herd = Herd::parse(&herd_conf(&members, links), Path::new("in-process.conf"))
+            .map_err(io::Error::other)?;
+        let configs = names
+            .iter()
+            .map(|name| configure(&herd, name, &tweak))
+            .collect::<io::Result<Vec<_>>>()?;
         let mut running = Vec::new();
-        for (name, listener) in names.iter().zip(listeners) {
-            let (config, _) = ServerConfig::from_herd(&herd, name).map_err(io::Error::other)?;
-            running.push(Some(server::spawn(config, listener)?));
+        for (config, listener) in configs.iter().zip(listeners) {
+            running.push(Some(server::spawn(config.clone(), listener)?));
         }
         Ok(InProcHerd {
             names: names.iter().map(|s| s.to_string()).collect(),
             addrs,
-            herd,
+            configs,
             running,
         })
     }
@@ -91,42 +112,59 @@ impl InProcHerd {
         InProcHerd::start(REFERENCE_NAMES, &links, &[("Probe", probe)])
     }
 
-    fn index(&self, name: &str) -> io::Result<usize> {
-        self.names.iter().position(|n| n == name).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no server {name} in this herd"),
-            )
-        })
+    /// The names of the servers started, in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Which server `name` is. Panics if there is none: the caller named
+    /// the servers itself.
+    fn index(&self, name: &str) -> usize {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("no server {name} in this herd"))
     }
 
     /// The address server `name` listens on.
-    pub fn addr(&self, name: &str) -> io::Result<SocketAddr> {
-        Ok(self.addrs[self.index(name)?])
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs[self.index(name)]
     }
 
-    /// Stops server `name`: its listener and every connection close.
+    /// True while server `name` runs.
+    pub fn is_running(&self, name: &str) -> bool {
+        self.running[self.index(name)].is_some()
+    }
+
+    /// Stops server `name`: its listener and every connection close. The
+    /// error is the server thread's, if it failed.
     pub fn stop(&mut self, name: &str) -> io::Result<()> {
-        let i = self.index(name)?;
+        let i = self.index(name);
         match self.running[i].take() {
             Some(r) => r.stop(),
             None => Ok(()),
         }
     }
 
-    /// Starts server `name` again, empty, on its port.
+    /// Starts server `name` again, empty, on its port (with its config).
     pub fn restart(&mut self, name: &str) -> io::Result<()> {
-        let i = self.index(name)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let i = self.index(name);
+        if self.running[i].is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{name} is running"),
+            ));
+        }
+        let deadline = Instant::now() + REBIND_PATIENCE;
         let listener = loop {
             match server::bind(self.addrs[i]) {
                 Ok(l) => break l,
-                Err(e) if Instant::now() >= deadline => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                // The old listener's port may take a moment to come free.
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => return Err(io::Error::new(e.kind(), format!("rebinding {name}: {e}"))),
             }
         };
-        let (config, _) = ServerConfig::from_herd(&self.herd, name).map_err(io::Error::other)?;
-        self.running[i] = Some(server::spawn(config, listener)?);
+        self.running[i] = Some(server::spawn(self.configs[i].clone(), listener)?);
         Ok(())
     }
 }
@@ -139,6 +177,30 @@ impl Drop for InProcHerd {
     }
 }
 
+/// The `herd.conf` text of `members` (name, address) linked by `links`.
+fn herd_conf(members: &[(&str, SocketAddr)], links: &[(&str, &str)]) -> String {
+    let mut text = String::new();
+    for (name, addr) in members {
+        text.push_str(&format!("server {name} {addr}\n"));
+    }
+    for (a, b) in links {
+        text.push_str(&format!("link {a} {b}\n"));
+    }
+    text
+}
+
+/// The config of member `name` of `herd`: what the binary would run it with
+/// ([`ServerConfig::from_herd`]), then `tweak`. Every in-process server's
+/// config is made here and nowhere else.
+pub fn configure(
+    herd: &Herd,
+    name: &str,
+    tweak: &impl Fn(&mut ServerConfig),
+) -> io::Result<ServerConfig> {
+    let (mut config, _) = ServerConfig::from_herd(herd, name).map_err(io::Error::other)?;
+    tweak(&mut config);
+    Ok(config)
+}
 /// A blocking listener playing a herd member that servers dial.
 pub struct ProbeListener {
     listener: TcpListener,

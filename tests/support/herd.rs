@@ -1,15 +1,19 @@
-//! In-process herds of any topology on `127.0.0.1:0`, and a blocking client.
+//! The in-process herd harness (`tools/inproc.rs`, shared with the benches
+//! and flood_load) as the tests use it, and a blocking client.
 //!
-//! All listeners are bound first (port 0), so every server knows its
-//! neighbours' real addresses before any starts. A server can be stopped and
-//! started again on the same port, which is how tests kill and revive one.
+//! [`TestHerd`] only adds the tests' conventions to [`InProcHerd`]: a
+//! failure panics, no Places key is taken from the environment (a test that
+//! wants one sets it), and a client connects to a server by name.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use herd::config::PlacesConfig;
-use herd::server::{self, Limits, Running, ServerConfig};
+use herd::server::ServerConfig;
+
+use super::inproc::InProcHerd;
+#[allow(unused_imports)] // Not every test uses every one.
+pub use super::inproc::{timestamp, REFERENCE_LINKS, REFERENCE_NAMES};
 
 /// How long a test waits for anything before it fails: generous, because
 /// CI is a noisy 2-core machine. Waits end as soon as the condition holds.
@@ -17,10 +21,7 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A herd running in this process.
 pub struct TestHerd {
-    pub names: Vec<String>,
-    pub addrs: Vec<SocketAddr>,
-    configs: Vec<ServerConfig>,
-    running: Vec<Option<Running>>,
+    herd: InProcHerd,
 }
 
 impl TestHerd {
@@ -35,48 +36,12 @@ impl TestHerd {
         links: &[(&str, &str)],
         tweak: impl Fn(&mut ServerConfig),
     ) -> TestHerd {
-        let listeners: Vec<_> = names
-            .iter()
-            .map(|_| server::bind("127.0.0.1:0".parse().unwrap()).expect("bind"))
-            .collect();
-        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-        let index = |n: &str| names.iter().position(|m| *m == n).expect("known name");
-        let mut configs = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let mut neighbours = Vec::new();
-            for (a, b) in links {
-                let (a, b) = (index(a), index(b));
-                if a == i {
-                    neighbours.push((names[b].to_string(), addrs[b]));
-                } else if b == i {
-                    neighbours.push((names[a].to_string(), addrs[a]));
-                }
-            }
-            let mut config = ServerConfig {
-                name: name.to_string(),
-                neighbours,
-                places: PlacesConfig::default(),
-                places_key: None,
-                limits: Limits::default(),
-                state_dir: None,
-                fsync: None,
-                secret: None,
-            };
-            tweak(&mut config);
-            configs.push(config);
-        }
-        let running = configs
-            .iter()
-            .cloned()
-            .zip(listeners)
-            .map(|(c, l)| Some(server::spawn(c, l).expect("spawn")))
-            .collect();
-        TestHerd {
-            names: names.iter().map(|s| s.to_string()).collect(),
-            addrs,
-            configs,
-            running,
-        }
+        let herd = InProcHerd::start_with(names, links, &[], |c| {
+            c.places_key = None;
+            tweak(c);
+        })
+        .expect("start the herd");
+        TestHerd { herd }
     }
 
     /// The reference herd of SPEC §1.
@@ -84,16 +49,9 @@ impl TestHerd {
         Self::start(REFERENCE_NAMES, REFERENCE_LINKS)
     }
 
-    fn index(&self, name: &str) -> usize {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .expect("known name")
-    }
-
     /// The address of server `name`.
     pub fn addr(&self, name: &str) -> SocketAddr {
-        self.addrs[self.index(name)]
+        self.herd.addr(name)
     }
 
     /// A new client connected to `name`.
@@ -103,53 +61,19 @@ impl TestHerd {
 
     /// Stops server `name` (its listener and every connection close).
     pub fn stop(&mut self, name: &str) {
-        let i = self.index(name);
-        if let Some(r) = self.running[i].take() {
-            r.stop().expect("server stopped cleanly");
-        }
+        self.herd.stop(name).expect("server stopped cleanly");
     }
 
     /// Starts server `name` again, empty, on the same port.
     pub fn restart(&mut self, name: &str) {
-        let i = self.index(name);
-        assert!(self.running[i].is_none(), "{name} is running");
-        let deadline = Instant::now() + PATIENCE;
-        let listener = loop {
-            match server::bind(self.addrs[i]) {
-                Ok(l) => break l,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("rebinding {name}: {e}");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => panic!("rebinding {name}: {e}"),
-            }
-        };
-        self.running[i] = Some(server::spawn(self.configs[i].clone(), listener).expect("spawn"));
+        self.herd.restart(name).expect("restart");
     }
 
     /// True while `name` runs.
     pub fn is_running(&self, name: &str) -> bool {
-        self.running[self.index(name)].is_some()
+        self.herd.is_running(name)
     }
 }
-
-impl Drop for TestHerd {
-    fn drop(&mut self) {
-        for r in self.running.iter_mut().filter_map(Option::take) {
-            let _ = r.stop();
-        }
-    }
-}
-
-pub const REFERENCE_NAMES: &[&str] = &["Goloman", "Hands", "Holiday", "Welsh", "Wilkes"];
-pub const REFERENCE_LINKS: &[(&str, &str)] = &[
-    ("Goloman", "Hands"),
-    ("Goloman", "Holiday"),
-    ("Goloman", "Wilkes"),
-    ("Hands", "Wilkes"),
-    ("Holiday", "Welsh"),
-    ("Holiday", "Wilkes"),
-];
 
 /// A blocking line client with a read deadline.
 pub struct Client {
@@ -259,14 +183,6 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// The current time as an IAMAT timestamp with nanoseconds.
-pub fn timestamp() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
 
 /// A child process (a `herd` binary) killed when the test ends, pass or fail,

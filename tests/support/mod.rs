@@ -1,6 +1,9 @@
-//! Shared helpers for the black-box tests: in-process herds on 127.0.0.1:0,
-//! a blocking line client, and a local HTTPS Places server with its own CA.
+//! Shared helpers for the black-box tests: in-process herds on 127.0.0.1:0
+//! (the harness in `tools/inproc.rs`), a blocking line client, and a local
+//! HTTPS Places server with its own CA.
 #![allow(dead_code)]
 
 pub mod herd;
+#[path = "../../tools/inproc.rs"]
+pub mod inproc;
 pub mod places_server;

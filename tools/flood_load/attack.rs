@@ -1,4 +1,4 @@
-//! Attackers for `--mode hostile`, each on plain blocking threads, all
+//! The attackers of `--mode hostile`, each on plain blocking threads, all
 //! stopped together:
 //!
 //! * **garbage**: two connections writing random bytes (lines of junk,

@@ -7,16 +7,21 @@
 //! Probe reads those lines and hands them on with the wall-clock time they
 //! were read, so the tool can time post → stored at that server. It never
 //! sends anything. It can also "crash" (close its listener and every link)
-//! and come back, to time how fast the herd links to it again.
+//! and come back, to time how fast the herd links to it again. With
+//! `--in-process`, [`start_probe`] also starts the reference herd that
+//! dials it.
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herd::conn::{LineReader, Piece};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
+
+use crate::inproc::InProcHerd;
+use crate::opts::Opts;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 
@@ -230,6 +235,46 @@ pub fn parse_time(text: &[u8]) -> Option<u128> {
         nanos *= 10;
     }
     Some(digits(secs)? * 1_000_000_000 + nanos)
+}
+
+/// The Probe, and the in-process herd dialling it if `--in-process`.
+pub fn start_probe(o: &Opts) -> io::Result<(Probe, Option<InProcHerd>)> {
+    if o.in_process {
+        let probe = Probe::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let herd = InProcHerd::reference_with_probe(probe.addr(), &[o.observe.as_str()])?;
+        Ok((probe, Some(herd)))
+    } else {
+        let probe = Probe::bind(o.probe).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("the Probe cannot listen on {}: {e}", o.probe),
+            )
+        })?;
+        Ok((probe, None))
+    }
+}
+
+/// Polls the Probe until server `name` has dialled it.
+pub fn wait_for_link(probe: &mut Probe, name: &str, patience: Duration) -> io::Result<Duration> {
+    let start = Instant::now();
+    let mut up = false;
+    while !up {
+        if start.elapsed() > patience {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{name} did not dial the Probe at {} within {patience:?} (is the herd running with tools/probe-herd.conf?)",
+                    probe.addr()
+                ),
+            ));
+        }
+        probe.poll(Duration::from_millis(5), &mut |ev| {
+            if let ProbeEvent::Up { name: n } = ev {
+                up |= n == name;
+            }
+        })?;
+    }
+    Ok(start.elapsed())
 }
 
 #[cfg(test)]

@@ -1,0 +1,182 @@
+//! The connection churn of one thread ([`super::run_churn`]): its share of
+//! the C cycles on one `mio::Poll`, each a nonblocking connect, one IAMAT,
+//! a half-close, a read to EOF that must hold exactly one AT line, and a
+//! close; then the slot starts its next cycle.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use super::client::{wall_ns, ClientId};
+use super::net::{connect_nonblocking, source};
+use super::{show, Kind, Outcome, Progress, Spec, Tally};
+
+/// One connection cycle of the churn load.
+struct Cycle {
+    stream: TcpStream,
+    /// Makes the client ID of this cycle.
+    n: usize,
+    started: Instant,
+    sent: bool,
+    got: Vec<u8>,
+}
+
+/// Thread `t`'s share of the churn, until the window ends.
+pub fn churn_thread(
+    spec: &Spec,
+    t: usize,
+    barrier: &Barrier,
+    progress: &Progress,
+) -> io::Result<Outcome> {
+    let threads = spec.threads.max(1);
+    let slots = (t..spec.conns).step_by(threads).count();
+    let mut poll = Poll::new()?;
+    let mut tally = Tally {
+        measure_from: Instant::now(),
+        out: Outcome::default(),
+        done_all: 0,
+    };
+    tally.out.connected = slots;
+    barrier.wait();
+    let start = Instant::now();
+    tally.measure_from = start + spec.warmup;
+    let end = tally.measure_from + spec.duration;
+    tally.out.window = spec.duration;
+    let mut cycles: Vec<Option<Cycle>> = (0..slots).map(|_| None).collect();
+    let mut opened: usize = 0;
+    let mut scratch = vec![0u8; 4096];
+    let mut events = Events::with_capacity(1024);
+    let mut request = Vec::with_capacity(128);
+    let mut reported = (0, 0);
+    let mut to_open: Vec<usize> = (0..slots).collect();
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        for slot in to_open.drain(..) {
+            let src = source(t + threads * opened, spec.sources);
+            opened += 1;
+            match connect_nonblocking(spec.addr, src).and_then(|mut s| {
+                poll.registry().register(
+                    &mut s,
+                    Token(slot),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                Ok(s)
+            }) {
+                Ok(stream) => {
+                    cycles[slot] = Some(Cycle {
+                        stream,
+                        n: opened,
+                        started: Instant::now(),
+                        sent: false,
+                        got: Vec::new(),
+                    })
+                }
+                Err(e) => {
+                    tally.out.error(format!("connect: {e}"));
+                    cycles[slot] = None;
+                }
+            }
+        }
+        // Slots whose connect failed outright are retried next turn.
+        let retry: Vec<usize> = (0..slots).filter(|&s| cycles[s].is_none()).collect();
+        let timeout = if retry.is_empty() {
+            (end - now).min(Duration::from_millis(100))
+        } else {
+            Duration::from_millis(1)
+        };
+        to_open.extend(retry);
+        match poll.poll(&mut events, Some(timeout)) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        }
+        let wall = wall_ns();
+        for event in events.iter() {
+            let slot = event.token().0;
+            let Some(cycle) = cycles.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            let mut finished: Option<Result<(), String>> = None;
+            if !cycle.sent && (event.is_writable() || event.is_error()) {
+                match cycle.stream.take_error() {
+                    Ok(Some(e)) | Err(e) => finished = Some(Err(format!("connect: {e}"))),
+                    Ok(None) => match cycle.stream.peer_addr() {
+                        Ok(_) => {
+                            request.clear();
+                            ClientId::new(format!("{}-{t}-{}", spec.prefix, cycle.n))
+                                .iamat(&mut request, wall);
+                            let sent = cycle
+                                .stream
+                                .write(&request)
+                                .and_then(|n| {
+                                    if n == request.len() {
+                                        Ok(())
+                                    } else {
+                                        Err(io::Error::other("short write"))
+                                    }
+                                })
+                                .and_then(|()| cycle.stream.shutdown(Shutdown::Write));
+                            match sent {
+                                Ok(()) => {
+                                    cycle.sent = true;
+                                    if Instant::now() >= tally.measure_from {
+                                        tally.out.sent += 1;
+                                    }
+                                }
+                                Err(e) => finished = Some(Err(format!("send: {e}"))),
+                            }
+                        }
+                        // Not connected yet: a spurious wake-up.
+                        Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                        Err(e) => finished = Some(Err(format!("connect: {e}"))),
+                    },
+                }
+            }
+            if finished.is_none()
+                && cycle.sent
+                && (event.is_readable() || event.is_read_closed() || event.is_error())
+            {
+                loop {
+                    match cycle.stream.read(&mut scratch) {
+                        Ok(0) => {
+                            let got = &cycle.got;
+                            let one_line = got.ends_with(b"\n")
+                                && got.iter().filter(|&&b| b == b'\n').count() == 1;
+                            finished = Some(if got.starts_with(b"AT ") && one_line {
+                                Ok(())
+                            } else {
+                                Err(format!("reply {:?}", show(got)))
+                            });
+                            break;
+                        }
+                        Ok(n) => cycle.got.extend_from_slice(&scratch[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            finished = Some(Err(format!("read: {e}")));
+                            break;
+                        }
+                    }
+                }
+            }
+            let Some(result) = finished else { continue };
+            let now = Instant::now();
+            if let Some(mut cycle) = cycles[slot].take() {
+                let _ = poll.registry().deregister(&mut cycle.stream);
+                match result {
+                    Ok(()) => tally.completed(Kind::Iamat, cycle.started, now),
+                    Err(e) => tally.out.error(e),
+                }
+            }
+            to_open.push(slot);
+        }
+        progress.report(&tally, &mut reported);
+    }
+    Ok(tally.out)
+}

@@ -1,0 +1,84 @@
+//! `flood_load`: plays many mobile clients (and, when asked, a herd member)
+//! against a herd, and says what it saw.
+//!
+//! Modes (`--mode`):
+//!
+//! * `rr` (default): C connections over T threads, W requests in flight per
+//!   connection, flat out or at `--rate`; IAMAT/WHATSAT mix.
+//! * `churn`: C concurrent cycles of connect, one IAMAT, shut down writing,
+//!   read to EOF, close.
+//! * `idle`: opens N idle connections in two halves and reads the server's
+//!   VmRSS (`--server-pid`) before, between and after: bytes per connection,
+//!   twice, to show it is linear.
+//! * `propagation`: posts IAMATs at one server at `--rate` while playing the
+//!   herd member `Probe` that a server dials (`tools/probe-herd.conf` has
+//!   `link Welsh Probe`); reports post → arrival at the Probe.
+//! * `catchup` (in process): fills the reference herd with N clients,
+//!   restarts one server empty, times until it has learnt all N again.
+//! * `reconnect`: the Probe "crashes" and comes back, R times; times until
+//!   the herd server linked to it has dialled it again.
+//! * `hostile`: a normal open-loop load, first alone, then while attackers
+//!   send garbage, over-long lines, never read their replies, and storm the
+//!   listener with connections; the normal clients' p99 in both phases.
+//!
+//! Human-readable results go to stdout, progress to stderr each second, and
+//! the last stdout line is `summary mode=... key=value ...` for scripts.
+//!
+//! Each mode is a module of its own, named for it. Beside them: [`opts`]
+//! (the command line), [`load`] (the client connections the load modes
+//! drive), [`report`] (what they print), [`probe`] (the herd member the
+//! tool plays), [`attack`] (the hostile clients), [`hist`] (latency
+//! histograms), and the in-process herd harness shared with the tests and
+//! benches, `tools/inproc.rs`.
+
+mod attack;
+mod catchup;
+mod churn;
+mod hist;
+mod hostile;
+mod idle;
+#[path = "../inproc.rs"]
+mod inproc;
+mod load;
+mod opts;
+mod probe;
+mod propagation;
+mod reconnect;
+mod report;
+mod rr;
+
+use std::process::ExitCode;
+
+use opts::{parse_args, Mode, HELP};
+
+fn main() -> ExitCode {
+    let opts = match parse_args() {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("flood_load: {e} (try --help)");
+            return ExitCode::from(2);
+        }
+    };
+    // Every connection is a descriptor.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let result = match opts.mode {
+        Mode::Rr => rr::run(&opts),
+        Mode::Churn => churn::run(&opts),
+        Mode::Idle => idle::run(&opts),
+        Mode::Propagation => propagation::run(&opts),
+        Mode::Catchup => catchup::run(&opts),
+        Mode::Reconnect => reconnect::run(&opts),
+        Mode::Hostile => hostile::run(&opts),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flood_load: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! flood_load's command line: the help text, the options with their
+//! defaults, and the load [`Spec`] they make for the modes that run one.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::attack;
+use crate::load::{self, Spec};
+
+/// `--help`.
+pub const HELP: &str = "\
+flood_load: a load generator for herd
+
+USAGE:
+    flood_load [--mode MODE] [OPTIONS]
+
+MODES:
+    rr           request/reply: C connections x W in flight, or --rate (default)
+    churn        connect, one IAMAT, shut down writing, read to EOF, close; C at once
+    idle         open N idle connections; server RSS per connection (needs --server-pid)
+    propagation  post at --addr at --rate; time until the AT reaches the Probe
+                 (a herd member this tool plays, dialled by the server linked to it)
+    catchup      in process: fill the reference herd with --clients clients,
+                 restart --target empty, time until it knows them all again
+    reconnect    the Probe goes down and comes back --rounds times; time until
+                 the server linked to it has dialled it again
+    hostile      normal clients at --rate alone, then under attack; p99 of both
+
+OPTIONS:
+    --addr ADDR          server to load / post at [default: 127.0.0.1:12000;
+                         propagation: 127.0.0.1:12001, Hands in probe-herd.conf]
+    --conns C            connections [default: 50; idle: the fd hard limit - 100]
+    --threads T          load threads [default: 1]
+    --inflight W         requests in flight per connection [default: 1]
+    --rate R             requests per second in all; 0 = flat out
+                         [default: 0; propagation: 20000; hostile: 5000]
+    --duration SECS      measured time [default: 3]
+    --warmup SECS        unmeasured time before it [default: 0.5]
+    --whatsat PCT        percentage of WHATSATs among requests [default: 0]
+    --sources N          spread connections over 127.0.0.1..127.0.0.N [default: 64]
+    --server-pid PID     idle: the server process whose VmRSS is read
+    --probe ADDR         where the Probe listens [default: 127.0.0.1:12010]
+    --observe NAME       propagation/reconnect: the server linked to the Probe
+                         whose numbers make the summary [default: Welsh]
+    --observe-addr ADDR  reconnect: where --observe listens; the Probe dials it
+                         and says HERD Probe when it comes back, as a restarted
+                         server would [default: 127.0.0.1:12003, Welsh]
+    --in-process         propagation/reconnect: run the reference herd (plus the
+                         Probe linked to --observe) inside this process
+    --clients N          catchup: clients to learn [default: 100000]
+    --target NAME        catchup: the server restarted empty [default: Holiday]
+    --rounds N           reconnect rounds [default: 10]
+    --down-ms MS         reconnect: how long the Probe stays down, +-50% [default: 500]
+    --attack-mbps M      hostile: MB/s per attacker connection (storm: 100*M
+                         connections/s); 0 = flat out [default: 5]
+    --attackers LIST     hostile: which attackers, comma-separated, of garbage,
+                         long, slow, storm, and greedy (valid pipelining clients
+                         that read: overload, not an attack) [default: all, the
+                         first four]
+    --quiet              no progress lines
+    -h, --help           this text
+
+The last line of stdout is `summary mode=MODE key=value ...`.
+";
+
+/// `--mode`: each has a module of its own.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Rr,
+    Churn,
+    Idle,
+    Propagation,
+    Catchup,
+    Reconnect,
+    Hostile,
+}
+
+/// The options, as given or defaulted; `None`: the mode's own default.
+pub struct Opts {
+    pub mode: Mode,
+    pub addr: Option<SocketAddr>,
+    pub conns: Option<usize>,
+    pub threads: usize,
+    pub inflight: usize,
+    pub rate: Option<f64>,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub whatsat: u32,
+    pub sources: u32,
+    pub server_pid: Option<u32>,
+    pub probe: SocketAddr,
+    pub observe: String,
+    pub observe_addr: SocketAddr,
+    pub in_process: bool,
+    pub clients: usize,
+    pub target: String,
+    pub rounds: usize,
+    pub down: Duration,
+    pub attack_mbps: f64,
+    pub attackers: attack::Kinds,
+    pub quiet: bool,
+}
+
+/// The options from the command line; `None` for `--help`.
+pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut o = Opts {
+        mode: Mode::Rr,
+        addr: None,
+        conns: None,
+        threads: 1,
+        inflight: 1,
+        rate: None,
+        duration: Duration::from_secs(3),
+        warmup: Duration::from_millis(500),
+        whatsat: 0,
+        sources: 64,
+        server_pid: None,
+        probe: SocketAddr::from(([127, 0, 0, 1], 12010)),
+        observe: "Welsh".into(),
+        observe_addr: SocketAddr::from(([127, 0, 0, 1], 12003)),
+        in_process: false,
+        clients: 100_000,
+        target: "Holiday".into(),
+        rounds: 10,
+        down: Duration::from_millis(500),
+        attack_mbps: 5.0,
+        attackers: attack::Kinds::ALL,
+        quiet: false,
+    };
+    let secs = |v: f64| -> Result<Duration, lexopt::Error> {
+        Duration::try_from_secs_f64(v).map_err(|e| e.to_string().into())
+    };
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Long("mode") => {
+                let v: String = p.value()?.parse()?;
+                o.mode = match v.as_str() {
+                    "rr" => Mode::Rr,
+                    "churn" => Mode::Churn,
+                    "idle" => Mode::Idle,
+                    "propagation" => Mode::Propagation,
+                    "catchup" => Mode::Catchup,
+                    "reconnect" => Mode::Reconnect,
+                    "hostile" => Mode::Hostile,
+                    _ => return Err(format!("--mode: unknown mode {v:?}").into()),
+                };
+            }
+            Long("addr") => o.addr = Some(p.value()?.parse()?),
+            Long("conns") => o.conns = Some(p.value()?.parse()?),
+            Long("threads") => o.threads = p.value()?.parse::<usize>()?.max(1),
+            Long("inflight") => o.inflight = p.value()?.parse::<usize>()?.max(1),
+            Long("rate") => o.rate = Some(p.value()?.parse()?),
+            Long("duration") => o.duration = secs(p.value()?.parse()?)?,
+            Long("warmup") => o.warmup = secs(p.value()?.parse()?)?,
+            Long("whatsat") => o.whatsat = p.value()?.parse::<u32>()?.min(100),
+            Long("sources") => o.sources = p.value()?.parse()?,
+            Long("server-pid") => o.server_pid = Some(p.value()?.parse()?),
+            Long("probe") => o.probe = p.value()?.parse()?,
+            Long("observe") => o.observe = p.value()?.parse()?,
+            Long("observe-addr") => o.observe_addr = p.value()?.parse()?,
+            Long("in-process") => o.in_process = true,
+            Long("clients") => o.clients = p.value()?.parse::<usize>()?.max(1),
+            Long("target") => o.target = p.value()?.parse()?,
+            Long("rounds") => o.rounds = p.value()?.parse::<usize>()?.max(1),
+            Long("down-ms") => o.down = Duration::from_millis(p.value()?.parse()?),
+            Long("attack-mbps") => o.attack_mbps = p.value()?.parse()?,
+            Long("attackers") => o.attackers = p.value()?.string()?.parse()?,
+            Long("quiet") => o.quiet = true,
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(Some(o))
+}
+
+/// A prefix that makes this run's client IDs its own.
+pub fn run_prefix() -> String {
+    let n = (load::wall_ns() / 1000) as u64 ^ u64::from(std::process::id()) << 20;
+    format!("fl{:x}", n & 0xff_ffff)
+}
+
+/// The load options as a [`Spec`], with the mode's default address and rate.
+pub fn spec(o: &Opts, default_addr: SocketAddr, default_rate: f64) -> Spec {
+    Spec {
+        addr: o.addr.unwrap_or(default_addr),
+        conns: o.conns.unwrap_or(50),
+        threads: o.threads,
+        inflight: o.inflight,
+        rate: o.rate.unwrap_or(default_rate),
+        warmup: o.warmup,
+        duration: o.duration,
+        whatsat_pct: o.whatsat,
+        sources: o.sources,
+        prefix: run_prefix(),
+    }
+}
+
+/// Where the modes that load one server send it, unless `--addr`.
+pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),
+    12000,
+);
