@@ -18,7 +18,7 @@
 //! `hmac::verify` compares in constant time.
 //!
 //! Without a secret, links send `HERD A` alone and are trusted, and so are
-//! plain AT lines from any connection (SPEC §5); the server says so in its
+//! plain AT lines from any connection (docs/PROTOCOL.md §4); the server says so in its
 //! log at start-up.
 
 use ring::hmac;

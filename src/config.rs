@@ -1,4 +1,4 @@
-//! `herd.conf`: the herd's members, links and Places settings (SPEC §6),
+//! `herd.conf`: the herd's members, links and Places settings (docs/PROTOCOL.md §6),
 //! read into a checked [`Herd`]. Every error names the file and line.
 //!
 //! ```text

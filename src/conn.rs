@@ -135,7 +135,7 @@ impl LineReader {
     }
 
     /// The peer closed its sending side: a last line without `\n` is still a
-    /// request (SPEC §2).
+    /// request (docs/PROTOCOL.md §2).
     pub fn finish(&mut self, mut each: impl FnMut(Piece<'_>)) {
         if !self.partial.is_empty() && !self.discarding {
             each(Piece::Line(&self.partial));

@@ -2,7 +2,7 @@
 //! replies formatted back into bytes. Pure functions, no I/O, no allocation
 //! on the parse path, so they are table-tested and benched without sockets.
 //!
-//! Grammar (SPEC §2–3):
+//! Grammar (docs/PROTOCOL.md §2–3):
 //!
 //! ```text
 //! IAMAT   CLIENT COORDS TIME          -> Command::Iamat

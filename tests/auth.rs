@@ -1,4 +1,4 @@
-//! Authenticated herd links (SPEC §5, `secret_env`): a herd with a shared
+//! Authenticated herd links (docs/PROTOCOL.md §4, `secret_env`): a herd with a shared
 //! secret links and floods; nothing without the secret may send AT lines,
 //! and a server never sends positions to an impostor.
 

@@ -1,4 +1,4 @@
-//! The built `herd` binary: exit statuses, signals, logs (SPEC §6–8).
+//! The built `herd` binary: exit statuses, signals, logs (docs/PROTOCOL.md §6–8).
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! The client protocol against a real server on 127.0.0.1:0 (SPEC §2–3).
+//! The client protocol against a real server on 127.0.0.1:0 (docs/PROTOCOL.md §2–3).
 
 mod support;
 

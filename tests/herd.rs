@@ -1,4 +1,4 @@
-//! The herd (SPEC §5): floods across hops, newest wins, servers that die and
+//! The herd (docs/PROTOCOL.md §4): floods across hops, newest wins, servers that die and
 //! come back, links cut at random, and a neighbour that never reads.
 
 mod support;

@@ -1,4 +1,4 @@
-//! WHATSAT end to end (SPEC §3–4): a real server, a real client, and the
+//! WHATSAT end to end (docs/PROTOCOL.md §3, §5): a real server, a real client, and the
 //! tests' own HTTPS Places server with a CA made in the test.
 
 mod support;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use herd::config::Herd;
 use herd::server::{self, Running, ServerConfig};
 
-/// The reference herd of SPEC §1.
+/// The reference herd of docs/PROTOCOL.md §1.
 pub const REFERENCE_NAMES: &[&str] = &["Goloman", "Hands", "Holiday", "Welsh", "Wilkes"];
 /// Its links.
 pub const REFERENCE_LINKS: &[(&str, &str)] = &[

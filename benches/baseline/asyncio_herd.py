@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A herd server in plain Python asyncio: the baseline herd is measured against.
 
-Same protocol as herd (SPEC sections 2, 3, 5): IAMAT, WHATSAT (answered with the
+Same protocol as herd (docs/PROTOCOL.md sections 2-4): IAMAT, WHATSAT (answered with the
 stored AT line and a Places failure body, as herd does without an API key),
 AT updates from neighbours (newest wins, flooded on), HERD NAME, `? ` for
 anything else; an 8 KiB line limit; a last line ended by EOF is answered.

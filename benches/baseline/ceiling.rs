@@ -8,7 +8,7 @@
 //! replies once at the end of the poll turn (the I/O pattern is the same, so
 //! the difference is the work). A last
 //! line ended by EOF instead of `\n` is answered too, then the connection is
-//! closed once its replies are written, as herd does (SPEC §2), so the churn
+//! closed once its replies are written, as herd does (docs/PROTOCOL.md §2), so the churn
 //! load works against it. It is what `tools/compare.sh` calls the *ceiling*:
 //! herd's targets are ratios to it. Default address 127.0.0.1:12100.
 

@@ -60,7 +60,7 @@ fn reference_herd() {
         secret_env: None,
     };
     assert_eq!(herd, expected);
-    // The table of SPEC §1.
+    // The table of docs/PROTOCOL.md §1.
     assert_eq!(
         neighbour_names(&herd, "Goloman"),
         ["Hands", "Holiday", "Wilkes"]

@@ -1,4 +1,4 @@
-//! The Places answer as it goes to the client (SPEC §3): Google's bytes with
+//! The Places answer as it goes to the client (docs/PROTOCOL.md §3): Google's bytes with
 //! the `results` array cut after the bound-th element, and a writer of
 //! Google's layout for the answers we make ourselves (failures, and the
 //! Places API (New) answer translated to the legacy shape).
@@ -423,7 +423,7 @@ fn translate_place(place: &Map<String, Value>) -> Map<String, Value> {
     out
 }
 
-/// The failure answer of SPEC §3 in Google's layout, finished.
+/// The failure answer of docs/PROTOCOL.md §3 in Google's layout, finished.
 pub fn failure(status: &str, message: &str) -> Vec<u8> {
     let mut map = Map::new();
     map.insert("error_message".into(), Value::String(message.into()));

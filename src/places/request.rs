@@ -140,7 +140,7 @@ fn error_detail(body: &[u8]) -> Option<String> {
     Some(message.chars().take(300).collect())
 }
 
-/// The failure framing of SPEC §3 in Google's layout, ending in two newlines:
+/// The failure framing of docs/PROTOCOL.md §3 in Google's layout, ending in two newlines:
 ///
 /// ```text
 /// {

@@ -19,7 +19,7 @@ use crate::config::{Herd, PlacesConfig};
 use crate::links::DEFAULT_LINK_OUTPUT_CAP;
 use crate::places;
 
-/// Longest line accepted, without its `\n` (SPEC §2: at least 1 KiB).
+/// Longest line accepted, without its `\n` (docs/PROTOCOL.md §2: at least 1 KiB).
 pub const DEFAULT_LINE_LIMIT: usize = 8 * 1024;
 /// Replies a client may leave unread before the server stops reading it.
 pub const DEFAULT_CLIENT_OUTPUT: usize = 256 * 1024;

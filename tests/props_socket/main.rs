@@ -79,7 +79,7 @@ impl<'a> Replies<'a> {
     }
 }
 
-/// The store rule (SPEC §3, §5): a larger timestamp wins, equal ones are
+/// The store rule (docs/PROTOCOL.md §3, §4.6): a larger timestamp wins, equal ones are
 /// broken on the AT line.
 fn offer(
     store: &mut HashMap<Vec<u8>, (Nanos, Vec<u8>)>,
@@ -282,7 +282,7 @@ fn every_request_is_answered_in_order_whatever_the_chunking() {
 
 // ---------------------------------------------------------------------------
 // Edge cases the property tests leave out on purpose: the server's
-// behaviour there disagrees with SPEC §2 (see the reasons).
+// behaviour there disagrees with docs/PROTOCOL.md §2 (see the reasons).
 
 /// An IAMAT line of exactly `len` bytes.
 fn iamat_of_length(len: usize) -> Vec<u8> {
@@ -301,7 +301,7 @@ fn a_line_of_exactly_the_limit_ending_in_crlf_is_served() {
     client.send(&[&line[..], b"\n"].concat());
     let reply = client.line();
     assert!(reply.starts_with(b"AT Goloman "), "{}", show(&reply));
-    // The same line ended by `\r\n` (SPEC §2: a line may end in `\r\n`) is
+    // The same line ended by `\r\n` (docs/PROTOCOL.md §2: a line may end in `\r\n`) is
     // no longer than the limit either, but gets `? `.
     client.send(&[&line[..], b"\r\n"].concat());
     let reply = client.line();

@@ -1,5 +1,5 @@
-//! The line protocol's grammar (SPEC §2–3) as the property suites model it,
-//! written from the SPEC, not from the code: an oracle of what
+//! The line protocol's grammar (docs/PROTOCOL.md §2–3) as the property suites model it,
+//! written from docs/PROTOCOL.md, not from the code: an oracle of what
 //! `protocol::parse` must return, the value of a DIFF by digit arithmetic of
 //! its own, and generators of valid fields. Shared by `props_protocol.rs`,
 //! `props_line_reader.rs` and `props_socket/`, which include it by path.
@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::Config;
 
-/// The protocol's white space (SPEC §2).
+/// The protocol's white space (docs/PROTOCOL.md §2).
 pub const SPACES: &[u8] = b" \t\n\x0b\x0c\r";
 /// White space that does not end a line: what a client can put inside one.
 pub const LINE_SPACES: &[u8] = b" \t\x0b\x0c\r";

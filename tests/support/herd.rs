@@ -44,7 +44,7 @@ impl TestHerd {
         TestHerd { herd }
     }
 
-    /// The reference herd of SPEC §1.
+    /// The reference herd of docs/PROTOCOL.md §1.
     pub fn reference() -> TestHerd {
         Self::start(REFERENCE_NAMES, REFERENCE_LINKS)
     }
