@@ -34,8 +34,10 @@ pub fn run(o: &Opts) -> io::Result<()> {
         std::thread::sleep(o.down.mul_f64(0.5 + rng.f64()));
         probe.listen()?;
         // Back up, a server dials its neighbours at once and says who it is.
+        let mut line = Vec::new();
+        herd::protocol::write_herd(&mut line, "Probe", None);
         hello = TcpStream::connect(observed)
-            .and_then(|mut s| s.write_all(b"HERD Probe\n").map(|()| s))
+            .and_then(|mut s| s.write_all(&line).map(|()| s))
             .map_err(|e| eprintln!("[round {round:>2}] dialling {observed}: {e}"))
             .ok();
         match wait_for_link(&mut probe, &o.observe, Duration::from_secs(10)) {
