@@ -265,15 +265,27 @@ impl Engine {
                 if session.role != Role::Client {
                     return self.invalid(session, line, fx);
                 }
-                let neighbour = self.neighbours.iter().position(|n| n.as_bytes() == name);
-                if let Some(i) = neighbour {
-                    fx.neighbour_dialled(i);
-                }
+                let Some(neighbour) = self.neighbours.iter().position(|n| n.as_bytes() == name)
+                else {
+                    // Only the links of herd.conf are accepted (a link removed
+                    // by a reload stays removed).
+                    log::warn!(target: &self.name, "from {}: herd link from {} refused: not a neighbour in the config", session.peer, escape(name));
+                    return self.invalid(session, line, fx);
+                };
+                fx.neighbour_dialled(neighbour);
                 self.line.clear();
-                match Peer::hello(name, nonce, neighbour, self.secret.as_ref(), &mut self.line) {
+                match Peer::hello(
+                    name,
+                    nonce,
+                    Some(neighbour),
+                    self.secret.as_ref(),
+                    &mut self.line,
+                ) {
                     Ok(peer) => {
                         if peer.authenticated {
-                            log::info!(target: &self.name, "link from {} up ({}){}", escape(name), session.peer, if neighbour.is_none() { " (not a neighbour in herd.conf)" } else { "" });
+                            log::info!(target: &self.name, "link from {} up ({})", escape(name), session.peer);
+                            // The dialler counts the link up once it hears from us.
+                            protocol::write_ping(&mut self.line);
                         }
                         fx.reply(&self.line);
                         session.role = Role::Peer(Box::new(peer));
@@ -292,6 +304,7 @@ impl Engine {
                 match p.auth(self.secret.as_ref(), mac) {
                     AuthResult::Accepted => {
                         log::info!(target: &self.name, "link from {} up, authenticated ({})", escape(&p.name), session.peer);
+                        fx.reply(protocol::PING);
                         Next::Continue
                     }
                     AuthResult::Failed => {
@@ -302,7 +315,11 @@ impl Engine {
                     AuthResult::Unexpected => self.invalid(session, line, fx),
                 }
             }
-            Command::Challenge { .. } | Command::Invalid => self.invalid(session, line, fx),
+            // A heartbeat: its bytes were the sign of life; nothing to answer.
+            Command::Ping if matches!(session.role, Role::Peer(_)) => Next::Continue,
+            Command::Ping | Command::Challenge { .. } | Command::Invalid => {
+                self.invalid(session, line, fx)
+            }
         }
     }
 

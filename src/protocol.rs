@@ -12,6 +12,7 @@
 //! CHALLENGE NONCE MAC                 -> Command::Challenge (herd link handshake)
 //! AUTH MAC                            -> Command::Auth      (herd link handshake)
 //! SYNC COUNT                          -> Command::Sync      (catch-up of COUNT updates follows)
+//! PING                                -> Command::Ping      (herd link heartbeat, never answered)
 //!
 //! COORDS  = SIGN DEG SIGN DEG         latitude in [-90, 90], longitude in [-180, 180]
 //! DEG     = DIGITS [ "." DIGITS ]
@@ -146,6 +147,9 @@ pub enum Command<'a> {
     Sync {
         count: u64,
     },
+    /// `PING`: a herd link's heartbeat, sent by either end when it has said
+    /// nothing for a while; never answered.
+    Ping,
     /// Anything else: answered with `? ` + the line.
     Invalid,
 }
@@ -185,6 +189,7 @@ pub fn parse(line: &[u8]) -> Command<'_> {
         }),
         (b"AUTH", 2) => Some(Command::Auth { mac: f[1] }),
         (b"SYNC", 2) => count(f[1]).map(|count| Command::Sync { count }),
+        (b"PING", 1) => Some(Command::Ping),
         _ => None,
     };
     command.unwrap_or(Command::Invalid)
@@ -586,6 +591,14 @@ pub fn write_sync(out: &mut Vec<u8>, count: u64) {
     out.extend_from_slice(b"SYNC ");
     write_decimal(out, u128::from(count));
     out.push(b'\n');
+}
+
+/// The heartbeat of a herd link: `PING\n`.
+pub const PING: &[u8] = b"PING\n";
+
+/// Appends `PING\n`, a herd link's heartbeat.
+pub fn write_ping(out: &mut Vec<u8>) {
+    out.extend_from_slice(PING);
 }
 
 /// The radius of a valid WHATSAT in metres, as a plain decimal text with no

@@ -240,7 +240,8 @@ fn answer(
         Command::Herd { .. }
         | Command::Challenge { .. }
         | Command::Auth { .. }
-        | Command::Sync { .. } => {
+        | Command::Sync { .. }
+        | Command::Ping => {
             if !reply.is_empty() {
                 invalid(reply);
             }

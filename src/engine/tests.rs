@@ -131,7 +131,7 @@ fn an_open_herd_takes_at_lines_from_anyone_and_floods_past_the_sender() {
     assert_eq!(fx[1], format!("flood None {AT_KIWI}"));
     let mut link = session();
     let (fx, _) = run(&mut e, &mut link, b"HERD Holiday");
-    assert_eq!(fx, ["dialled 1", "reply "]);
+    assert_eq!(fx, ["dialled 1", "reply PING\n"]);
     assert!(matches!(&link.role, Role::Peer(p) if p.authenticated));
     // A newer update from neighbour 1 goes to every neighbour but 1.
     let newer = AT_KIWI.replace("1520023934.918963997", "1520023940");
@@ -163,7 +163,10 @@ fn with_a_secret_only_an_authenticated_link_may_update() {
     assert_eq!(fx, [format!("reply ? {AT_KIWI}")], "not yet authenticated");
     let proof = secret.dial_mac(b"Hands", na.as_bytes(), &nb);
     let (fx, next) = run(&mut e, &mut link, format!("AUTH {proof}").as_bytes());
-    assert_eq!((fx.len(), next), (0, Next::Continue));
+    assert_eq!(
+        (fx, next),
+        (vec!["reply PING\n".to_string()], Next::Continue)
+    );
     let (fx, _) = run(&mut e, &mut link, line);
     assert_eq!(fx[1], format!("flood Some(0) {AT_KIWI}"));
 }
@@ -178,4 +181,21 @@ fn a_wrong_proof_stops_reading_the_link() {
         (fx, next),
         (vec!["reply ? AUTH 00\n".to_string()], Next::StopReading)
     );
+}
+
+#[test]
+fn heartbeats_are_silent_on_links_and_invalid_from_clients_and_strangers_are_refused() {
+    let (mut e, mut client) = (engine(None), session());
+    let (fx, next) = run(&mut e, &mut client, b"PING");
+    assert_eq!(
+        (fx, next),
+        (vec!["reply ? PING\n".to_string()], Next::Charge(5))
+    );
+    let (fx, _) = run(&mut e, &mut client, b"HERD Stranger");
+    assert_eq!(fx, ["reply ? HERD Stranger\n"]);
+    assert_eq!(client.role, Role::Client);
+    let mut link = session();
+    let _ = run(&mut e, &mut link, b"HERD Hands");
+    let (fx, next) = run(&mut e, &mut link, b"PING");
+    assert_eq!((fx, next), (vec![], Next::Continue));
 }

@@ -12,6 +12,7 @@
 
 use std::time::Instant;
 
+use super::liveness::Liveness;
 use crate::auth::{self, Secret};
 use crate::logging::escape;
 use crate::protocol;
@@ -33,6 +34,9 @@ pub struct Peer {
     pub stored: u64,
     /// A catch-up being received, announced by `SYNC`.
     pub sync: Option<Sync>,
+    /// Heartbeats and the silence check; set by the loop once the link is
+    /// a peer (the engine knows no instants of the loop).
+    pub live: Option<Liveness>,
 }
 
 /// A catch-up being received: how many updates were announced, the link's
@@ -94,6 +98,7 @@ impl Peer {
             received: 0,
             stored: 0,
             sync: None,
+            live: None,
         };
         match (secret, nonce) {
             (None, None) => peer.authenticated = true,

@@ -6,6 +6,7 @@
 //! | [`inbound`]   | the links neighbours dial: `HERD`, `AUTH`, `SYNC`, their ATs  |
 //! | [`handshake`] | the dialler's half of the authenticated hello                |
 //! | [`catchup`]   | streaming the whole store to a link that came up             |
+//! | [`liveness`]  | heartbeats and the link timeout, as plain data               |
 //! | [`backoff`]   | reconnect delays as plain data                               |
 //!
 //! Every link line is written by a function of [`crate::protocol`] and
@@ -28,9 +29,13 @@
 //! dialler -> acceptor   AUTH MAC                    then the dialler (see `auth`)
 //! dialler -> acceptor   SYNC COUNT                catch-up: COUNT AT lines follow
 //! dialler -> acceptor   AT ...                    catch-up, then every flood
+//! either -> the other   PING                      heartbeat, when quiet for a while
 //! ```
-//! The acceptor answers nothing else on a link except `? LINE` for a line
-//! it refuses; the dialler logs what it gets back.
+//! The acceptor's first answer (the `CHALLENGE`, or in an open herd an
+//! immediate `PING`) is what makes the dialler count the link up; after
+//! that it sends nothing but heartbeats and `? LINE` for a line it refuses,
+//! which the dialler logs. Either end declares the link dead when it has
+//! not heard from the other for the link timeout ([`liveness`]).
 //!
 //! ## A link's life
 //! `Idle` (waiting for the retry time) → `Connecting` (a nonblocking connect
@@ -38,8 +43,10 @@
 //! answers, failed on an error or after [`outbound::CONNECT_TIMEOUT`]) →
 //! `Up`. On `Up` the link sends its hello (and, with a shared secret,
 //! completes the [`handshake`] first), then its whole store ([`catchup`]),
-//! then every update flooded to it. Any error, EOF or an output backlog past
-//! the output cap takes it back to `Idle` with a [`backoff::Backoff`] delay.
+//! then every update flooded to it; it counts as up once the neighbour has
+//! answered. Any error, EOF, silence past the link timeout or an output
+//! backlog past the output cap takes it back to `Idle` with a
+//! [`backoff::Backoff`] delay.
 //!
 //! ## Why floods end and the herd converges
 //! A server forwards an update only when it *stored* it, i.e. when it was
@@ -55,8 +62,10 @@ pub mod backoff;
 pub mod catchup;
 pub mod handshake;
 pub mod inbound;
+pub mod liveness;
 pub mod outbound;
 
 pub use backoff::Backoff;
 pub use catchup::{CATCHUP_HIGH_WATER, CATCHUP_LOW_WATER};
+pub use liveness::{Liveness, DEFAULT_LINK_TIMEOUT};
 pub use outbound::{Links, CONNECT_TIMEOUT, DEFAULT_LINK_OUTPUT_CAP};

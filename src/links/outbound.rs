@@ -3,9 +3,10 @@
 //! [`crate::token::link`]). Their deadlines — a retry, a connect, a
 //! handshake — live in one [`Timers`], keyed by the link's slot.
 //!
-//! A link is read only to take the handshake's `CHALLENGE`, to notice that
-//! the neighbour went away, and to log what it sends back (a `? ` means it
-//! refused a line).
+//! A link is read to take the handshake's `CHALLENGE`, to hear the
+//! neighbour's heartbeats (any byte is a sign of life, see [`liveness`]),
+//! to notice that it went away, and to log what else it sends back (a `? `
+//! means it refused a line).
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -18,9 +19,11 @@ use mio::{Interest, Registry, Token};
 use super::backoff::Backoff;
 use super::catchup::CatchUp;
 use super::handshake::{self, Handshake, Step};
+use super::liveness::{self, Check, Liveness};
 use crate::auth::Secret;
-use crate::conn::{Flush, Output};
+use crate::conn::{Flush, LineReader, Output, Piece};
 use crate::logging::escape;
+use crate::protocol::{self, Command};
 use crate::store::Store;
 use crate::timer::{Deadline, Timers};
 use crate::token;
@@ -33,6 +36,8 @@ pub const DEFAULT_LINK_OUTPUT_CAP: usize = 64 * 1024 * 1024;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes read from a link at once (it carries no replies).
 const READ_CHUNK: usize = 4096;
+/// The longest line a neighbour may send back on a link we dialled.
+const BACK_LINE_LIMIT: usize = 1024;
 
 enum State {
     Idle {
@@ -48,6 +53,10 @@ enum State {
         /// Connected, but the neighbour has not yet proved it knows the
         /// secret: nothing but the handshake is sent.
         handshake: Option<Box<Handshake>>,
+        /// When we last heard from it and spoke to it.
+        live: Liveness,
+        /// What it sends back after the handshake (heartbeats, refusals).
+        reader: LineReader,
     },
 }
 
@@ -58,9 +67,11 @@ impl State {
             State::Idle { retry_at } => Some(*retry_at),
             State::Connecting { deadline, .. } => Some(*deadline),
             State::Up {
-                handshake: Some(h), ..
-            } => Some(h.deadline),
-            State::Up { .. } => None,
+                handshake, live, ..
+            } => Some(match handshake {
+                Some(h) => h.deadline.min(live.due()),
+                None => live.due(),
+            }),
         }
     }
 }
@@ -88,17 +99,21 @@ pub struct Links {
     server: String,
     secret: Option<Secret>,
     output_cap: usize,
+    /// Silence past this declares a link dead.
+    timeout: Duration,
     links: Vec<Link>,
     timers: Timers<usize>,
 }
 
 impl Links {
     /// Links to `neighbours` (name, address), all due to dial at `now`; a
-    /// link whose pending output passes `output_cap` bytes is dropped.
+    /// link whose pending output passes `output_cap` bytes is dropped, and
+    /// one not heard from for `timeout` is declared dead.
     pub fn new(
         server: &str,
         neighbours: &[(String, SocketAddr)],
         output_cap: usize,
+        timeout: Duration,
         secret: Option<Secret>,
         now: Instant,
     ) -> Links {
@@ -106,6 +121,7 @@ impl Links {
             server: server.to_string(),
             secret,
             output_cap,
+            timeout,
             links: Vec::new(),
             timers: Timers::new(),
         };
@@ -170,14 +186,18 @@ impl Links {
                     return;
                 }
                 match connect_result(stream) {
-                    Ok(true) => link.up(server, self.secret.is_some(), now),
+                    Ok(true) => link.up(server, self.secret.is_some(), self.timeout, now),
                     // Spurious wake-up: the connect is still under way.
                     Ok(false) => {}
                     Err(e) => link.connect_failed(server, registry, &e, now),
                 }
             }
             State::Up {
-                stream, handshake, ..
+                stream,
+                handshake,
+                live,
+                reader,
+                ..
             } => {
                 if !(event.is_readable() || event.is_read_closed() || event.is_error()) {
                     return;
@@ -190,17 +210,23 @@ impl Links {
                             step = Step::Failed("closed by the neighbour".to_string());
                             break;
                         }
-                        Ok(n) => match handshake.as_deref_mut() {
-                            Some(h) => {
-                                step = h.feed(server, self.secret.as_ref(), &buf[..n]);
-                                if step != Step::Waiting {
-                                    break;
+                        Ok(n) => {
+                            // Any byte is a sign of life; in an open herd the
+                            // first one is what makes the link count as up.
+                            if live.heard(now) && handshake.is_none() {
+                                log::info!(target: server, "link to {} {} ({})", link.name, if link.was_up { "re-established" } else { "up" }, link.addr);
+                                link.was_up = true;
+                            }
+                            match handshake.as_deref_mut() {
+                                Some(h) => {
+                                    step = h.feed(server, self.secret.as_ref(), &buf[..n]);
+                                    if step != Step::Waiting {
+                                        break;
+                                    }
                                 }
+                                None => back(server, &link.name, reader, &buf[..n]),
                             }
-                            None => {
-                                log::warn!(target: server, "link to {} sent back: {}", link.name, escape(&buf[..n.min(200)]));
-                            }
-                        },
+                        }
                         // Drained: nothing more until the next event.
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -241,11 +267,15 @@ impl Links {
             return;
         }
         let State::Up {
-            stream, interest, ..
+            stream,
+            interest,
+            live,
+            ..
         } = &mut link.state
         else {
             return;
         };
+        let before = link.out.len();
         let result = loop {
             if let Some(c) = &mut link.catchup {
                 let pending = link.out.len();
@@ -264,6 +294,10 @@ impl Links {
                 other => break other,
             }
         };
+        if before > 0 || link.catchup.is_some() {
+            // Bytes went out: no heartbeat needed for a while.
+            live.spoke(now);
+        }
         let want = match result {
             Ok(Flush::Done) => Interest::READABLE,
             Ok(Flush::WouldBlock) => Interest::READABLE | Interest::WRITABLE,
@@ -314,8 +348,8 @@ impl Links {
                     link.connect_failed(server, registry, &e, now);
                 }
                 State::Up {
-                    handshake: Some(_), ..
-                } => {
+                    handshake: Some(h), ..
+                } if h.deadline <= now => {
                     link.down(
                         server,
                         registry,
@@ -323,7 +357,7 @@ impl Links {
                         now,
                     );
                 }
-                State::Up { .. } => {}
+                State::Up { .. } => link.check(server, registry, now),
             }
             self.reschedule(i);
         }
@@ -384,7 +418,7 @@ impl Link {
 
     /// The connect finished: send the hello, and either start catch-up at
     /// once (open herd) or wait for the neighbour's CHALLENGE.
-    fn up(&mut self, server: &str, authenticate: bool, now: Instant) {
+    fn up(&mut self, server: &str, authenticate: bool, timeout: Duration, now: Instant) {
         let old = std::mem::replace(&mut self.state, State::Idle { retry_at: now });
         let State::Connecting { stream, .. } = old else {
             return;
@@ -395,15 +429,38 @@ impl Link {
         self.backoff.reset();
         self.out = Output::default();
         self.catchup = None;
+        liveness::tune_socket(&stream, timeout);
         let handshake = handshake::hello(self.out.buf(), server, authenticate, now);
         let open = handshake.is_none();
         self.state = State::Up {
             stream,
             interest: Interest::READABLE | Interest::WRITABLE,
             handshake: handshake.map(Box::new),
+            live: Liveness::new(timeout, now),
+            reader: LineReader::default(),
         };
         if open {
-            self.ready(server, "", now);
+            self.ready(now);
+        }
+    }
+
+    /// Heartbeat and silence check of a link that is up.
+    fn check(&mut self, server: &str, registry: &Registry, now: Instant) {
+        let State::Up {
+            handshake, live, ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        match live.check(now) {
+            Check::Quiet => {}
+            // Nothing may precede the proof of a handshake under way.
+            Check::Ping if handshake.is_some() => {}
+            Check::Ping => protocol::write_ping(self.out.buf()),
+            Check::Dead => {
+                let why = format!("no sign of life for {} ms", live.timeout().as_millis());
+                self.down(server, registry, &why, now);
+            }
         }
     }
 
@@ -413,15 +470,20 @@ impl Link {
             *handshake = None;
         }
         self.out.buf().extend_from_slice(auth_line);
-        self.ready(server, ", authenticated", now);
+        log::info!(target: server, "link to {} {}, authenticated ({})", self.name, if self.was_up { "re-established" } else { "up" }, self.addr);
+        self.was_up = true;
+        self.ready(now);
     }
 
     /// The link carries updates from now on, starting with catch-up of the
-    /// whole store.
-    fn ready(&mut self, server: &str, how: &str, now: Instant) {
-        log::info!(target: server, "link to {} {}{how} ({})", self.name, if self.was_up { "re-established" } else { "up" }, self.addr);
-        self.was_up = true;
+    /// whole store. (It counts as up once the neighbour has answered.)
+    fn ready(&mut self, now: Instant) {
         self.catchup = Some(CatchUp::new(now));
+    }
+
+    /// True once the neighbour answered on this connection.
+    fn is_up(&self) -> bool {
+        matches!(&self.state, State::Up { live, .. } if live.is_alive())
     }
 
     /// Up and past any handshake: floods may be queued.
@@ -465,6 +527,23 @@ impl Link {
         self.catchup = None;
         self.overflowed = false;
     }
+}
+
+/// Takes what a neighbour sent back on a link we dialled, after the
+/// handshake: heartbeats are only signs of life; anything else is logged
+/// (a `? ` means it refused one of our lines).
+fn back(server: &str, name: &str, reader: &mut LineReader, bytes: &[u8]) {
+    reader.feed(bytes, BACK_LINE_LIMIT, |piece| match piece {
+        Piece::Line(line) => match protocol::parse(line) {
+            Command::Ping | Command::Blank => {}
+            _ => {
+                log::warn!(target: server, "link to {name} sent back: {}", escape(&line[..line.len().min(200)]))
+            }
+        },
+        Piece::TooLong(start) => {
+            log::warn!(target: server, "link to {name} sent back an over-long line: {}...", escape(&start[..start.len().min(200)]))
+        }
+    });
 }
 
 /// Whether a nonblocking connect finished: `Ok(true)` connected,

@@ -738,6 +738,7 @@ fn never_panics() {
             | Command::Challenge { .. }
             | Command::Auth { .. }
             | Command::Sync { .. }
+            | Command::Ping
             | Command::Blank => {}
             Command::Invalid => write_invalid(&mut out, &line),
         }
@@ -751,6 +752,7 @@ fn link_lines_parse_back_as_what_they_say() {
     write_challenge(&mut out, "0a0b", "cafe");
     write_auth(&mut out, "beef");
     write_sync(&mut out, 100_000);
+    write_ping(&mut out);
     let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
     assert_eq!(
         lines,
@@ -759,6 +761,7 @@ fn link_lines_parse_back_as_what_they_say() {
             b"CHALLENGE 0a0b cafe",
             b"AUTH beef",
             b"SYNC 100000",
+            b"PING",
             b""
         ]
     );
@@ -778,6 +781,8 @@ fn link_lines_parse_back_as_what_they_say() {
     );
     assert_eq!(parse(lines[2]), Command::Auth { mac: b"beef" });
     assert_eq!(parse(lines[3]), Command::Sync { count: 100_000 });
+    assert_eq!(parse(lines[4]), Command::Ping);
+    assert_eq!(parse(b"PING x"), Command::Invalid);
 }
 
 #[test]

@@ -47,9 +47,11 @@ use slab::Slab;
 use crate::conn::{Conn, Flush, ReadState, Replies};
 use crate::engine::{Clock, Effects, Engine, Next, Role};
 use crate::journal::Journal;
+use crate::links::liveness::{self, Check, Liveness};
 use crate::links::Links;
 use crate::logging::{self, escape};
 use crate::places::{Places, Query, Reply, RequestId};
+use crate::protocol;
 use crate::store::Store;
 use crate::timer::{self, Timers};
 use crate::token::{self, Owner};
@@ -63,6 +65,8 @@ enum Wait {
     Sweep,
     /// A throttled connection (key, serial) may be read again.
     Unthrottle(usize, u64),
+    /// An inbound herd link (key, serial): heartbeat and silence check.
+    Peer(usize, u64),
 }
 
 /// One server: its poll loop and everything the loop owns.
@@ -153,6 +157,7 @@ impl Server {
             &config.name,
             &config.neighbours,
             config.limits.link_output,
+            config.limits.link_timeout,
             config.secret.clone(),
             now,
         );
@@ -278,6 +283,7 @@ impl Server {
                 }
                 Wait::Sweep => self.sweep(now),
                 Wait::Unthrottle(key, serial) => self.unthrottle(key, serial),
+                Wait::Peer(key, serial) => self.check_peer(key, serial, now),
             }
         }
         if self.accept_more {
@@ -439,6 +445,17 @@ impl Server {
             short_drains,
             self.epoch,
         );
+        if let Role::Peer(p) = &mut conn.session.role {
+            if p.live.is_none() {
+                // It just said HERD: from now on it must show life.
+                let timeout = self.limits.link_timeout;
+                let live = Liveness::new(timeout, Instant::now());
+                liveness::tune_socket(&conn.stream, timeout);
+                self.timers
+                    .schedule(live.due(), Wait::Peer(key, conn.serial));
+                p.live = Some(live);
+            }
+        }
         match outcome {
             ReadOutcome::Drained => {}
             ReadOutcome::Throttled(pause) => {
@@ -459,6 +476,35 @@ impl Server {
             }
         }
         self.dirty.push(key);
+    }
+
+    /// An inbound herd link's heartbeat is due, or its silence may be too
+    /// long: send `PING`, or declare it dead and close it.
+    fn check_peer(&mut self, key: usize, serial: u64, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.serial == serial) else {
+            return;
+        };
+        let Role::Peer(p) = &mut conn.session.role else {
+            return;
+        };
+        let Some(live) = p.live.as_mut() else {
+            return;
+        };
+        match live.check(now) {
+            Check::Dead => {
+                let why = format!("no sign of life for {} ms", live.timeout().as_millis());
+                self.close(key, &why);
+                return;
+            }
+            // Nothing may precede our CHALLENGE's answer on a link still
+            // authenticating; after that, a heartbeat.
+            Check::Ping if p.authenticated => {
+                conn.replies.reply(protocol::PING);
+                self.dirty.push(key);
+            }
+            Check::Ping | Check::Quiet => {}
+        }
+        self.timers.schedule(live.due(), Wait::Peer(key, serial));
     }
 
     /// A throttled connection's pause is over: read it again, unless its
@@ -673,6 +719,11 @@ fn read_conn(
                         Next::StopReading => stop = true,
                     }
                 });
+                if let Role::Peer(p) = &mut conn.session.role {
+                    if let Some(live) = &mut p.live {
+                        live.heard(Instant::now());
+                    }
+                }
                 if stop {
                     conn.stop_reading();
                     return ReadOutcome::Drained;

@@ -16,7 +16,7 @@ use mio::Waker;
 use super::Server;
 use crate::auth::Secret;
 use crate::config::{Herd, PlacesConfig};
-use crate::links::DEFAULT_LINK_OUTPUT_CAP;
+use crate::links::{DEFAULT_LINK_OUTPUT_CAP, DEFAULT_LINK_TIMEOUT};
 use crate::places;
 
 /// Longest line accepted, without its `\n` (docs/PROTOCOL.md §2: at least 1 KiB).
@@ -56,6 +56,8 @@ pub struct Limits {
     pub whatsats_per_conn: usize,
     /// Pending output per herd link past which the link is dropped.
     pub link_output: usize,
+    /// A herd link not heard from for this long is declared dead (both ends).
+    pub link_timeout: Duration,
     /// Invalid input per connection per second, in bytes, past which reading
     /// it pauses (see [`crate::conn::Throttle`]); 0: no limit.
     pub invalid_rate: usize,
@@ -74,6 +76,7 @@ impl Default for Limits {
             max_clients: 1_000_000,
             whatsats_per_conn: DEFAULT_WHATSATS_PER_CONN,
             link_output: DEFAULT_LINK_OUTPUT_CAP,
+            link_timeout: DEFAULT_LINK_TIMEOUT,
             invalid_rate: DEFAULT_INVALID_RATE,
             idle_timeout: None,
             places: places::Limits::default(),
