@@ -40,6 +40,7 @@
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
@@ -50,6 +51,7 @@ use crate::auth::{self, Secret};
 use crate::conn::{Flush, LineReader, Output, Piece};
 use crate::logging::escape;
 use crate::protocol::{self, Command};
+use crate::stats::LinkStats;
 use crate::store::Store;
 
 use crate::token::LINK_BASE as LINK_TOKEN_BASE;
@@ -156,6 +158,8 @@ struct Link {
     outage_logged: bool,
     /// The link must be dropped at the next flush (output past the cap).
     overflowed: bool,
+    /// Up, bytes queued, catch-ups: read by the operator endpoint.
+    stats: Arc<LinkStats>,
 }
 
 /// All of a server's outbound links.
@@ -190,6 +194,7 @@ impl Links {
                 was_up: false,
                 outage_logged: false,
                 overflowed: false,
+                stats: Arc::new(LinkStats::new(name)),
             })
             .collect();
         Links {
@@ -212,6 +217,11 @@ impl Links {
     /// The neighbour index of the server called `name`.
     pub fn index_of_name(&self, name: &[u8]) -> Option<usize> {
         self.links.iter().position(|l| l.name.as_bytes() == name)
+    }
+
+    /// Each link's figures, for the server's stats.
+    pub fn stats(&self) -> Vec<Arc<LinkStats>> {
+        self.links.iter().map(|l| l.stats.clone()).collect()
     }
 
     /// How many neighbours this server has.
@@ -353,6 +363,7 @@ impl Links {
                         Some(c) if c.next < c.end => continue,
                         Some(c) => {
                             log::info!(target: &self.server, "catch-up to {}: sent {} updates in {:.1} ms", link.name, c.end, c.started.elapsed().as_secs_f64() * 1e3);
+                            link.stats.catchup_sent();
                             link.catchup = None;
                             break Ok(Flush::Done);
                         }
@@ -361,6 +372,7 @@ impl Links {
                     other => break other,
                 }
             };
+            link.stats.set_queued(link.out.len());
             let want = match result {
                 Ok(Flush::Done) => Interest::READABLE,
                 Ok(Flush::WouldBlock) => Interest::READABLE | Interest::WRITABLE,
@@ -520,6 +532,7 @@ impl Link {
     fn ready(&mut self, server: &str, how: &str, now: Instant) {
         log::info!(target: server, "link to {} {}{how} ({})", self.name, if self.was_up { "re-established" } else { "up" }, self.addr);
         self.was_up = true;
+        self.stats.set_up(true);
         self.catchup = Some(CatchUp {
             next: 0,
             end: usize::MAX,
@@ -561,6 +574,7 @@ impl Link {
             let _ = registry.deregister(stream);
         }
         log::info!(target: server, "link to {} down: {why}", self.name);
+        self.stats.set_up(false);
         self.state = State::Idle {
             retry_at: self.backoff.next_retry(now),
         };

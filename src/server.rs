@@ -50,6 +50,7 @@ use crate::links::{Links, DEFAULT_LINK_OUTPUT_CAP};
 use crate::logging::{self, escape};
 use crate::places::{self, Places, Query, Reply, RequestId};
 use crate::protocol::{self, Command, Nanos};
+use crate::stats::{Kind, ServerStats, Source};
 use crate::store::Store;
 use crate::token::LINK_BASE as LINK_TOKEN_BASE;
 
@@ -230,6 +231,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub handle: StopHandle,
     pub thread: JoinHandle<io::Result<()>>,
+    /// The server's figures, for the operator endpoint.
+    pub stats: Arc<ServerStats>,
 }
 
 impl Running {
@@ -248,6 +251,7 @@ pub fn spawn(config: ServerConfig, listener: StdListener) -> io::Result<Running>
     let name = config.name.clone();
     let server = Server::new(config, listener)?;
     let handle = server.stop_handle();
+    let stats = server.stats();
     let thread = std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || server.run())?;
@@ -256,6 +260,7 @@ pub fn spawn(config: ServerConfig, listener: StdListener) -> io::Result<Running>
         addr,
         handle,
         thread,
+        stats,
     })
 }
 
@@ -284,6 +289,8 @@ struct Core {
     received_at: Option<Nanos>,
     /// Bytes of invalid lines handled since the last read was charged.
     invalid: usize,
+    /// What the loop counts, read by the operator endpoint.
+    stats: Arc<ServerStats>,
 }
 
 /// One server: its poll loop and everything the loop owns.
@@ -358,6 +365,7 @@ impl Server {
             }
             None => None,
         };
+        let stats = Arc::new(ServerStats::new(&config.name));
         let now = Instant::now();
         let core = Core {
             links: Links::new(
@@ -380,7 +388,15 @@ impl Server {
             traffic: false,
             received_at: None,
             invalid: 0,
+            stats,
         };
+        for link in core.links.stats() {
+            core.stats.add_link(link);
+        }
+        core.stats.set_stored_clients(core.store.len());
+        if let Some(j) = &core.journal {
+            core.stats.set_journal(j.stats());
+        }
         Ok(Server {
             poll,
             listener,
@@ -410,15 +426,22 @@ impl Server {
         }
     }
 
+    /// The server's figures (shared: the loop counts, a reader reads).
+    pub fn stats(&self) -> Arc<ServerStats> {
+        self.core.stats.clone()
+    }
+
     /// Runs the loop until stopped.
     pub fn run(mut self) -> io::Result<()> {
         let name = self.core.name.clone();
         self.core.traffic = logging::attach_loop(&name);
         log::info!(target: &name, "listening on {} with {} neighbours", self.listener.local_addr()?, self.core.links.len());
+        self.core.stats.set_listening(true);
         if self.core.secret.is_none() {
             log::warn!(target: &name, "no shared secret (secret_env): herd links are not authenticated, and any connection may send AT updates");
         }
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        let _not_listening = NotListening(self.core.stats.clone());
         loop {
             let timeout = if !self.resume.is_empty() || self.accept_more {
                 Some(Duration::ZERO)
@@ -590,6 +613,7 @@ impl Server {
         let mut conn = Conn::new(stream, peer, self.next_serial);
         conn.active = self.epoch.elapsed().as_secs() as u32;
         entry.insert(conn);
+        self.core.stats.client_connected();
         log::info!(target: name, "client {peer} connected");
         // Data may have arrived with the handshake already.
         self.resume.push(key);
@@ -729,6 +753,7 @@ impl Server {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.core.stats.closed(conn.role == Role::Client);
         let name = &self.core.name;
         match &conn.role {
             Role::Client if conn.throttle.pauses > 0 => {
@@ -744,6 +769,7 @@ impl Server {
     /// Hands Places answers to their connections, in request order per connection.
     fn deliver(&mut self) {
         for reply in std::mem::take(&mut self.core.done) {
+            self.core.stats.places(reply.status, reply.elapsed);
             let Some((key, serial)) = self.core.requests.remove(&reply.id) else {
                 continue;
             };
@@ -767,6 +793,15 @@ impl Server {
         }
         log::info!(target: &self.core.name, "stopped: {} clients connected, {} known", self.conns.len(), self.core.store.len());
         logging::flush_loop();
+    }
+}
+
+/// Marks the server not listening when its loop ends, however it ends.
+struct NotListening(Arc<ServerStats>);
+
+impl Drop for NotListening {
+    fn drop(&mut self) {
+        self.0.set_listening(false);
     }
 }
 
@@ -854,6 +889,7 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
         Piece::TooLong(start) => {
             log::info!(target: name, "from {}: line longer than {} bytes: {}...", conn.peer, core.limits.line, escape(&start[..start.len().min(64)]));
             core.invalid += start.len() + 1;
+            core.stats.request(Kind::Invalid);
             core.line.clear();
             protocol::write_refused(&mut core.line, start);
             conn.reply(&core.line);
@@ -866,6 +902,7 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
     match protocol::parse(line) {
         Command::Blank => {}
         Command::Iamat(iamat) => {
+            core.stats.request(Kind::Iamat);
             let now = *core.received_at.get_or_insert_with(protocol::now_nanos);
             core.line.clear();
             protocol::write_at(&mut core.line, name, now, &iamat);
@@ -875,6 +912,7 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
             }
             let at = &core.line[..core.line.len() - 1];
             if core.store.offer(iamat.client, iamat.sent_at, at) {
+                core.stats.stored(Source::Client, core.store.len());
                 if let Some(j) = &mut core.journal {
                     j.record(at);
                 }
@@ -886,6 +924,7 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
                 invalid(core, conn, line);
                 return;
             };
+            core.stats.request(Kind::Whatsat);
             let mut head = Vec::with_capacity(entry.line.len() + 1);
             head.extend_from_slice(&entry.line);
             head.push(b'\n');
@@ -930,6 +969,7 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
             protocol::write_at_update(&mut core.line, &at);
             let stored_line = &core.line[..core.line.len() - 1];
             if core.store.offer(at.client, at.sent_at, stored_line) {
+                core.stats.stored(Source::Link, core.store.len());
                 if let Some(j) = &mut core.journal {
                     j.record(stored_line);
                 }
@@ -999,6 +1039,7 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
                 }
             }
             conn.role = Role::Peer(Box::new(p));
+            core.stats.became_peer();
         }
         Command::Auth { mac } => {
             let (Some(secret), Role::Peer(p)) = (&core.secret, &mut conn.role) else {
@@ -1026,6 +1067,7 @@ fn handle(core: &mut Core, registry: &Registry, conn: &mut Conn, key: usize, pie
 
 fn invalid(core: &mut Core, conn: &mut Conn, line: &[u8]) {
     core.invalid += line.len() + 1;
+    core.stats.request(Kind::Invalid);
     core.line.clear();
     protocol::write_invalid(&mut core.line, line);
     conn.reply(&core.line);
