@@ -29,6 +29,7 @@ mod hostile;
 mod inproc;
 mod load;
 mod probe;
+mod server_figures;
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
@@ -90,6 +91,8 @@ OPTIONS:
                          long, slow, storm, and greedy (valid pipelining clients
                          that read: overload, not an attack) [default: all, the
                          first four]
+    --metrics ADDR       rr: the herd's --metrics endpoint; prints the server's own
+                         counts (requests, stored clients, link bytes) beside this tool's
     --quiet              no progress lines
     -h, --help           this text
 
@@ -130,6 +133,7 @@ struct Opts {
     attack_mbps: f64,
     attackers: hostile::Kinds,
     quiet: bool,
+    metrics: Option<SocketAddr>,
 }
 
 fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
@@ -157,6 +161,7 @@ fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         attack_mbps: 5.0,
         attackers: hostile::Kinds::ALL,
         quiet: false,
+        metrics: None,
     };
     let secs = |v: f64| -> Result<Duration, lexopt::Error> {
         Duration::try_from_secs_f64(v).map_err(|e| e.to_string().into())
@@ -199,6 +204,7 @@ fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
             Long("attack-mbps") => o.attack_mbps = p.value()?.parse()?,
             Long("attackers") => o.attackers = p.value()?.string()?.parse()?,
             Long("quiet") => o.quiet = true,
+            Long("metrics") => o.metrics = Some(p.value()?.parse()?),
             _ => return Err(arg.unexpected()),
         }
     }
@@ -310,8 +316,10 @@ fn print_outcome(what: &str, out: &Outcome) {
 fn rr(o: &Opts) -> io::Result<()> {
     let s = spec(o, DEFAULT_ADDR, 0.0);
     println!("flood_load rr: {}", describe_load(&s));
+    let before = server_figures::scrape(o.metrics);
     let out = load::run_rr(&s, !o.quiet)?;
     print_outcome("replies", &out);
+    server_figures::report(o.metrics, before.as_ref(), out.done, out.sent);
     println!(
         "summary mode=rr conns={} inflight={} threads={} target_rate={} rate={:.0} {} whatsat_p99_us={} errors={}",
         s.conns,
