@@ -215,7 +215,7 @@ fn parse_strict(text: &str) -> Result<Exposition, String> {
             current = Some(family.to_string());
         }
         let kind = e.types[family].as_str();
-        if kind == "counter" && !(value >= 0.0) {
+        if kind == "counter" && (value.is_nan() || value < 0.0) {
             return Err(err("a negative or NaN counter".into()));
         }
         if kind == "histogram" && name.ends_with("_bucket") != labels.contains_key("le") {
