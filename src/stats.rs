@@ -397,17 +397,24 @@ impl ServerStats {
 /// A link's figures at one instant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkSnapshot {
+    /// The neighbour's name.
     pub neighbour: String,
+    /// The link carries updates.
     pub up: bool,
+    /// Bytes queued for the neighbour after the link's last write.
     pub queued_bytes: u64,
+    /// Catch-ups sent since start.
     pub catchups: u64,
 }
 
 /// A journal's figures at one instant.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct JournalSnapshot {
+    /// Bytes appended since start.
     pub appended_bytes: u64,
+    /// The last append failed.
     pub failing: bool,
+    /// Appends that failed since start.
     pub failures: u64,
     /// The error, while failing.
     pub error: String,
@@ -417,8 +424,11 @@ pub struct JournalSnapshot {
 /// [`PLACES_BUCKETS`] then `+Inf` (whose count is `count`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HistogramSnapshot {
+    /// Observations at or below each bound, then in all (`+Inf`).
     pub cumulative: Vec<u64>,
+    /// The sum of the observations, in seconds.
     pub sum_seconds: f64,
+    /// Observations in all.
     pub count: u64,
 }
 
@@ -426,20 +436,33 @@ pub struct HistogramSnapshot {
 /// [`OUTCOMES`].
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ServerSnapshot {
+    /// The server's name.
     pub name: String,
+    /// Its loop accepts clients.
     pub listening: bool,
+    /// Open client connections.
     pub client_connections: u64,
+    /// Open incoming herd links.
     pub peer_connections: u64,
+    /// Client lines answered, by [`KINDS`].
     pub requests: [u64; 3],
+    /// Clients in the store.
     pub stored_clients: u64,
+    /// Updates stored, by [`SOURCES`].
     pub updates_stored: [u64; 2],
+    /// Clients evicted from a full store.
     pub evictions: u64,
+    /// Positions expired.
     pub expiries: u64,
+    /// Places requests answered, by [`OUTCOMES`].
     pub places: [u64; OUTCOMES.len()],
+    /// Places latency.
     pub places_latency: HistogramSnapshot,
+    /// One per outbound link.
     pub links: Vec<LinkSnapshot>,
     /// `None`: the server keeps no journal.
     pub journal: Option<JournalSnapshot>,
+    /// Log lines dropped since start.
     pub log_dropped: u64,
 }
 

@@ -80,9 +80,13 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 /// shorten the deadlines).
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// The longest request line and headers ([`MAX_REQUEST`]).
     pub max_request: usize,
+    /// Time from accept for a whole request head ([`REQUEST_DEADLINE`]).
     pub request_deadline: Duration,
+    /// Time for the client to take the response ([`WRITE_DEADLINE`]).
     pub write_deadline: Duration,
+    /// Connections held at once ([`MAX_CONNECTIONS`]).
     pub max_connections: usize,
 }
 
