@@ -27,7 +27,9 @@ use crate::links::inbound::{AuthResult, Peer};
 use crate::logging::{self, escape};
 use crate::places::Query;
 use crate::protocol::{self, Command, Nanos};
+use crate::stats::{Kind, ServerStats, Source};
 use crate::store::Store;
+use std::sync::Arc;
 
 /// What handling a line asks of the loop, in order.
 pub trait Effects {
@@ -136,6 +138,8 @@ pub struct Engine {
     traffic: bool,
     /// Formatting space for one reply or AT line.
     line: Vec<u8>,
+    /// What it counts for the operator (relaxed atomics, read at scrape time).
+    stats: Arc<ServerStats>,
 }
 
 impl Engine {
@@ -155,7 +159,13 @@ impl Engine {
             line_limit,
             traffic: false,
             line: Vec::with_capacity(256),
+            stats: Arc::new(ServerStats::new(name)),
         }
+    }
+
+    /// What it counts: requests by kind, updates stored by source.
+    pub fn stats(&self) -> &Arc<ServerStats> {
+        &self.stats
     }
 
     /// Logs every line received and sent from now on (or not).
@@ -184,6 +194,7 @@ impl Engine {
         let line = match piece {
             Piece::Line(line) => line,
             Piece::TooLong(start) => {
+                self.stats.request(Kind::Invalid);
                 log::info!(target: &self.name, "from {}: line longer than {} bytes: {}...", session.peer, self.line_limit, escape(&start[..start.len().min(64)]));
                 self.line.clear();
                 protocol::write_refused(&mut self.line, start);
@@ -197,6 +208,7 @@ impl Engine {
         match protocol::parse(line) {
             Command::Blank => Next::Continue,
             Command::Iamat(iamat) => {
+                self.stats.request(Kind::Iamat);
                 self.line.clear();
                 let coords = protocol::write_at(&mut self.line, &self.name, clock.now(), &iamat);
                 fx.reply(&self.line);
@@ -205,6 +217,7 @@ impl Engine {
                     logging::traffic("to", &session.peer, at, "");
                 }
                 if self.store.offer(iamat.client, iamat.sent_at, at, coords) {
+                    self.stats.stored(Source::Client, self.store.len());
                     fx.journal(at);
                     fx.flood(&self.line, None);
                 }
@@ -214,6 +227,7 @@ impl Engine {
                 let Some(entry) = self.store.get(w.client) else {
                     return self.invalid(session, line, fx);
                 };
+                self.stats.request(Kind::Whatsat);
                 let position = entry.position();
                 let query = Query {
                     lat: String::from_utf8_lossy(position.lat).into_owned(),
@@ -242,6 +256,7 @@ impl Engine {
                 };
                 let stored = self.store.offer_at(&at, &mut self.line);
                 if stored {
+                    self.stats.stored(Source::Link, self.store.len());
                     fx.journal(&self.line[..self.line.len() - 1]);
                     fx.flood(&self.line, from);
                 }
@@ -289,6 +304,7 @@ impl Engine {
                         }
                         fx.reply(&self.line);
                         session.role = Role::Peer(Box::new(peer));
+                        self.stats.became_peer();
                         Next::Continue
                     }
                     Err(refusal) => {
@@ -325,6 +341,7 @@ impl Engine {
 
     /// Answers `line` with `? ` + the line.
     fn invalid(&mut self, session: &Session, line: &[u8], fx: &mut impl Effects) -> Next {
+        self.stats.request(Kind::Invalid);
         self.line.clear();
         protocol::write_invalid(&mut self.line, line);
         fx.reply(&self.line);

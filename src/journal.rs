@@ -34,6 +34,13 @@
 //! done, the loop appends that copy to the new file and renames it over the
 //! old one. A crash at any point leaves either the old journal or the new
 //! one complete. Start-up always compacts (synchronously, before serving).
+//!
+//! ## Failing writes
+//! A failed append is logged once per failing stretch and the server keeps
+//! serving (the herd still holds the update). The journal is *failing* from
+//! a failed append until the next one that succeeds; [`Journal::stats`]
+//! shares that state and the bytes appended with the operator endpoint,
+//! whose `/healthz` reports it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -43,6 +50,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::protocol::{self, Command};
+use crate::stats::JournalStats;
 use crate::store::Store;
 
 /// Compact when the journal holds this many times the live store's records...
@@ -73,6 +81,8 @@ pub struct Journal {
     compaction: Option<Compaction>,
     failed: bool,
     server: String,
+    /// Bytes appended and the failing state, for the endpoint.
+    stats: Arc<JournalStats>,
 }
 
 struct Compaction {
@@ -119,6 +129,7 @@ impl Journal {
                 compaction: None,
                 failed: false,
                 server: name.to_string(),
+                stats: Arc::default(),
             },
             replay,
         ))
@@ -140,13 +151,20 @@ impl Journal {
                 Err(_) => Err(io::Error::other("journal lock poisoned")),
             };
             match result {
-                Ok(()) => self.failed = false,
+                Ok(()) => {
+                    if self.failed {
+                        log::info!(target: &self.server, "journal {}: writing again", self.path.display());
+                    }
+                    self.failed = false;
+                    self.stats.appended(self.pending.len());
+                }
                 Err(e) => {
                     // Keep serving: the herd still holds the update, and the
                     // error is logged once per failing stretch.
                     if !self.failed {
                         log::error!(target: &self.server, "journal {}: {e}", self.path.display());
                     }
+                    self.stats.failed(&e, !self.failed);
                     self.failed = true;
                 }
             }
@@ -167,6 +185,17 @@ impl Journal {
     /// Records in the journal file (not counting this turn's).
     pub fn records(&self) -> u64 {
         self.records
+    }
+
+    /// True from a failed append until the next one that succeeds.
+    pub fn is_failing(&self) -> bool {
+        self.failed
+    }
+
+    /// The journal's figures (bytes appended, failing), shared with the
+    /// operator endpoint.
+    pub fn stats(&self) -> Arc<JournalStats> {
+        self.stats.clone()
     }
 
     fn compact(&mut self, store: &Store) {
@@ -356,6 +385,29 @@ mod tests {
         assert_eq!(again.get(b"k"), store.get(b"k"));
         assert_eq!(j.records(), 1);
         assert_eq!(count_lines(&dir.path().join("S.journal")).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_failed_append_makes_the_journal_failing_until_one_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new();
+        let (mut j, _) = Journal::open(dir.path(), "S", &mut store, None).unwrap();
+        let stats = j.stats();
+        j.record(&at("k", 1));
+        j.flush(&store);
+        assert!(!j.is_failing() && !stats.is_failing());
+        // Every write to /dev/full fails with ENOSPC: a full disk.
+        let good = std::mem::replace(
+            &mut *j.file.lock().unwrap(),
+            OpenOptions::new().write(true).open("/dev/full").unwrap(),
+        );
+        j.record(&at("k", 2));
+        j.flush(&store);
+        assert!(j.is_failing() && stats.is_failing());
+        *j.file.lock().unwrap() = good;
+        j.record(&at("k", 3));
+        j.flush(&store);
+        assert!(!j.is_failing() && !stats.is_failing());
     }
 
     #[test]

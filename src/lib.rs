@@ -56,18 +56,29 @@
 //! raises the descriptor limit, starts one loop per named server and stops
 //! them on SIGINT/SIGTERM. The wire protocol, `herd.conf` and the command
 //! line are described in `docs/PROTOCOL.md`.
+//!
+//! ## Seeing inside
+//! Each loop counts what it does in its [`stats::ServerStats`] (relaxed
+//! atomics: no lock, no allocation per request); the operator endpoint
+//! ([`metrics`], `--metrics HOST:PORT`) is a small poll loop on a thread of
+//! its own that reads them at scrape time for `/metrics` and `/healthz`, so
+//! no scraper can slow a herd loop. [`check`] describes a config for
+//! `--check-config`.
 
 pub mod addr;
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod conn;
 pub mod engine;
 pub mod journal;
 pub mod links;
 pub mod logging;
+pub mod metrics;
 pub mod places;
 pub mod protocol;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod timer;
 pub mod token;

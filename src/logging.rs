@@ -9,7 +9,8 @@
 //! event loop never touches the disk. If the disk cannot keep up and the
 //! channel fills ([`LOG_QUEUE_BYTES`]: memory stays bounded whatever clients
 //! send), lines are dropped and counted rather than block the loop;
-//! the count is written to the log as soon as there is room.
+//! the count is written to the log as soon as there is room, and the total
+//! since start is kept for the metrics ([`lines_dropped`]).
 //!
 //! Traffic (every line received and sent) is logged at `debug`; connection,
 //! link and Places events at `info`. The level is set at start-up.
@@ -116,6 +117,8 @@ struct Queue {
     tx: SyncSender<Msg>,
     /// Bytes sent and not yet written; the writer takes off what it writes.
     bytes: Arc<AtomicUsize>,
+    /// Lines dropped since start (never reset: a counter for the metrics).
+    dropped: Arc<AtomicU64>,
 }
 
 impl Queue {
@@ -174,7 +177,9 @@ impl Batch {
         }
         let lines = std::mem::take(&mut self.buf);
         if let Err(Msg::Lines(lost)) = self.queue.offer(Msg::Lines(lines)) {
-            self.dropped += lost.iter().filter(|&&b| b == b'\n').count() as u64;
+            let n = lost.iter().filter(|&&b| b == b'\n').count() as u64;
+            self.dropped += n;
+            self.queue.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
 }
@@ -230,6 +235,7 @@ impl log::Log for ChannelLog {
         }
         if self.queue.offer(Msg::Line(line)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.queue.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -290,6 +296,7 @@ pub fn init(dir: &Path, servers: &[String], level: log::LevelFilter) -> io::Resu
         let queue = Queue {
             tx,
             bytes: Arc::new(AtomicUsize::new(0)),
+            dropped: Arc::new(AtomicU64::new(0)),
         };
         let queued = queue.bytes.clone();
         std::thread::Builder::new()
@@ -482,6 +489,17 @@ pub fn write_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
     }
 }
 
+/// Log lines of server `name` dropped since start because its writer was
+/// behind (0 when the process has no log for `name`). Takes the writers'
+/// lock: for scrape time, not for a loop.
+pub fn lines_dropped(name: &str) -> u64 {
+    WRITERS
+        .get()
+        .and_then(|w| w.lock().ok())
+        .and_then(|w| w.get(name).map(|(q, _)| q.dropped.load(Ordering::Relaxed)))
+        .unwrap_or(0)
+}
+
 /// Flushes every server's log file (waits for the writer threads).
 pub fn flush() {
     log::logger().flush();
@@ -497,6 +515,7 @@ mod tests {
         let queue = Queue {
             tx,
             bytes: Arc::new(AtomicUsize::new(0)),
+            dropped: Arc::new(AtomicU64::new(0)),
         };
         let batch = || Msg::Lines(vec![b'x'; LOG_BATCH_BYTES]);
         let fits = LOG_QUEUE_BYTES / LOG_BATCH_BYTES;

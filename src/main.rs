@@ -1,12 +1,20 @@
 //! `herd NAME [NAME ...]`: runs the named servers of `herd.conf`, each on its
-//! own poll loop thread, until SIGINT or SIGTERM.
+//! own poll loop thread, until SIGINT or SIGTERM; `herd --check-config`
+//! only reads and describes the file.
+//!
+//! On standard error it says what it runs (each server's addresses,
+//! neighbours, log and journal), then `herd: ready` once every server's
+//! journal is replayed and its loop accepts clients.
 
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use herd::config::Herd;
 use herd::logging;
+use herd::metrics::Endpoint;
 use herd::server::{self, Limits, ServerConfig};
 
 const HELP: &str = "\
@@ -14,7 +22,8 @@ herd: an application-server herd for fast-moving location data
 
 USAGE:
     herd NAME [NAME ...] [--config FILE] [--log-dir DIR] [--state-dir DIR]
-         [--fsync-ms N] [--log-level LEVEL] [LIMITS]
+         [--fsync-ms N] [--log-level LEVEL] [--metrics HOST:PORT] [LIMITS]
+    herd --check-config [--config FILE]
 
 Runs the named servers of the herd described in FILE, each with its own event
 loop, in one process. Each listens on its own address from the config, dials
@@ -32,6 +41,12 @@ OPTIONS:
     --fsync-ms N         also fdatasync the journal every N ms (0: never, the default;
                          the journal survives a crash of herd either way, fsync is
                          for power cuts)
+    --metrics HOST:PORT  serve GET /metrics (Prometheus text format) and GET /healthz
+                         (200 ok, or 503 and the problems) for every server of this
+                         process, from a thread of its own [default: off]
+    --check-config       read and check FILE, print what it describes (servers,
+                         addresses, links, Places, secret, TLS) and exit: 0 if it is
+                         good, 2 with FILE:LINE: what is wrong if not; listens on nothing
 LIMITS (see README; every one has a default):
     --max-clients N      client connections per server; past it new ones are
                          accepted and closed at once [default: what the open-file
@@ -55,7 +70,10 @@ OTHER OPTIONS:
     -h, --help           this text
 
 At start the open-file limit is raised to the hard limit (each client is a file
-descriptor) and the number of clients it allows is logged. SIGINT or SIGTERM
+descriptor) and the number of clients it allows is logged. Standard error then
+gives, for each server, the address it listens on, its neighbours, its log and
+its journal, and the line `herd: ready` once every journal is replayed and every
+server accepts clients. SIGINT or SIGTERM
 stops every server cleanly: listeners closed, logs flushed, exit status 0.
 A bad config or an unknown NAME exits with status 2 and FILE:LINE: what is wrong.
 The Places API key is read from the variable named by places_key_env
@@ -75,6 +93,10 @@ struct Args {
     /// Limits as set on the command line; `max_clients` 0 means "from the
     /// descriptor limit".
     limits: Limits,
+    /// `--metrics HOST:PORT`, resolved at start.
+    metrics: Option<String>,
+    /// `--check-config`: describe the config and exit.
+    check: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, lexopt::Error> {
@@ -91,11 +113,15 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
             max_clients: 0,
             ..Limits::default()
         },
+        metrics: None,
+        check: false,
     };
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(None),
             Long("config") => args.config = parser.value()?.into(),
+            Long("check-config") => args.check = true,
+            Long("metrics") => args.metrics = Some(parser.value()?.string()?),
             Long("log-dir") => args.log_dir = parser.value()?.into(),
             Long("state-dir") => args.state_dir = Some(parser.value()?.into()),
             Long("max-clients") => args.limits.max_clients = parser.value()?.parse()?,
@@ -142,13 +168,15 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
-    if args.names.is_empty() {
+    if args.names.is_empty() && !args.check {
         return Err("no server NAME given (try --help)".into());
     }
     Ok(Some(args))
 }
 
 fn main() -> ExitCode {
+    // Fixed first: process_start_time_seconds.
+    herd::stats::process_start_time();
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => {
@@ -178,6 +206,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if args.check {
+        // Names given with --check-config were checked just above.
+        let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
+        print!("{}", herd::check::summary(&herd, &args.config, set));
+        return ExitCode::SUCCESS;
+    }
     match run(&args, &herd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -203,9 +237,29 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
         .state_dir
         .clone()
         .unwrap_or_else(|| args.log_dir.clone());
+    // A journal or log reaching RLIMIT_FSIZE must be a failed write the
+    // server reports and survives (SPEC §11), not SIGXFSZ's default: death.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .map_err(|e| format!("installing a SIGXFSZ handler: {e}"))?;
+    // Bound before any replay, so a taken port fails at once.
+    let metrics = match &args.metrics {
+        Some(spec) => {
+            let addr = spec
+                .to_socket_addrs()
+                .map_err(|e| format!("--metrics {spec}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("--metrics {spec}: no address"))?;
+            Some(server::bind(addr).map_err(|e| format!("--metrics: {e}"))?)
+        }
+        None => None,
+    };
 
     let (tx, rx) = mpsc::channel();
     let mut running = Vec::new();
+    let mut stats = Vec::new();
     for name in &args.names {
         let (mut config, addr) = ServerConfig::from_herd(herd, name)?;
         config.limits = Limits {
@@ -223,8 +277,23 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
         if config.places_key.is_none() {
             log::warn!(target: name, "no Places API key in ${}: WHATSAT answers will carry an error", herd.places.key_env);
         }
+        let neighbours = banner_neighbours(&config.neighbours);
         let srv = server::Server::new(config, listener).map_err(|e| format!("{name}: {e}"))?;
         let handle = srv.stop_handle();
+        let server_stats = srv.stats();
+        eprintln!("herd: {name}");
+        eprintln!("herd:   clients     {addr}");
+        eprintln!("herd:   neighbours  {neighbours}");
+        eprintln!(
+            "herd:   log         {}",
+            args.log_dir.join(format!("{name}.log")).display()
+        );
+        eprintln!(
+            "herd:   journal     {} ({} clients replayed)",
+            state_dir.join(format!("{name}.journal")).display(),
+            server_stats.snapshot().stored_clients
+        );
+        stats.push(server_stats);
         let tx = tx.clone();
         let thread_name = name.clone();
         std::thread::Builder::new()
@@ -236,6 +305,19 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
             .map_err(|e| format!("{name}: {e}"))?;
         running.push(handle);
     }
+
+    let endpoint = match metrics {
+        Some(listener) => {
+            let e =
+                Endpoint::start(listener, stats.clone()).map_err(|e| format!("--metrics: {e}"))?;
+            eprintln!(
+                "herd: metrics     http://{0}/metrics, http://{0}/healthz",
+                e.addr()
+            );
+            Some(e)
+        }
+        None => None,
+    };
 
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -250,7 +332,18 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
     });
     drop(tx);
 
-    let outcome = match rx.recv() {
+    // Ready once every loop serves; a loop that ended first (it failed) is
+    // the event handled below instead.
+    let mut first = None;
+    for s in &stats {
+        while first.is_none() && !s.wait_listening(Duration::from_millis(50)) {
+            first = rx.try_recv().ok();
+        }
+    }
+    if first.is_none() {
+        eprintln!("herd: ready");
+    }
+    let outcome = match first.map_or_else(|| rx.recv(), Ok) {
         Ok(Event::Signal(sig)) => {
             for name in &args.names {
                 log::info!(target: name, "signal {sig}: stopping");
@@ -273,6 +366,18 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
             Err(_) => break,
         }
     }
+    if let Some(e) = endpoint {
+        let _ = e.stop();
+    }
     logging::flush();
     outcome
+}
+
+/// `Hands 127.0.0.1:12001, Holiday 127.0.0.1:12002`, or `none`.
+fn banner_neighbours(neighbours: &[(String, std::net::SocketAddr)]) -> String {
+    if neighbours.is_empty() {
+        return "none".into();
+    }
+    let list: Vec<String> = neighbours.iter().map(|(n, a)| format!("{n} {a}")).collect();
+    list.join(", ")
 }

@@ -299,3 +299,223 @@ fn a_torn_journal_tail_is_skipped_not_a_failed_start() {
     assert_eq!(c.known("torn"), None);
     assert!(solo.log().contains("a torn last record skipped"));
 }
+
+/// Starts `herd NAMES` on `conf` in `dir` with stderr piped; returns the
+/// child, the stderr lines up to and including `herd: ready`, and when that
+/// line was read.
+fn start_until_ready(
+    dir: &Path,
+    conf: &Path,
+    names: &[&str],
+    extra: &[&str],
+) -> (KillOnDrop, Vec<String>, std::time::SystemTime) {
+    use std::io::BufRead;
+    let mut child = Command::new(HERD)
+        .args(names)
+        .arg("--config")
+        .arg(conf)
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(KillOnDrop)
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    for line in stderr.lines() {
+        let line = line.expect("stderr");
+        let ready = line == "herd: ready";
+        lines.push(line);
+        if ready {
+            return (child, lines, std::time::SystemTime::now());
+        }
+    }
+    panic!("herd ended without saying it was ready: {lines:#?}");
+}
+
+#[test]
+fn the_banner_names_every_server_and_ready_comes_after_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let conf = write(
+        dir.path(),
+        "h.conf",
+        &format!("server Alpha 127.0.0.1:{pa}\nserver Beta 127.0.0.1:{pb}\nlink Alpha Beta\n"),
+    );
+    // A journal of 100,000 records for Alpha: the replay takes a while.
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut journal = String::new();
+    for i in 0..100_000 {
+        journal.push_str(&format!(
+            "AT Alpha +0.000000001 replayed{i} +34.068930-118.445127 {}.5\n",
+            1_600_000_000 + i
+        ));
+    }
+    write(&state, "Alpha.journal", &journal);
+
+    let (_child, lines, ready_at) = start_until_ready(
+        dir.path(),
+        &conf,
+        &["Alpha", "Beta"],
+        &["--log-level", "info"],
+    );
+    let banner = lines.join("\n");
+    assert_eq!(lines.last().map(String::as_str), Some("herd: ready"));
+    assert_eq!(lines.iter().filter(|l| *l == "herd: ready").count(), 1);
+    let logs = dir.path().join("logs");
+    for (name, port, other, other_port, clients) in [
+        ("Alpha", pa, "Beta", pb, 100_000),
+        ("Beta", pb, "Alpha", pa, 0),
+    ] {
+        for want in [
+            format!("herd: {name}\n"),
+            format!("clients     127.0.0.1:{port}\n"),
+            format!("neighbours  {other} 127.0.0.1:{other_port}\n"),
+            format!(
+                "log         {}\n",
+                logs.join(format!("{name}.log")).display()
+            ),
+            format!(
+                "journal     {} ({clients} clients replayed)",
+                state.join(format!("{name}.journal")).display()
+            ),
+        ] {
+            assert!(
+                banner.contains(&want),
+                "{want:?} not in the banner:\n{banner}"
+            );
+        }
+    }
+    // Ready means serving, with everything replayed.
+    let mut c = Client::connect(format!("127.0.0.1:{pa}").parse().unwrap());
+    for i in [0, 99_999] {
+        assert_eq!(
+            c.known(&format!("replayed{i}")),
+            Some(format!(
+                "AT Alpha +0.000000001 replayed{i} +34.068930-118.445127 {}.5",
+                1_600_000_000 + i
+            ))
+        );
+    }
+    // And it was said after the replay had finished, not before.
+    let log = wait_for("the replay in Alpha's log", || {
+        std::fs::read_to_string(logs.join("Alpha.log"))
+            .ok()
+            .filter(|t| t.contains("journal replayed: 100000 records"))
+    });
+    let line = log
+        .lines()
+        .find(|l| l.contains("journal replayed: "))
+        .unwrap();
+    let stamp = humantime::parse_rfc3339(line.split(' ').next().unwrap()).unwrap();
+    assert!(
+        stamp <= ready_at,
+        "replayed at {line}, but ready read at {}",
+        humantime::format_rfc3339_micros(ready_at)
+    );
+}
+
+#[test]
+fn check_config_describes_a_good_file_and_exits_2_on_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = write(
+        dir.path(),
+        "h.conf",
+        &format!(
+            "server Goloman 127.0.0.1:{port}\nserver Hands 127.0.0.1:1\nlink Goloman Hands\nsecret_env HERD_TEST_UNSET_SECRET\n"
+        ),
+    );
+    let out = Command::new(HERD)
+        .args(["--check-config", "--config"])
+        .arg(&conf)
+        .env_remove("HERD_TEST_UNSET_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        format!("{}: ok: 2 servers, 1 link", conf.display()),
+        format!("server  Goloman  clients 127.0.0.1:{port}  neighbours Hands"),
+        "server  Hands    clients 127.0.0.1:1  neighbours Goloman".to_string(),
+        "link    Goloman Hands".to_string(),
+        "places  legacy https://".to_string(),
+        "secret  from $HERD_TEST_UNSET_SECRET: NOT SET".to_string(),
+        "tls     none".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} not in:\n{text}");
+    }
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It listened on nothing and wrote no logs.
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    // (Without --log-dir, a start would have made ./logs/Goloman.log.)
+    assert!(!Path::new("logs/Goloman.log").exists());
+    // NAMEs given are checked too.
+    let out = Command::new(HERD)
+        .args(["Nobody", "--check-config", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    let bad = write(
+        dir.path(),
+        "bad.conf",
+        "server A 127.0.0.1:1\n\nserver A 127.0.0.1:2\n",
+    );
+    let out = Command::new(HERD)
+        .args(["--check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("herd: {}:3: ", bad.display())),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one sentence: {err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn help_lists_the_operator_flags_and_a_taken_metrics_port_is_one_clear_error() {
+    let out = Command::new(HERD).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "--metrics HOST:PORT",
+        "--check-config",
+        "/healthz",
+        "herd: ready",
+    ] {
+        assert!(text.contains(word), "--help lacks {word}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let solo = Solo::new(dir.path());
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(HERD)
+        .args(["Solo", "--config"])
+        .arg(&solo.conf)
+        .arg("--log-dir")
+        .arg(dir.path().join("logs"))
+        .args(["--metrics", &taken_addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("herd: --metrics: bind ") && err.contains(&taken_addr),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

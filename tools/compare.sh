@@ -16,6 +16,12 @@
 # five-server herd (tools/probe-herd.conf moved to this script's ports),
 # reconnect, and catch-up (in process). Every process it starts is stopped on
 # exit, whatever happens. Default: 3 rounds of 3 s runs, about 4 minutes.
+#
+#   tools/compare.sh --metrics [--rounds N] [--duration SECS] ...
+#
+# instead compares herd --log-level info with and without the operator
+# endpoint (--metrics, scraped every 100 ms by a loop that GETs /metrics) in
+# one alternating run, and reports throughput with/without per load row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,13 +30,15 @@ DURATION=3
 WARMUP=0.5
 PORT=12100
 THREADS=1
+METRICS_MODE=
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --port) PORT=$2; shift 2 ;;
         --threads) THREADS=$2; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --metrics) METRICS_MODE=1; shift ;;
+        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -64,11 +72,27 @@ wait_port() {
     return 1
 }
 
+MPORT=$((PORT + 50))
+SCRAPER=
+# Scrapes /metrics on $MPORT every 100 ms, one line in $WORK/scrapes per
+# whole answer, until killed.
+scraper() {
+    while :; do
+        if exec 3<>"/dev/tcp/127.0.0.1/$MPORT"; then
+            printf 'GET /metrics HTTP/1.1\r\nHost: compare\r\n\r\n' >&3
+            if grep -q '^process_start_time_seconds ' <&3; then echo ok >> "$WORK/scrapes"; fi
+            exec 3<&-
+        fi 2>/dev/null
+        sleep 0.1
+    done
+}
+
 SERVER=
 # start KIND: starts contender KIND on $PORT, sets SERVER to its pid.
 start() {
     rm -rf "$WORK/logs"
     case "$1" in
+        herd-metrics) "$BIN/herd" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level info --metrics "127.0.0.1:$MPORT" & ;;
         ceiling) "$BIN/ceiling" "127.0.0.1:$PORT" 2>/dev/null & ;;
         herd) "$BIN/herd" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level debug & ;;
         herd-info) "$BIN/herd" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level info & ;;
@@ -77,9 +101,19 @@ start() {
     SERVER=$!
     PIDS+=("$SERVER")
     wait_port "$PORT"
+    if [ "$1" = herd-metrics ]; then
+        scraper &
+        SCRAPER=$!
+        PIDS+=("$SCRAPER")
+    fi
 }
 
 stop() {
+    if [ -n "$SCRAPER" ]; then
+        kill -TERM "$SCRAPER" 2>/dev/null || true
+        wait "$SCRAPER" 2>/dev/null || true
+        SCRAPER=
+    fi
     kill -TERM "$SERVER" 2>/dev/null || true
     wait "$SERVER" 2>/dev/null || true
     SERVER=
@@ -112,6 +146,10 @@ declare -A WHO=(
     [rr1000]="ceiling herd herd-info"
     [churn]="ceiling herd herd-info"
 )
+if [ -n "$METRICS_MODE" ]; then
+    ROWS=(rr50 pipe16 rr1000)
+    for row in "${ROWS[@]}"; do WHO[$row]="herd-info herd-metrics"; done
+fi
 declare -A RATES=()
 declare -A ERRS=()
 
@@ -134,6 +172,24 @@ for round in $(seq "$ROUNDS"); do
         done
     done
 done
+
+if [ -n "$METRICS_MODE" ]; then
+    ELAPSED=$(( $(date +%s) - START ))
+    echo
+    echo "herd compare --metrics: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $ROUNDS rounds, ${DURATION} s per run (+${WARMUP} s warm-up), alternating; $(wc -l < "$WORK/scrapes" 2>/dev/null || echo 0) scrapes of /metrics answered; took ${ELAPSED} s"
+    echo
+    printf '%-26s %12s %12s %8s   %s\n' "load (replies/s, median)" "without" "with" "ratio" "(per-round ratios with/without)"
+    for row in "${ROWS[@]}"; do
+        read -r -a xs <<< "${RATES[$row,herd-metrics]:-}"
+        read -r -a ys <<< "${RATES[$row,herd-info]:-}"
+        rounds=""
+        for i in "${!xs[@]}"; do rounds+=" $(ratio "${xs[$i]}" "${ys[$i]:-0}")"; done
+        printf '%-26s %12.0f %12.0f %8s   (%s)\n' "$row" "$(median <<< "${RATES[$row,herd-info]}")" \
+            "$(median <<< "${RATES[$row,herd-metrics]}")" "$(median <<< "$rounds")" "${rounds# }"
+    done
+    exit 0
+fi
 
 # Single runs of the herd alone.
 start herd-info

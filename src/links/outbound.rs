@@ -24,9 +24,11 @@ use crate::auth::Secret;
 use crate::conn::{Flush, LineReader, Output, Piece};
 use crate::logging::escape;
 use crate::protocol::{self, Command};
+use crate::stats::LinkStats;
 use crate::store::Store;
 use crate::timer::{Deadline, Timers};
 use crate::token;
+use std::sync::Arc;
 
 /// The default output a link may hold for a neighbour that does not read;
 /// past it the link is dropped, and catch-up repairs the gap when it is
@@ -92,6 +94,8 @@ struct Link {
     outage_logged: bool,
     /// The link must be dropped at the next flush (output past the cap).
     overflowed: bool,
+    /// Up or not, bytes queued, catch-ups: for the operator.
+    stats: Arc<LinkStats>,
 }
 
 /// All of a server's outbound links.
@@ -137,10 +141,16 @@ impl Links {
                 was_up: false,
                 outage_logged: false,
                 overflowed: false,
+                stats: Arc::new(LinkStats::new(name)),
             });
             links.reschedule(i);
         }
         links
+    }
+
+    /// Each link's figures, for the server's stats.
+    pub fn stats(&self) -> Vec<Arc<LinkStats>> {
+        self.links.iter().map(|l| l.stats.clone()).collect()
     }
 
     /// The neighbours' names, by slot.
@@ -216,6 +226,7 @@ impl Links {
                             if live.heard(now) && handshake.is_none() {
                                 log::info!(target: server, "link to {} {} ({})", link.name, if link.was_up { "re-established" } else { "up" }, link.addr);
                                 link.was_up = true;
+                                link.stats.set_up(true);
                             }
                             match handshake.as_deref_mut() {
                                 Some(h) => {
@@ -286,6 +297,7 @@ impl Links {
                     Some(c) if !c.is_done() => continue,
                     Some(c) => {
                         log::info!(target: server, "catch-up to {}: sent {} updates in {:.1} ms", link.name, c.count(), c.started().elapsed().as_secs_f64() * 1e3);
+                        link.stats.catchup_sent();
                         link.catchup = None;
                         break Ok(Flush::Done);
                     }
@@ -294,6 +306,7 @@ impl Links {
                 other => break other,
             }
         };
+        link.stats.set_queued(link.out.len());
         if before > 0 || link.catchup.is_some() {
             // Bytes went out: no heartbeat needed for a while.
             live.spoke(now);
@@ -472,6 +485,7 @@ impl Link {
         self.out.buf().extend_from_slice(auth_line);
         log::info!(target: server, "link to {} {}, authenticated ({})", self.name, if self.was_up { "re-established" } else { "up" }, self.addr);
         self.was_up = true;
+        self.stats.set_up(true);
         self.ready(now);
     }
 
@@ -479,11 +493,6 @@ impl Link {
     /// whole store. (It counts as up once the neighbour has answered.)
     fn ready(&mut self, now: Instant) {
         self.catchup = Some(CatchUp::new(now));
-    }
-
-    /// True once the neighbour answered on this connection.
-    fn is_up(&self) -> bool {
-        matches!(&self.state, State::Up { live, .. } if live.is_alive())
     }
 
     /// Up and past any handshake: floods may be queued.
@@ -520,6 +529,7 @@ impl Link {
             let _ = registry.deregister(stream);
         }
         log::info!(target: server, "link to {} down: {why}", self.name);
+        self.stats.set_up(false);
         self.state = State::Idle {
             retry_at: self.backoff.next_retry(now),
         };

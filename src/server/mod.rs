@@ -52,6 +52,7 @@ use crate::links::Links;
 use crate::logging::{self, escape};
 use crate::places::{Places, Query, Reply, RequestId};
 use crate::protocol;
+use crate::stats::ServerStats;
 use crate::store::Store;
 use crate::timer::{self, Timers};
 use crate::token::{self, Owner};
@@ -168,6 +169,14 @@ impl Server {
             links.names(),
             config.limits.line,
         );
+        let stats = engine.stats().clone();
+        for link in links.stats() {
+            stats.add_link(link);
+        }
+        stats.set_stored_clients(engine.store().len());
+        if let Some(j) = &journal {
+            stats.set_journal(j.stats());
+        }
         let mut timers = Timers::new();
         let sweeping = config.limits.idle_timeout.is_some();
         if sweeping {
@@ -207,11 +216,19 @@ impl Server {
         StopHandle::new(self.waker.clone(), self.stop.clone())
     }
 
+    /// What this server counts, for the operator endpoint.
+    pub fn stats(&self) -> Arc<ServerStats> {
+        self.engine.stats().clone()
+    }
+
     /// Runs the loop until stopped.
     pub fn run(mut self) -> io::Result<()> {
         let name = self.name.clone();
         self.engine.set_traffic(logging::attach_loop(&name));
         log::info!(target: &name, "listening on {} with {} neighbours", self.listener.local_addr()?, self.links.len());
+        self.engine.stats().set_listening(true);
+        // However the loop ends, /healthz must know it no longer listens.
+        let _not_listening = NotListening(self.stats());
         if self.engine.secret().is_none() {
             log::warn!(target: &name, "no shared secret (secret_env): herd links are not authenticated, and any connection may send AT updates");
         }
@@ -378,6 +395,7 @@ impl Server {
         let mut conn = Conn::new(stream, peer, self.next_serial);
         conn.active = self.epoch.elapsed().as_secs() as u32;
         entry.insert(conn);
+        self.engine.stats().client_connected();
         log::info!(target: name, "client {peer} connected");
         // Data may have arrived with the handshake already.
         self.resume.push(key);
@@ -562,6 +580,9 @@ impl Server {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.engine
+            .stats()
+            .closed(conn.session.role == Role::Client);
         let name = &self.name;
         let peer = conn.peer();
         match &conn.session.role {
@@ -578,6 +599,7 @@ impl Server {
     /// Hands Places answers to their connections, in request order per connection.
     fn deliver(&mut self) {
         for reply in std::mem::take(&mut self.done) {
+            self.engine.stats().places(reply.status, reply.elapsed);
             let Some((key, serial)) = self.requests.remove(&reply.id) else {
                 continue;
             };
@@ -654,6 +676,15 @@ impl Effects for Apply<'_, '_> {
 
     fn neighbour_dialled(&mut self, i: usize) {
         self.shared.links.neighbour_is_up(i, Instant::now());
+    }
+}
+
+/// Marks the server not listening when its loop ends, however it ends.
+struct NotListening(Arc<ServerStats>);
+
+impl Drop for NotListening {
+    fn drop(&mut self) {
+        self.0.set_listening(false);
     }
 }
 

@@ -18,6 +18,7 @@ use crate::auth::Secret;
 use crate::config::{Herd, PlacesConfig};
 use crate::links::{DEFAULT_LINK_OUTPUT_CAP, DEFAULT_LINK_TIMEOUT};
 use crate::places;
+use crate::stats::ServerStats;
 
 /// Longest line accepted, without its `\n` (docs/PROTOCOL.md §2: at least 1 KiB).
 pub const DEFAULT_LINE_LIMIT: usize = 8 * 1024;
@@ -201,6 +202,8 @@ pub struct Running {
     pub name: String,
     pub addr: SocketAddr,
     pub handle: StopHandle,
+    /// What it counts, for the operator endpoint.
+    pub stats: Arc<ServerStats>,
     pub thread: JoinHandle<io::Result<()>>,
 }
 
@@ -220,6 +223,7 @@ pub fn spawn(config: ServerConfig, listener: StdListener) -> io::Result<Running>
     let name = config.name.clone();
     let server = Server::new(config, listener)?;
     let handle = server.stop_handle();
+    let stats = server.stats();
     let thread = std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || server.run())?;
@@ -227,6 +231,7 @@ pub fn spawn(config: ServerConfig, listener: StdListener) -> io::Result<Running>
         name,
         addr,
         handle,
+        stats,
         thread,
     })
 }

@@ -46,6 +46,7 @@ mod propagation;
 mod reconnect;
 mod report;
 mod rr;
+mod server_figures;
 
 use std::process::ExitCode;
 

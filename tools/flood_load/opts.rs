@@ -57,6 +57,8 @@ OPTIONS:
                          long, slow, storm, and greedy (valid pipelining clients
                          that read: overload, not an attack) [default: all, the
                          first four]
+    --metrics ADDR       rr: the herd's --metrics endpoint; prints the server's own
+                         counts (requests, stored clients, link bytes) beside this tool's
     --quiet              no progress lines
     -h, --help           this text
 
@@ -99,6 +101,8 @@ pub struct Opts {
     pub attack_mbps: f64,
     pub attackers: attack::Kinds,
     pub quiet: bool,
+    /// The herd's `--metrics` endpoint, for the server's own figures.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The options from the command line; `None` for `--help`.
@@ -127,6 +131,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         attack_mbps: 5.0,
         attackers: attack::Kinds::ALL,
         quiet: false,
+        metrics: None,
     };
     let secs = |v: f64| -> Result<Duration, lexopt::Error> {
         Duration::try_from_secs_f64(v).map_err(|e| e.to_string().into())
@@ -169,6 +174,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
             Long("attack-mbps") => o.attack_mbps = p.value()?.parse()?,
             Long("attackers") => o.attackers = p.value()?.string()?.parse()?,
             Long("quiet") => o.quiet = true,
+            Long("metrics") => o.metrics = Some(p.value()?.parse()?),
             _ => return Err(arg.unexpected()),
         }
     }

@@ -8,13 +8,16 @@ use crate::hist::us;
 use crate::load;
 use crate::opts::{spec, Opts, DEFAULT_ADDR};
 use crate::report::{describe_load, print_outcome};
+use crate::server_figures;
 
 /// Runs the mode and prints its report.
 pub fn run(o: &Opts) -> io::Result<()> {
     let s = spec(o, DEFAULT_ADDR, 0.0);
     println!("flood_load rr: {}", describe_load(&s));
+    let before = server_figures::scrape(o.metrics);
     let out = load::run_rr(&s, !o.quiet)?;
     print_outcome("replies", &out);
+    server_figures::report(o.metrics, before.as_ref(), out.done, out.sent);
     println!(
         "summary mode=rr conns={} inflight={} threads={} target_rate={} rate={:.0} {} whatsat_p99_us={} errors={}",
         s.conns,
