@@ -64,7 +64,11 @@ struct Sim {
 
 impl Sim {
     fn new() -> Sim {
-        let neighbours = ["Hands", "Holiday", "Wilkes"].map(String::from).to_vec();
+        let neighbours = ["Hands", "Holiday", "Wilkes"]
+            .map(String::from)
+            .into_iter()
+            .enumerate()
+            .collect();
         let mut engine = Engine::new("Goloman", Store::new(), None, neighbours, 8192);
         let peer = "127.0.0.1:40000".parse().expect("an address");
         let mut link = Session::new(peer);

@@ -65,6 +65,8 @@ pub struct ServerSpec {
     pub host: String,
     /// 1..=65535.
     pub port: u16,
+    /// Its line in the file (for errors about it found later, by a reload).
+    pub line: usize,
 }
 
 /// The longest server name accepted. Names travel in every AT line and in
@@ -325,6 +327,7 @@ impl Reader {
             name: name.to_string(),
             host: host_text.to_string(),
             port,
+            line,
         });
         self.server_origins.push((line, id));
         Ok(())

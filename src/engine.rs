@@ -131,8 +131,8 @@ pub struct Engine {
     name: String,
     store: Store,
     secret: Option<Secret>,
-    /// Neighbours' names by index (as the links number them).
-    neighbours: Vec<String>,
+    /// Neighbours' names with their link slots (as the links number them).
+    neighbours: Vec<(usize, String)>,
     line_limit: usize,
     /// Log every line received and sent (the log level is `debug`).
     traffic: bool,
@@ -148,7 +148,7 @@ impl Engine {
         name: &str,
         store: Store,
         secret: Option<Secret>,
-        neighbours: Vec<String>,
+        neighbours: Vec<(usize, String)>,
         line_limit: usize,
     ) -> Engine {
         Engine {
@@ -171,6 +171,16 @@ impl Engine {
     /// Logs every line received and sent from now on (or not).
     pub fn set_traffic(&mut self, on: bool) {
         self.traffic = on;
+    }
+
+    /// The neighbours after a reload: only they may link from now on.
+    pub fn set_neighbours(&mut self, neighbours: Vec<(usize, String)>) {
+        self.neighbours = neighbours;
+    }
+
+    /// The secret after a reload, for handshakes from now on.
+    pub fn set_secret(&mut self, secret: Option<Secret>) {
+        self.secret = secret;
     }
 
     /// The server's store.
@@ -280,8 +290,8 @@ impl Engine {
                 if session.role != Role::Client {
                     return self.invalid(session, line, fx);
                 }
-                let Some(neighbour) = self.neighbours.iter().position(|n| n.as_bytes() == name)
-                else {
+                let slot = self.neighbours.iter().find(|(_, n)| n.as_bytes() == name);
+                let Some(&(neighbour, _)) = slot else {
                     // Only the links of herd.conf are accepted (a link removed
                     // by a reload stays removed).
                     log::warn!(target: &self.name, "from {}: herd link from {} refused: not a neighbour in the config", session.peer, escape(name));

@@ -77,6 +77,7 @@ pub mod logging;
 pub mod metrics;
 pub mod places;
 pub mod protocol;
+pub mod reload;
 pub mod server;
 pub mod stats;
 pub mod store;

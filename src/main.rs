@@ -1,5 +1,6 @@
 //! `herd NAME [NAME ...]`: runs the named servers of `herd.conf`, each on its
-//! own poll loop thread, until SIGINT or SIGTERM; `herd --check-config`
+//! own poll loop thread, until SIGINT or SIGTERM; SIGHUP reads the file
+//! again and hands each loop its new configuration; `herd --check-config`
 //! only reads and describes the file.
 //!
 //! On standard error it says what it runs (each server's addresses,
@@ -63,6 +64,9 @@ LIMITS (see README; every one has a default):
                          connection may send per second, a second's worth at once;
                          past it, reading it pauses (0: no limit) [default: 65536]
     --idle-timeout SECS  close client connections silent this long [default: 0, never]
+    --link-timeout DURATION  a herd link not heard from this long (no update, no
+                         heartbeat) is declared down and redialled; quiet links send
+                         PING every third of it, e.g. 3s, 500ms [default: 3s]
 
 OTHER OPTIONS:
     --log-level LEVEL    debug: log every line received and sent (the default);
@@ -75,6 +79,11 @@ gives, for each server, the address it listens on, its neighbours, its log and
 its journal, and the line `herd: ready` once every journal is replayed and every
 server accepts clients. SIGINT or SIGTERM
 stops every server cleanly: listeners closed, logs flushed, exit status 0.
+SIGHUP reads FILE again: links added, removed or readdressed take effect at
+once, Places settings and the secret are re-read (the secret for links opened
+after it); no client is dropped. A reload that is invalid, removes a server of
+this process or moves its address is refused with FILE:LINE on standard error
+and in the logs, and changes nothing.
 A bad config or an unknown NAME exits with status 2 and FILE:LINE: what is wrong.
 The Places API key is read from the variable named by places_key_env
 (default GOOGLE_PLACES_API_KEY) and never logged.
@@ -142,6 +151,15 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
                 args.limits.places.max_in_flight = n;
             }
             Long("invalid-rate") => args.limits.invalid_rate = parser.value()?.parse()?,
+            Long("link-timeout") => {
+                let text: String = parser.value()?.parse()?;
+                let d = humantime::parse_duration(&text)
+                    .map_err(|e| format!("--link-timeout {text:?}: {e}"))?;
+                if d < Duration::from_millis(100) {
+                    return Err("--link-timeout: at least 100ms".into());
+                }
+                args.limits.link_timeout = d;
+            }
             Long("idle-timeout") => {
                 let secs: u64 = parser.value()?.parse()?;
                 args.limits.idle_timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
@@ -259,6 +277,7 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
 
     let (tx, rx) = mpsc::channel();
     let mut running = Vec::new();
+    let mut listening = Vec::new();
     let mut stats = Vec::new();
     for name in &args.names {
         let (mut config, addr) = ServerConfig::from_herd(herd, name)?;
@@ -273,6 +292,7 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
         config.state_dir = Some(state_dir.clone());
         config.fsync = args.fsync;
         let listener = server::bind(addr).map_err(|e| format!("{name}: {e}"))?;
+        listening.push(addr);
         log::info!(target: name, "open-file limit {fds}: room for {per_server} clients; accepting at most {}", config.limits.max_clients);
         if config.places_key.is_none() {
             log::warn!(target: name, "no Places API key in ${}: WHATSAT answers will carry an error", herd.places.key_env);
@@ -322,12 +342,15 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| format!("installing signal handlers: {e}"))?;
     let sig_tx = tx.clone();
     std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            let _ = sig_tx.send(Event::Signal(sig));
+        for sig in signals.forever() {
+            if sig_tx.send(Event::Signal(sig)).is_err() {
+                return;
+            }
         }
     });
     drop(tx);
@@ -343,16 +366,27 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
     if first.is_none() {
         eprintln!("herd: ready");
     }
-    let outcome = match first.map_or_else(|| rx.recv(), Ok) {
-        Ok(Event::Signal(sig)) => {
-            for name in &args.names {
-                log::info!(target: name, "signal {sig}: stopping");
+    let mut herd = herd.clone();
+    let mut next = first;
+    let outcome = loop {
+        let event = match next.take() {
+            Some(event) => Ok(event),
+            None => rx.recv(),
+        };
+        match event {
+            Ok(Event::Signal(signal_hook::consts::SIGHUP)) => {
+                reload(args, &mut herd, &listening, &running)
             }
-            Ok(())
+            Ok(Event::Signal(sig)) => {
+                for name in &args.names {
+                    log::info!(target: name, "signal {sig}: stopping");
+                }
+                break Ok(());
+            }
+            Ok(Event::Exited(name, Ok(()))) => break Err(format!("{name} stopped unexpectedly")),
+            Ok(Event::Exited(name, Err(e))) => break Err(format!("{name} failed: {e}")),
+            Err(_) => break Ok(()),
         }
-        Ok(Event::Exited(name, Ok(()))) => Err(format!("{name} stopped unexpectedly")),
-        Ok(Event::Exited(name, Err(e))) => Err(format!("{name} failed: {e}")),
-        Err(_) => Ok(()),
     };
     for handle in &running {
         handle.stop();
@@ -371,6 +405,34 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
     }
     logging::flush();
     outcome
+}
+
+/// SIGHUP: reads the config again and hands every loop its part, or
+/// refuses the whole reload (stderr and every server's log) and changes
+/// nothing.
+fn reload(
+    args: &Args,
+    herd: &mut Herd,
+    listening: &[std::net::SocketAddr],
+    running: &[server::StopHandle],
+) {
+    match herd::reload::prepare(&args.config, herd, &args.names, listening) {
+        Ok(plan) => {
+            for (name, (handle, config)) in args.names.iter().zip(running.iter().zip(plan.configs))
+            {
+                log::info!(target: name, "SIGHUP: {} read again; applying", args.config.display());
+                handle.reload(config);
+            }
+            eprintln!("herd: reloaded {}", args.config.display());
+            *herd = plan.herd;
+        }
+        Err(e) => {
+            for name in &args.names {
+                log::warn!(target: name, "SIGHUP: reload refused, nothing changed: {e}");
+            }
+            eprintln!("herd: reload refused, nothing changed: {e}");
+        }
+    }
 }
 
 /// `Hands 127.0.0.1:12001, Holiday 127.0.0.1:12002`, or `none`.

@@ -251,7 +251,7 @@ fn answer(
 }
 
 fn answer_all(input: &Input<'_>, pieces: &[Owned]) {
-    let mut engine = Engine::new(SERVER, Store::new(), None, vec!["Hands".into()], input.limit);
+    let mut engine = Engine::new(SERVER, Store::new(), None, vec![(0, "Hands".into())], input.limit);
     let mut session = Session::new("127.0.0.1:5000".parse().expect("an address"));
     let mut sink = Sink::default();
     for piece in pieces {

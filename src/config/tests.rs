@@ -20,11 +20,25 @@ fn parse(text: &str) -> Result<Herd, ConfigError> {
     Herd::parse(text, Path::new("conf/herd.conf"))
 }
 
+/// The herd of `text`, its servers' line numbers left out (0) so that the
+/// tables below compare what was said, not where.
 fn herd(text: &str) -> Herd {
     match parse(text) {
-        Ok(herd) => herd,
+        Ok(mut herd) => {
+            for s in &mut herd.servers {
+                s.line = 0;
+            }
+            herd
+        }
         Err(e) => panic!("{e}\n{text}"),
     }
+}
+
+#[test]
+fn servers_remember_their_line() {
+    let h = parse(REFERENCE).unwrap();
+    let lines: Vec<usize> = h.servers.iter().map(|s| s.line).collect();
+    assert_eq!(lines, [1, 2, 3, 4, 5]);
 }
 
 fn server(name: &str, host: &str, port: u16) -> ServerSpec {
@@ -32,6 +46,7 @@ fn server(name: &str, host: &str, port: u16) -> ServerSpec {
         name: name.to_string(),
         host: host.to_string(),
         port,
+        line: 0,
     }
 }
 
@@ -81,7 +96,13 @@ fn reference_herd() {
 #[test]
 fn load_reference_file() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config_files/reference.conf");
-    assert_eq!(Herd::load(&path), Ok(herd(REFERENCE)));
+    let mut loaded = Herd::load(&path).unwrap();
+    // The file has a comment line first.
+    assert_eq!(loaded.servers[0].line, 2);
+    for s in &mut loaded.servers {
+        s.line = 0;
+    }
+    assert_eq!(loaded, herd(REFERENCE));
 }
 
 #[test]

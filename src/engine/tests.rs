@@ -39,7 +39,7 @@ impl Effects for Record {
 }
 
 fn engine(secret: Option<Secret>) -> Engine {
-    let neighbours = vec!["Hands".to_string(), "Holiday".to_string()];
+    let neighbours = vec![(0, "Hands".to_string()), (1, "Holiday".to_string())];
     Engine::new("Goloman", Store::new(), secret, neighbours, 8192)
 }
 

@@ -105,8 +105,19 @@ pub struct Links {
     output_cap: usize,
     /// Silence past this declares a link dead.
     timeout: Duration,
-    links: Vec<Link>,
+    /// By slot. Slots are never reused: a link removed by a reload leaves
+    /// `None`, so a slot (and its token, and a peer's neighbour index)
+    /// always means the same neighbour.
+    links: Vec<Option<Link>>,
     timers: Timers<usize>,
+}
+
+/// What a reload changed about one neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Added(String, SocketAddr),
+    Removed(String),
+    Readdressed(String, SocketAddr, SocketAddr),
 }
 
 impl Links {
@@ -129,43 +140,121 @@ impl Links {
             links: Vec::new(),
             timers: Timers::new(),
         };
-        for (i, (name, addr)) in neighbours.iter().enumerate() {
-            links.links.push(Link {
-                name: name.clone(),
-                addr: *addr,
-                state: State::Idle { retry_at: now },
-                scheduled: None,
-                backoff: Backoff::new(seed(server, i)),
-                out: Output::default(),
-                catchup: None,
-                was_up: false,
-                outage_logged: false,
-                overflowed: false,
-                stats: Arc::new(LinkStats::new(name)),
-            });
-            links.reschedule(i);
+        for (name, addr) in neighbours {
+            links.add(name, *addr, now);
         }
         links
     }
 
-    /// Each link's figures, for the server's stats.
-    pub fn stats(&self) -> Vec<Arc<LinkStats>> {
-        self.links.iter().map(|l| l.stats.clone()).collect()
+    /// A new link to `name` at `addr`, due to dial at `now`; its slot.
+    fn add(&mut self, name: &str, addr: SocketAddr, now: Instant) -> usize {
+        let slot = self.links.len();
+        self.links.push(Some(Link {
+            name: name.to_string(),
+            addr,
+            state: State::Idle { retry_at: now },
+            scheduled: None,
+            backoff: Backoff::new(seed(&self.server, slot)),
+            out: Output::default(),
+            catchup: None,
+            was_up: false,
+            outage_logged: false,
+            overflowed: false,
+            stats: Arc::new(LinkStats::new(name)),
+        }));
+        self.reschedule(slot);
+        slot
     }
 
-    /// The neighbours' names, by slot.
-    pub fn names(&self) -> Vec<String> {
-        self.links.iter().map(|l| l.name.clone()).collect()
+    /// Brings the links in line with `neighbours` (a reload): new ones are
+    /// dialled at once, removed ones closed, readdressed ones redialled at
+    /// their new address. Returns what changed, for the log and the stats.
+    pub fn reconfigure(
+        &mut self,
+        neighbours: &[(String, SocketAddr)],
+        registry: &Registry,
+        now: Instant,
+    ) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for slot in 0..self.links.len() {
+            let Some(link) = self.links[slot].as_mut() else {
+                continue;
+            };
+            match neighbours.iter().find(|(n, _)| *n == link.name) {
+                None => {
+                    link.close(registry);
+                    if let Some(at) = link.scheduled.take() {
+                        self.timers.cancel(at, slot);
+                    }
+                    changes.push(Change::Removed(link.name.clone()));
+                    self.links[slot] = None;
+                    continue;
+                }
+                Some((_, addr)) if *addr != link.addr => {
+                    let old = std::mem::replace(&mut link.addr, *addr);
+                    if matches!(link.state, State::Up { .. } | State::Connecting { .. }) {
+                        link.down(&self.server, registry, "readdressed by a reload", now);
+                    }
+                    link.backoff.reset();
+                    link.state = State::Idle { retry_at: now };
+                    changes.push(Change::Readdressed(link.name.clone(), old, *addr));
+                }
+                Some(_) => {}
+            }
+            self.reschedule(slot);
+        }
+        for (name, addr) in neighbours {
+            if self.slot_of(name).is_none() {
+                self.add(name, *addr, now);
+                changes.push(Change::Added(name.clone(), *addr));
+            }
+        }
+        changes
+    }
+
+    /// The secret links opened from now on authenticate with.
+    pub fn set_secret(&mut self, secret: Option<Secret>) {
+        self.secret = secret;
+    }
+
+    /// The slot of the link to `name`.
+    pub fn slot_of(&self, name: &str) -> Option<usize> {
+        self.links
+            .iter()
+            .position(|l| l.as_ref().is_some_and(|l| l.name == name))
+    }
+
+    /// The figures of the link to `name`, for the server's stats.
+    pub fn stats_of(&self, name: &str) -> Option<Arc<LinkStats>> {
+        let slot = self.slot_of(name)?;
+        self.links[slot].as_ref().map(|l| l.stats.clone())
+    }
+
+    /// Each link's figures, for the server's stats.
+    pub fn stats(&self) -> Vec<Arc<LinkStats>> {
+        self.live().map(|(_, l)| l.stats.clone()).collect()
+    }
+
+    /// The neighbours' names with their slots.
+    pub fn names(&self) -> Vec<(usize, String)> {
+        self.live().map(|(i, l)| (i, l.name.clone())).collect()
     }
 
     /// How many neighbours this server has.
     pub fn len(&self) -> usize {
-        self.links.len()
+        self.live().count()
     }
 
     /// True when the server has no neighbours.
     pub fn is_empty(&self) -> bool {
-        self.links.is_empty()
+        self.len() == 0
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &Link)> {
+        self.links
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.as_ref().map(|l| (i, l)))
     }
 
     /// Queues `line` (with its `\n`) to every link that is up, except the
@@ -173,6 +262,9 @@ impl Links {
     pub fn flood(&mut self, line: &[u8], except: Option<usize>) {
         let cap = self.output_cap;
         for (i, link) in self.links.iter_mut().enumerate() {
+            let Some(link) = link else {
+                continue;
+            };
             if Some(i) == except || !link.is_ready() {
                 continue;
             }
@@ -186,7 +278,7 @@ impl Links {
     /// Handles readiness on link `i`.
     pub fn on_event(&mut self, i: usize, event: &Event, registry: &Registry, now: Instant) {
         let server = &self.server;
-        let Some(link) = self.links.get_mut(i) else {
+        let Some(Some(link)) = self.links.get_mut(i) else {
             return;
         };
         match &mut link.state {
@@ -267,7 +359,9 @@ impl Links {
 
     fn flush_one(&mut self, i: usize, registry: &Registry, store: &Store, now: Instant) {
         let server = &self.server;
-        let link = &mut self.links[i];
+        let Some(link) = self.links[i].as_mut() else {
+            return;
+        };
         if link.overflowed {
             link.down(
                 server,
@@ -334,7 +428,7 @@ impl Links {
     /// Neighbour `i` just dialled us, so it is up: if our link to it is
     /// waiting out a backoff, dial at the end of this turn instead.
     pub fn neighbour_is_up(&mut self, i: usize, now: Instant) {
-        if let Some(link) = self.links.get_mut(i) {
+        if let Some(Some(link)) = self.links.get_mut(i) {
             if let State::Idle { retry_at } = &mut link.state {
                 *retry_at = (*retry_at).min(now);
             }
@@ -347,7 +441,7 @@ impl Links {
     pub fn on_timeout(&mut self, registry: &Registry, now: Instant) {
         while let Some((_, i)) = self.timers.pop_due(now) {
             let server = &self.server;
-            let Some(link) = self.links.get_mut(i) else {
+            let Some(Some(link)) = self.links.get_mut(i) else {
                 continue;
             };
             link.scheduled = None;
@@ -379,20 +473,16 @@ impl Links {
     /// Closes every link (at shutdown).
     pub fn close_all(&mut self, registry: &Registry) {
         for i in 0..self.links.len() {
-            let link = &mut self.links[i];
-            if let State::Up { stream, .. } | State::Connecting { stream, .. } = &mut link.state {
-                let _ = registry.deregister(stream);
+            if let Some(link) = self.links[i].as_mut() {
+                link.close(registry);
             }
-            link.state = State::Idle {
-                retry_at: Instant::now(),
-            };
             self.reschedule(i);
         }
     }
 
     /// Brings link `i`'s entry in the timers in line with its state.
     fn reschedule(&mut self, i: usize) {
-        let Some(link) = self.links.get_mut(i) else {
+        let Some(Some(link)) = self.links.get_mut(i) else {
             return;
         };
         let due = link.state.deadline();
@@ -408,6 +498,17 @@ impl Deadline for Links {
 }
 
 impl Link {
+    /// Closes its connection, if any (shutdown, or removed by a reload).
+    fn close(&mut self, registry: &Registry) {
+        if let State::Up { stream, .. } | State::Connecting { stream, .. } = &mut self.state {
+            let _ = registry.deregister(stream);
+        }
+        self.state = State::Idle {
+            retry_at: Instant::now(),
+        };
+        self.stats.set_up(false);
+    }
+
     fn dial(&mut self, server: &str, registry: &Registry, token: Token, now: Instant) {
         let result = TcpStream::connect(self.addr).and_then(|mut stream| {
             registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;

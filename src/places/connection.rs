@@ -53,6 +53,8 @@ pub(super) struct Conn {
     pub served: u32,
     /// When it last became idle.
     pub idle_since: Instant,
+    /// The pool's settings generation it was opened under.
+    pub generation: u64,
 }
 
 /// What driving an open connection came to.
@@ -112,6 +114,7 @@ impl Conn {
             parser: ResponseParser::new(limits.max_body),
             served: 0,
             idle_since: now,
+            generation: 0,
         })
     }
 

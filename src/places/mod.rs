@@ -69,7 +69,7 @@ mod url;
 
 use std::time::Duration;
 
-pub use pool::Places;
+pub use pool::{check_settings, Places};
 pub use request::{failure_body, FIELD_MASK};
 
 /// The most requests in flight at once, hence the most connections to the

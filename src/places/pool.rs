@@ -60,6 +60,8 @@ struct Request {
     seq: u64,
     /// The HTTP request bytes. They hold the key: never logged.
     http: Vec<u8>,
+    /// What was asked (to build `http` again after a reload).
+    query: Query,
     bound: usize,
     /// For logs: the query without the key.
     what: String,
@@ -93,6 +95,56 @@ pub struct Places {
     conns: Slab<Conn>,
     next_seq: u64,
     scratch: Vec<u8>,
+    /// Bumped by each reload that changes the settings: connections of an
+    /// older generation are closed once their request is answered.
+    generation: u64,
+}
+
+/// The settings a reload may change, checked and ready to use.
+struct Settings {
+    api: PlacesApi,
+    endpoint: Endpoint,
+    key: Option<String>,
+    key_env: String,
+    tls: Arc<ClientConfig>,
+    name: ServerName<'static>,
+}
+
+impl Settings {
+    fn new(config: &PlacesConfig, key: Option<String>) -> Result<Settings, SetupError> {
+        let endpoint = Endpoint::parse(&config.url).map_err(|e| SetupError(e.to_string()))?;
+        let name = match endpoint.ip {
+            Some(ip) => ServerName::from(ip),
+            None => ServerName::try_from(endpoint.host.clone())
+                .map_err(|e| SetupError(format!("bad Places host {:?}: {e}", endpoint.host)))?,
+        };
+        let tls = tls::client_config(config.ca.as_deref()).map_err(SetupError)?;
+        let key = key.map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
+        if key
+            .as_deref()
+            .is_some_and(|k| k.bytes().any(|b| b < 0x20 || b == 0x7f))
+        {
+            return Err(SetupError(format!(
+                "the Places API key in {} holds control characters",
+                config.key_env
+            )));
+        }
+        Ok(Settings {
+            api: config.api,
+            endpoint,
+            key,
+            key_env: config.key_env.clone(),
+            tls,
+            name,
+        })
+    }
+}
+
+/// Checks Places settings as [`Places::with_limits`] and
+/// [`Places::reconfigure`] would take them (the URL, the extra root, the
+/// key), without making a client: for a reload, before anything changes.
+pub fn check_settings(config: &PlacesConfig, key: Option<String>) -> Result<(), SetupError> {
+    Settings::new(config, key).map(|_| ())
 }
 
 impl Deadline for Places {
@@ -136,32 +188,23 @@ impl Places {
         server: &str,
         limits: Limits,
     ) -> Result<Places, SetupError> {
-        let endpoint = Endpoint::parse(&config.url).map_err(|e| SetupError(e.to_string()))?;
-        let name = match endpoint.ip {
-            Some(ip) => ServerName::from(ip),
-            None => ServerName::try_from(endpoint.host.clone())
-                .map_err(|e| SetupError(format!("bad Places host {:?}: {e}", endpoint.host)))?,
-        };
-        let tls = tls::client_config(config.ca.as_deref()).map_err(SetupError)?;
-        let key = key.map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
-        if key
-            .as_deref()
-            .is_some_and(|k| k.bytes().any(|b| b < 0x20 || b == 0x7f))
-        {
-            return Err(SetupError(format!(
-                "the Places API key in {} holds control characters",
-                config.key_env
-            )));
-        }
+        let Settings {
+            api,
+            endpoint,
+            key,
+            key_env,
+            tls,
+            name,
+        } = Settings::new(config, key)?;
         let mut limits = limits;
         limits.max_in_flight = limits.max_in_flight.clamp(1, token::PLACES_SPAN);
         let dns = Resolver::new(&endpoint.host, endpoint.ip, endpoint.port, waker);
         Ok(Places {
             server: server.to_string(),
-            api: config.api,
+            api,
             endpoint,
             key,
-            key_env: config.key_env.clone(),
+            key_env,
             tls,
             name,
             limits,
@@ -173,7 +216,81 @@ impl Places {
             conns: Slab::new(),
             next_seq: 0,
             scratch: Vec::new(),
+            generation: 0,
         })
+    }
+
+    /// A reload's Places settings (API, URL, key, extra root): requests
+    /// from now on use them; queued ones are built again for them; ones
+    /// already on a connection finish there, and that connection is then
+    /// closed. True when anything changed. An error changes nothing.
+    pub fn reconfigure(
+        &mut self,
+        config: &PlacesConfig,
+        key: Option<String>,
+        waker: Arc<Waker>,
+        registry: &Registry,
+        now: Instant,
+        done: &mut Vec<Reply>,
+    ) -> Result<bool, SetupError> {
+        let new = Settings::new(config, key)?;
+        let same = new.api == self.api
+            && new.endpoint == self.endpoint
+            && new.key == self.key
+            && new.key_env == self.key_env
+            && config.ca.is_none();
+        if same {
+            return Ok(false);
+        }
+        self.dns = Resolver::new(
+            &new.endpoint.host,
+            new.endpoint.ip,
+            new.endpoint.port,
+            waker,
+        );
+        self.api = new.api;
+        self.endpoint = new.endpoint;
+        self.key = new.key;
+        self.key_env = new.key_env;
+        self.tls = new.tls;
+        self.name = new.name;
+        self.generation += 1;
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.request.is_none())
+            .map(|(ck, _)| ck)
+            .collect();
+        for ck in idle {
+            self.close_conn(registry, ck, "the Places settings were reloaded");
+        }
+        let queued: Vec<usize> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.queued)
+            .map(|(rk, _)| rk)
+            .collect();
+        for rk in queued {
+            let built = match self.key.as_deref() {
+                Some(key) => {
+                    request::build(self.api, &self.endpoint, &self.requests[rk].query, key)
+                }
+                None => Err(format!(
+                    "no Places API key: the environment variable {} is not set",
+                    self.key_env
+                )),
+            };
+            match built {
+                Ok(http) => self.requests[rk].http = http,
+                Err(message) => {
+                    self.requests[rk].queued = false;
+                    self.queued -= 1;
+                    self.fail(rk, "REQUEST_DENIED", &message, now, done);
+                }
+            }
+        }
+        self.dispatch(registry, now, done);
+        Ok(true)
     }
 
     /// True if `token` is one of this client's connections.
@@ -244,6 +361,7 @@ impl Places {
             seq,
             http,
             bound: query.bound,
+            query,
             what,
             submitted: now,
             deadline,
@@ -469,7 +587,8 @@ impl Places {
         let dial = (&self.tls, &self.name);
         let http = (rk, self.requests[rk].http.as_slice());
         match Conn::open(registry, ck, addrs, start, dial, http, &self.limits, now) {
-            Ok(conn) => {
+            Ok(mut conn) => {
+                conn.generation = self.generation;
                 self.requests[rk].conn = Some(ck);
                 log::debug!(target: &self.server, "places: connecting to {}", conn.addr());
                 entry.insert(conn);
@@ -545,7 +664,7 @@ impl Places {
                 conn.served += 1;
                 conn.idle_since = now;
                 let rk = conn.request.take();
-                let keep = response.keep_alive;
+                let keep = response.keep_alive && conn.generation == self.generation;
                 if keep {
                     if let Err(e) = conn.stream.update_interest(registry, places_token(ck)) {
                         log::debug!(target: &self.server, "places: cannot keep a connection: {e}");

@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
@@ -48,6 +48,7 @@ use crate::conn::{Conn, Flush, ReadState, Replies};
 use crate::engine::{Clock, Effects, Engine, Next, Role};
 use crate::journal::Journal;
 use crate::links::liveness::{self, Check, Liveness};
+use crate::links::outbound::Change;
 use crate::links::Links;
 use crate::logging::{self, escape};
 use crate::places::{Places, Query, Reply, RequestId};
@@ -76,6 +77,8 @@ pub struct Server {
     listener: TcpListener,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
+    /// A reloaded configuration handed over by a [`StopHandle`].
+    reload: Arc<Mutex<Option<ServerConfig>>>,
     name: String,
     limits: Limits,
     engine: Engine,
@@ -187,6 +190,7 @@ impl Server {
             listener,
             waker,
             stop: Arc::new(AtomicBool::new(false)),
+            reload: Arc::new(Mutex::new(None)),
             name: config.name,
             limits: config.limits,
             engine,
@@ -213,7 +217,7 @@ impl Server {
 
     /// A handle that stops this server from another thread.
     pub fn stop_handle(&self) -> StopHandle {
-        StopHandle::new(self.waker.clone(), self.stop.clone())
+        StopHandle::new(self.waker.clone(), self.stop.clone(), self.reload.clone())
     }
 
     /// What this server counts, for the operator endpoint.
@@ -263,7 +267,10 @@ impl Server {
         let registry = self.poll.registry();
         match token::classify(event.token()) {
             Owner::Listener => self.accept(),
-            Owner::Waker => self.places.on_wake(registry, now, &mut self.done),
+            Owner::Waker => {
+                self.places.on_wake(registry, now, &mut self.done);
+                self.apply_reload();
+            }
             Owner::Places(_) => self.places.on_event(registry, event, now, &mut self.done),
             Owner::Link(i) => self.links.on_event(i, event, registry, now),
             Owner::Client(key) => {
@@ -321,6 +328,69 @@ impl Server {
             self.flush(key);
         }
         logging::turn_end(now);
+    }
+
+    /// Applies a configuration handed over by [`StopHandle::reload`], if
+    /// one is waiting: links added, removed and readdressed, the Places
+    /// settings, the secret for links opened from now on. Every change is
+    /// logged. No client connection is touched.
+    fn apply_reload(&mut self) {
+        let Some(config) = self.reload.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        let now = Instant::now();
+        let registry = self.poll.registry();
+        let name = self.name.clone();
+        let stats = self.engine.stats().clone();
+        let changes = self.links.reconfigure(&config.neighbours, registry, now);
+        for change in &changes {
+            match change {
+                Change::Added(n, addr) => {
+                    log::info!(target: &name, "reload: link to {n} ({addr}) added");
+                    if let Some(link) = self.links.stats_of(n) {
+                        stats.add_link(link);
+                    }
+                }
+                Change::Readdressed(n, old, new) => {
+                    log::info!(target: &name, "reload: link to {n} moved from {old} to {new}")
+                }
+                Change::Removed(n) => {
+                    log::info!(target: &name, "reload: link to {n} removed");
+                    stats.remove_link(n);
+                    // Its half of the link: no longer accepted either.
+                    let theirs: Vec<usize> = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| matches!(&c.session.role, Role::Peer(p) if *p.name == *n.as_bytes()))
+                        .map(|(k, _)| k)
+                        .collect();
+                    for key in theirs {
+                        self.close(key, "link removed by a reload");
+                    }
+                }
+            }
+        }
+        self.engine.set_neighbours(self.links.names());
+        self.engine.set_secret(config.secret.clone());
+        self.links.set_secret(config.secret.clone());
+        let registry = self.poll.registry();
+        match self.places.reconfigure(
+            &config.places,
+            config.places_key,
+            self.waker.clone(),
+            registry,
+            now,
+            &mut self.done,
+        ) {
+            Ok(true) => {
+                log::info!(target: &name, "reload: Places settings changed: {:?} {}", config.places.api, config.places.url)
+            }
+            Ok(false) => {}
+            Err(e) => {
+                log::warn!(target: &name, "reload: Places settings refused, the old ones stay: {e}")
+            }
+        }
+        log::info!(target: &name, "reload: done: {} changes to links, {} neighbours, secret {}", changes.len(), self.links.len(), if config.secret.is_some() { "set" } else { "none" });
     }
 
     /// The nearest deadline of everything that waits.

@@ -7,7 +7,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -177,22 +177,43 @@ pub fn bind(addr: SocketAddr) -> io::Result<StdListener> {
     Ok(socket.into())
 }
 
-/// A handle to stop a running server from another thread.
+/// A handle to a running server from another thread: stop it, or hand it
+/// a reloaded configuration.
 #[derive(Clone)]
 pub struct StopHandle {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
+    reload: Arc<Mutex<Option<ServerConfig>>>,
 }
 
 impl StopHandle {
-    /// A handle that sets `stop` and wakes the loop with `waker`.
-    pub(super) fn new(waker: Arc<Waker>, stop: Arc<AtomicBool>) -> StopHandle {
-        StopHandle { waker, stop }
+    /// A handle that sets `stop` or fills `reload`, and wakes the loop.
+    pub(super) fn new(
+        waker: Arc<Waker>,
+        stop: Arc<AtomicBool>,
+        reload: Arc<Mutex<Option<ServerConfig>>>,
+    ) -> StopHandle {
+        StopHandle {
+            waker,
+            stop,
+            reload,
+        }
     }
 
     /// Asks the loop to stop; it closes its listener and returns.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+
+    /// Hands the loop a reloaded configuration (already checked, addresses
+    /// resolved: the loop never waits on DNS). It applies the neighbours,
+    /// the Places settings and the secret; its name, listen address and
+    /// limits stay as they are.
+    pub fn reload(&self, config: ServerConfig) {
+        if let Ok(mut slot) = self.reload.lock() {
+            *slot = Some(config);
+        }
         let _ = self.waker.wake();
     }
 }

@@ -1,9 +1,12 @@
 //! Shared helpers for the black-box tests: in-process herds on 127.0.0.1:0
-//! (the harness in `tools/inproc.rs`), a blocking line client, and a local
-//! HTTPS Places server with its own CA.
+//! (the harness in `tools/inproc.rs`), a blocking line client, a local
+//! HTTPS Places server with its own CA, separate hosts in network namespaces
+//! (`netns`), and a fault-injecting TCP proxy (`proxy`).
 #![allow(dead_code)]
 
 pub mod herd;
 #[path = "../../tools/inproc.rs"]
 pub mod inproc;
+pub mod netns;
 pub mod places_server;
+pub mod proxy;
