@@ -9,4 +9,5 @@ pub mod herd;
 pub mod inproc;
 pub mod netns;
 pub mod places_server;
+pub mod procs;
 pub mod proxy;
