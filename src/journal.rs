@@ -244,11 +244,9 @@ fn count_lines(path: &Path) -> io::Result<u64> {
 /// Every stored line, one per line.
 fn snapshot(store: &Store) -> Vec<u8> {
     let mut data = Vec::new();
-    for i in 0..store.len() {
-        if let Some(e) = store.entry(i) {
-            data.extend_from_slice(&e.line);
-            data.push(b'\n');
-        }
+    for e in store.iter() {
+        data.extend_from_slice(e.line);
+        data.push(b'\n');
     }
     data
 }
@@ -264,6 +262,7 @@ pub fn replay(mut input: impl BufRead, store: &mut Store) -> io::Result<Replay> 
     let mut r = Replay::default();
     let mut line = Vec::new();
     let mut canonical = Vec::new();
+    let now = protocol::now_nanos();
     loop {
         line.clear();
         if input.read_until(b'\n', &mut line)? == 0 {
@@ -277,7 +276,7 @@ pub fn replay(mut input: impl BufRead, store: &mut Store) -> io::Result<Replay> 
         line.pop();
         match protocol::parse(&line) {
             Command::At(at) => {
-                store.offer_at(&at, &mut canonical);
+                store.offer_at(&at, &mut canonical, now);
                 r.records += 1;
             }
             _ => r.invalid += 1,
@@ -333,7 +332,7 @@ mod tests {
                 torn_tail: true
             }
         );
-        assert_eq!(&*store.get(b"a").unwrap().line, &at("a", 2)[..]);
+        assert_eq!(store.get(b"a").unwrap().line, &at("a", 2)[..]);
         assert!(store.get(b"c").is_none());
     }
 

@@ -173,7 +173,7 @@ pub fn run(o: &Opts) -> io::Result<()> {
 fn offer(store: &mut Store, line: &[u8]) {
     if let Command::At(at) = protocol::parse(line) {
         let mut canonical = Vec::new();
-        store.offer_at(&at, &mut canonical);
+        store.offer_at(&at, &mut canonical, protocol::now_nanos());
     }
 }
 
