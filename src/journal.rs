@@ -19,6 +19,21 @@
 //! `--fsync-ms N`, what came in the last N ms: a helper thread then calls
 //! `fdatasync` every N ms.
 //!
+//! ## When the disk says no (docs/PROTOCOL.md §5)
+//! Every record gets a sequence number; the journal knows the last one
+//! written ([`Journal::durable`]). The loop holds the output of every
+//! connection whose replies acknowledge a record beyond it, so an AT reply
+//! never leaves before its record is written. A failed write (ENOSPC,
+//! EFBIG, EIO) is undone — the file is cut back to its length before the
+//! write, so a record torn by a full disk leaves no garbage — and the
+//! records stay queued, in order, to be retried every
+//! [`RETRY_INTERVAL`] ([`Journal`] is a [`Deadline`] of the loop). While it
+//! fails, [`Journal::failing`] says why; the first failure and the recovery
+//! are logged once each, with counts. If the queue passes
+//! [`MAX_PENDING_BYTES`] it is dropped and, once the disk takes writes
+//! again, the whole store is written as a fresh journal instead: the store
+//! holds every update the queue did, so no gap remains.
+//!
 //! ## Torn records
 //! A kill in the middle of a `write(2)` can leave a last line without its
 //! `\n`; replay skips it (it was never acknowledged: its reply was not yet
@@ -40,10 +55,17 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::protocol::{self, Command};
 use crate::store::Store;
+use crate::timer::Deadline;
+
+/// How often a failing journal write is retried.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(250);
+/// Records queued while the journal fails, in bytes, past which the queue
+/// is given up for a rewrite from the store on recovery.
+pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 
 /// Compact when the journal holds this many times the live store's records...
 pub const COMPACT_FACTOR: u64 = 4;
@@ -71,8 +93,26 @@ pub struct Journal {
     records: u64,
     turn_records: u64,
     compaction: Option<Compaction>,
-    failed: bool,
     server: String,
+    /// The file's length: a failed write is cut back to it.
+    size: u64,
+    /// Sequence number of the last record queued, and of the last written.
+    queued: u64,
+    durable: u64,
+    /// While writes fail: why, since when, the next retry, and whether the
+    /// queue was given up (rewrite from the store).
+    failure: Option<Failure>,
+    /// A cut-back failed: the file may end in a torn record, so the next
+    /// write starts with a `\n` to close it off.
+    torn: bool,
+}
+
+struct Failure {
+    error: String,
+    since: Instant,
+    retry_at: Instant,
+    retries: u64,
+    rewrite: bool,
 }
 
 struct Compaction {
@@ -105,6 +145,7 @@ impl Journal {
         write_snapshot(&tmp, &snapshot(store))?;
         fs::rename(&tmp, &path)?;
         let file = OpenOptions::new().append(true).open(&path)?;
+        let size = file.metadata()?.len();
         let file = Arc::new(Mutex::new(file));
         if let Some(every) = fsync {
             spawn_syncer(Arc::downgrade(&file), every, name)?;
@@ -117,51 +158,178 @@ impl Journal {
                 records: store.len() as u64,
                 turn_records: 0,
                 compaction: None,
-                failed: false,
                 server: name.to_string(),
+                size,
+                queued: 0,
+                durable: 0,
+                failure: None,
+                torn: false,
             },
             replay,
         ))
     }
 
-    /// Queues a stored AT line (without `\n`) for this turn's write.
-    pub fn record(&mut self, line: &[u8]) {
+    /// Queues a stored AT line (without `\n`) for this turn's write;
+    /// returns its sequence number (see [`Journal::durable`]).
+    pub fn record(&mut self, line: &[u8]) -> u64 {
+        self.queued += 1;
+        if self.failure.as_ref().is_some_and(|f| f.rewrite) {
+            // The queue was given up: the rewrite from the store has it.
+            return self.queued;
+        }
         self.pending.extend_from_slice(line);
         self.pending.push(b'\n');
         self.turn_records += 1;
+        self.queued
+    }
+
+    /// The sequence number of the last record written to the file: replies
+    /// acknowledging records up to it may leave.
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// Why the journal cannot be written, while it cannot.
+    pub fn failing(&self) -> Option<String> {
+        self.failure.as_ref().map(|f| f.error.clone())
     }
 
     /// Appends this turn's records with one write; call before flushing the
     /// turn's replies. Then starts or finishes a compaction of `store` if due.
+    /// While writes fail, it only retries once [`RETRY_INTERVAL`] has passed.
     pub fn flush(&mut self, store: &Store) {
+        let now = Instant::now();
+        if let Some(f) = &mut self.failure {
+            if now < f.retry_at {
+                self.give_up_queue_if_too_big();
+                return;
+            }
+            f.retries += 1;
+        }
+        if self.failure.as_ref().is_some_and(|f| f.rewrite) {
+            match self.rewrite(store) {
+                Ok(()) => self.recovered(now),
+                Err(e) => self.failed(e, now),
+            }
+            return;
+        }
         if !self.pending.is_empty() {
-            let result = match self.file.lock() {
-                Ok(mut f) => f.write_all(&self.pending),
-                Err(_) => Err(io::Error::other("journal lock poisoned")),
-            };
-            match result {
-                Ok(()) => self.failed = false,
-                Err(e) => {
-                    // Keep serving: the herd still holds the update, and the
-                    // error is logged once per failing stretch.
-                    if !self.failed {
-                        log::error!(target: &self.server, "journal {}: {e}", self.path.display());
+            match self.append() {
+                Ok(()) => {
+                    if let Some(c) = &mut self.compaction {
+                        c.since.extend_from_slice(&self.pending);
+                        c.since_records += self.turn_records;
                     }
-                    self.failed = true;
+                    self.records += self.turn_records;
+                    self.turn_records = 0;
+                    self.pending.clear();
+                    if self.pending.capacity() > 1 << 20 {
+                        self.pending = Vec::new();
+                    }
+                    self.recovered(now);
+                }
+                Err(e) => {
+                    self.failed(e, now);
+                    self.give_up_queue_if_too_big();
+                    return;
                 }
             }
-            if let Some(c) = &mut self.compaction {
-                c.since.extend_from_slice(&self.pending);
-                c.since_records += self.turn_records;
-            }
-            self.records += self.turn_records;
-            self.turn_records = 0;
-            self.pending.clear();
-            if self.pending.capacity() > 1 << 20 {
-                self.pending = Vec::new();
-            }
+        } else {
+            self.recovered(now);
         }
         self.compact(store);
+    }
+
+    /// Writes `pending` at the end of the file, or leaves the file as it was.
+    fn append(&mut self) -> io::Result<()> {
+        let mut f = self
+            .file
+            .lock()
+            .map_err(|_| io::Error::other("journal lock poisoned"))?;
+        if self.torn {
+            f.write_all(b"\n")?;
+            self.size += 1;
+            self.torn = false;
+        }
+        match f.write_all(&self.pending) {
+            Ok(()) => {
+                self.size += self.pending.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Part of it may be in the file (ENOSPC in mid-record): cut
+                // it off, so replay never sees half a record, and the retry
+                // writes it whole.
+                if f.set_len(self.size).is_err() {
+                    self.torn = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn failed(&mut self, e: io::Error, now: Instant) {
+        let retry_at = now + RETRY_INTERVAL;
+        match &mut self.failure {
+            Some(f) => {
+                f.error = e.to_string();
+                f.retry_at = retry_at;
+            }
+            None => {
+                log::error!(target: &self.server, "journal {}: {e}: holding the replies of {} updates not written, retrying every {} ms; floods, WHATSATs and other clients go on", self.path.display(), self.queued - self.durable, RETRY_INTERVAL.as_millis());
+                self.failure = Some(Failure {
+                    error: e.to_string(),
+                    since: now,
+                    retry_at,
+                    retries: 0,
+                    rewrite: false,
+                });
+            }
+        }
+    }
+
+    /// Everything queued is in the file.
+    fn recovered(&mut self, now: Instant) {
+        self.durable = self.queued;
+        if let Some(f) = self.failure.take() {
+            log::warn!(target: &self.server, "journal {} writable again after {:.1} s and {} retries ({}): held replies released", self.path.display(), now.duration_since(f.since).as_secs_f64(), f.retries, if f.rewrite { "rewritten from the store" } else { "queued records written" });
+        }
+    }
+
+    fn give_up_queue_if_too_big(&mut self) {
+        if let Some(f) = &mut self.failure {
+            if !f.rewrite && self.pending.len() > MAX_PENDING_BYTES {
+                log::warn!(target: &self.server, "journal {}: {} MiB of records queued while failing: dropping the queue; the journal is rewritten from the store once writes succeed", self.path.display(), self.pending.len() >> 20);
+                f.rewrite = true;
+                self.pending = Vec::new();
+                self.turn_records = 0;
+                // A compaction under way would install a file without them.
+                self.compaction = None;
+            }
+        }
+    }
+
+    /// Replaces the journal with the store's contents (after the queue was
+    /// given up).
+    fn rewrite(&mut self, store: &Store) -> io::Result<()> {
+        let mut tmp = self.path.as_os_str().to_owned();
+        tmp.push(".rewrite");
+        let tmp = PathBuf::from(tmp);
+        let data = snapshot(store);
+        if let Err(e) = write_snapshot(&tmp, &data) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fs::rename(&tmp, &self.path)?;
+        let file = OpenOptions::new().append(true).open(&self.path)?;
+        self.size = file.metadata()?.len();
+        match self.file.lock() {
+            Ok(mut f) => *f = file,
+            Err(_) => return Err(io::Error::other("journal lock poisoned")),
+        }
+        self.records = store.len() as u64;
+        self.torn = false;
+        Ok(())
     }
 
     /// Records in the journal file (not counting this turn's).
@@ -218,6 +386,8 @@ impl Journal {
         let mut file = OpenOptions::new().append(true).open(&tmp)?;
         file.write_all(&c.since)?;
         fs::rename(&tmp, &self.path)?;
+        self.size = file.metadata()?.len();
+        self.torn = false;
         match self.file.lock() {
             Ok(mut f) => *f = file,
             Err(_) => return Err(io::Error::other("journal lock poisoned")),
@@ -226,6 +396,13 @@ impl Journal {
         self.records = c.snapshot_records + c.since_records;
         log::info!(target: &self.server, "journal: compacted {before} records to {}", self.records);
         Ok(())
+    }
+}
+
+impl Deadline for Journal {
+    /// The next retry, while writes fail.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.failure.as_ref().map(|f| f.retry_at)
     }
 }
 
@@ -334,6 +511,41 @@ mod tests {
         );
         assert_eq!(store.get(b"a").unwrap().line, &at("a", 2)[..]);
         assert!(store.get(b"c").is_none());
+    }
+
+    #[test]
+    fn a_failing_disk_holds_records_in_order_and_leaves_no_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new();
+        let (mut j, _) = Journal::open(dir.path(), "S", &mut store, None).unwrap();
+        let good = std::mem::replace(
+            &mut *j.file.lock().unwrap(),
+            OpenOptions::new().append(true).open("/dev/full").unwrap(),
+        );
+        let mut last = 0;
+        for t in 0..5 {
+            let line = at(&format!("c{t}"), t);
+            crate::store::tests::offer(&mut store, &line);
+            last = j.record(&line);
+            j.flush(&store);
+        }
+        assert_eq!(j.durable(), 0, "nothing acknowledged");
+        assert!(j.failing().is_some());
+        let retry = j.next_deadline().unwrap();
+        // Space is back; nothing is written before the retry is due.
+        *j.file.lock().unwrap() = good;
+        let line = at("late", 9);
+        crate::store::tests::offer(&mut store, &line);
+        last = last.max(j.record(&line));
+        while Instant::now() < retry {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        j.flush(&store);
+        assert_eq!((j.durable(), j.failing()), (last, None));
+        drop(j);
+        let mut again = Store::new();
+        let (_, r) = Journal::open(dir.path(), "S", &mut again, None).unwrap();
+        assert_eq!((r.records, again.len()), (6, 6));
     }
 
     #[test]
