@@ -24,9 +24,9 @@
 //! written ([`Journal::durable`]). The loop holds the output of every
 //! connection whose replies acknowledge a record beyond it, so an AT reply
 //! never leaves before its record is written. A failed write (ENOSPC,
-//! EFBIG, EIO) is undone — the file is cut back to its length before the
-//! write, so a record torn by a full disk leaves no garbage — and the
-//! records stay queued, in order, to be retried every
+//! EFBIG, EIO) keeps the whole records that went in and is cut back to the
+//! end of the last one, so a record torn by a full disk leaves no garbage;
+//! the rest stay queued, in order, to be retried every
 //! [`RETRY_INTERVAL`] ([`Journal`] is a [`Deadline`] of the loop). While it
 //! fails, [`Journal::failing`] says why; the first failure and the recovery
 //! are logged once each, with counts. If the queue passes
@@ -140,11 +140,20 @@ impl Journal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Replay::default(),
             Err(e) => return Err(e),
         };
-        // Start from a compacted file: the store as it is now.
+        // Start from a compacted file: the store as it is now. On a full
+        // disk, go on with the journal as it is (replay has read it; new
+        // records are held and retried like any failed write).
         let tmp = new_path(&path);
-        write_snapshot(&tmp, &snapshot(store))?;
-        fs::rename(&tmp, &path)?;
-        let file = OpenOptions::new().append(true).open(&path)?;
+        let mut torn = false;
+        if let Err(e) =
+            write_snapshot(&tmp, &snapshot(store)).and_then(|()| fs::rename(&tmp, &path))
+        {
+            // The old file stays: a torn last record in it must be closed off.
+            torn = replay.torn_tail;
+            let _ = fs::remove_file(&tmp);
+            log::warn!(target: name, "journal {}: compacting at start: {e}; going on with the journal as it is", path.display());
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
         let file = Arc::new(Mutex::new(file));
         if let Some(every) = fsync {
@@ -163,7 +172,7 @@ impl Journal {
                 queued: 0,
                 durable: 0,
                 failure: None,
-                torn: false,
+                torn,
             },
             replay,
         ))
@@ -216,13 +225,6 @@ impl Journal {
         if !self.pending.is_empty() {
             match self.append() {
                 Ok(()) => {
-                    if let Some(c) = &mut self.compaction {
-                        c.since.extend_from_slice(&self.pending);
-                        c.since_records += self.turn_records;
-                    }
-                    self.records += self.turn_records;
-                    self.turn_records = 0;
-                    self.pending.clear();
                     if self.pending.capacity() > 1 << 20 {
                         self.pending = Vec::new();
                     }
@@ -240,10 +242,13 @@ impl Journal {
         self.compact(store);
     }
 
-    /// Writes `pending` at the end of the file, or leaves the file as it was.
+    /// Writes `pending` at the end of the file. On failure the file keeps
+    /// the whole records that went in (they count as written) and is cut
+    /// back to the end of the last one, so replay never sees half a
+    /// record; the rest stays queued, in order.
     fn append(&mut self) -> io::Result<()> {
-        let mut f = self
-            .file
+        let file = self.file.clone();
+        let mut f = file
             .lock()
             .map_err(|_| io::Error::other("journal lock poisoned"))?;
         if self.torn {
@@ -251,21 +256,51 @@ impl Journal {
             self.size += 1;
             self.torn = false;
         }
-        match f.write_all(&self.pending) {
-            Ok(()) => {
-                self.size += self.pending.len() as u64;
-                Ok(())
+        let mut written = 0;
+        let error = loop {
+            if written == self.pending.len() {
+                break None;
             }
-            Err(e) => {
-                // Part of it may be in the file (ENOSPC in mid-record): cut
-                // it off, so replay never sees half a record, and the retry
-                // writes it whole.
-                if f.set_len(self.size).is_err() {
-                    self.torn = true;
-                }
-                Err(e)
+            match f.write(&self.pending[written..]) {
+                Ok(0) => break Some(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(e),
             }
+        };
+        let Some(e) = error else {
+            self.size += written as u64;
+            self.wrote(written);
+            return Ok(());
+        };
+        let whole = memchr::memrchr(b'\n', &self.pending[..written]).map_or(0, |i| i + 1);
+        if f.set_len(self.size + whole as u64).is_ok() {
+            self.size += whole as u64;
+        } else {
+            self.size += written as u64;
+            self.torn = written > whole;
         }
+        self.wrote(whole);
+        Err(e)
+    }
+
+    /// The first `bytes` of `pending` (whole records) are in the file.
+    fn wrote(&mut self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let n = self.pending[..bytes]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
+        if let Some(c) = &mut self.compaction {
+            c.since.extend_from_slice(&self.pending[..bytes]);
+            c.since_records += n;
+        }
+        self.records += n;
+        self.turn_records -= n;
+        self.durable += n;
+        self.pending.drain(..bytes);
     }
 
     fn failed(&mut self, e: io::Error, now: Instant) {
