@@ -409,6 +409,12 @@ pub struct Replies {
     pub queue: VecDeque<Slot>,
     /// WHATSATs not yet answered by Places.
     pub in_flight: usize,
+    /// The journal sequence number of the last record its replies
+    /// acknowledge: none of its output leaves before the journal has
+    /// written that far (docs/PROTOCOL.md §5).
+    pub ack: u64,
+    /// Its output is held for the journal (it is on the loop's held list).
+    pub held: bool,
 }
 
 impl Replies {

@@ -188,6 +188,12 @@ impl Engine {
         &self.store
     }
 
+    /// The server's store, to expire old positions from (see
+    /// [`Store::expire`]).
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
     /// The shared secret, if the herd has one.
     pub fn secret(&self) -> Option<&Secret> {
         self.secret.as_ref()
@@ -220,13 +226,14 @@ impl Engine {
             Command::Iamat(iamat) => {
                 self.stats.request(Kind::Iamat);
                 self.line.clear();
-                let coords = protocol::write_at(&mut self.line, &self.name, clock.now(), &iamat);
+                let now = clock.now();
+                protocol::write_at(&mut self.line, &self.name, now, &iamat);
                 fx.reply(&self.line);
                 let at = &self.line[..self.line.len() - 1];
                 if self.traffic {
                     logging::traffic("to", &session.peer, at, "");
                 }
-                if self.store.offer(iamat.client, iamat.sent_at, at, coords) {
+                if self.store.offer(iamat.client, iamat.sent_at, at, now) {
                     self.stats.stored(Source::Client, self.store.len());
                     fx.journal(at);
                     fx.flood(&self.line, None);
@@ -246,10 +253,10 @@ impl Engine {
                     bound: w.bound as usize,
                 };
                 if self.traffic {
-                    logging::traffic("to", &session.peer, &entry.line, " (+ Places answer)");
+                    logging::traffic("to", &session.peer, entry.line, " (+ Places answer)");
                 }
                 self.line.clear();
-                self.line.extend_from_slice(&entry.line);
+                self.line.extend_from_slice(entry.line);
                 self.line.push(b'\n');
                 fx.whatsat(&self.line, query);
                 Next::Continue
@@ -264,7 +271,7 @@ impl Engine {
                     }
                     _ => None,
                 };
-                let stored = self.store.offer_at(&at, &mut self.line);
+                let stored = self.store.offer_at(&at, &mut self.line, clock.now());
                 if stored {
                     self.stats.stored(Source::Link, self.store.len());
                     fx.journal(&self.line[..self.line.len() - 1]);

@@ -19,6 +19,21 @@
 //! `--fsync-ms N`, what came in the last N ms: a helper thread then calls
 //! `fdatasync` every N ms.
 //!
+//! ## When the disk says no (docs/PROTOCOL.md §5)
+//! Every record gets a sequence number; the journal knows the last one
+//! written ([`Journal::durable`]). The loop holds the output of every
+//! connection whose replies acknowledge a record beyond it, so an AT reply
+//! never leaves before its record is written. A failed write (ENOSPC,
+//! EFBIG, EIO) keeps the whole records that went in and is cut back to the
+//! end of the last one, so a record torn by a full disk leaves no garbage;
+//! the rest stay queued, in order, to be retried every
+//! [`RETRY_INTERVAL`] ([`Journal`] is a [`Deadline`] of the loop). While it
+//! fails, [`Journal::failing`] says why; the first failure and the recovery
+//! are logged once each, with counts. If the queue passes
+//! [`MAX_PENDING_BYTES`] it is dropped and, once the disk takes writes
+//! again, the whole store is written as a fresh journal instead: the store
+//! holds every update the queue did, so no gap remains.
+//!
 //! ## Torn records
 //! A kill in the middle of a `write(2)` can leave a last line without its
 //! `\n`; replay skips it (it was never acknowledged: its reply was not yet
@@ -47,11 +62,18 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::protocol::{self, Command};
 use crate::stats::JournalStats;
 use crate::store::Store;
+use crate::timer::Deadline;
+
+/// How often a failing journal write is retried.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(250);
+/// Records queued while the journal fails, in bytes, past which the queue
+/// is given up for a rewrite from the store on recovery.
+pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 
 /// Compact when the journal holds this many times the live store's records...
 pub const COMPACT_FACTOR: u64 = 4;
@@ -79,10 +101,28 @@ pub struct Journal {
     records: u64,
     turn_records: u64,
     compaction: Option<Compaction>,
-    failed: bool,
     server: String,
     /// Bytes appended and the failing state, for the endpoint.
     stats: Arc<JournalStats>,
+    /// The file's length: a failed write is cut back to it.
+    size: u64,
+    /// Sequence number of the last record queued, and of the last written.
+    queued: u64,
+    durable: u64,
+    /// While writes fail: why, since when, the next retry, and whether the
+    /// queue was given up (rewrite from the store).
+    failure: Option<Failure>,
+    /// A cut-back failed: the file may end in a torn record, so the next
+    /// write starts with a `\n` to close it off.
+    torn: bool,
+}
+
+struct Failure {
+    error: String,
+    since: Instant,
+    retry_at: Instant,
+    retries: u64,
+    rewrite: bool,
 }
 
 struct Compaction {
@@ -106,15 +146,25 @@ impl Journal {
         fs::create_dir_all(dir)?;
         let path = dir.join(format!("{name}.journal"));
         let replay = match File::open(&path) {
-            Ok(f) => replay(BufReader::new(f), store)?,
+            Ok(f) => replay(BufReader::with_capacity(1 << 20, f), store)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Replay::default(),
             Err(e) => return Err(e),
         };
-        // Start from a compacted file: the store as it is now.
+        // Start from a compacted file: the store as it is now. On a full
+        // disk, go on with the journal as it is (replay has read it; new
+        // records are held and retried like any failed write).
         let tmp = new_path(&path);
-        write_snapshot(&tmp, &snapshot(store))?;
-        fs::rename(&tmp, &path)?;
-        let file = OpenOptions::new().append(true).open(&path)?;
+        let mut torn = false;
+        if let Err(e) =
+            write_snapshot(&tmp, &snapshot(store)).and_then(|()| fs::rename(&tmp, &path))
+        {
+            // The old file stays: a torn last record in it must be closed off.
+            torn = replay.torn_tail;
+            let _ = fs::remove_file(&tmp);
+            log::warn!(target: name, "journal {}: compacting at start: {e}; going on with the journal as it is", path.display());
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
         let file = Arc::new(Mutex::new(file));
         if let Some(every) = fsync {
             spawn_syncer(Arc::downgrade(&file), every, name)?;
@@ -127,59 +177,208 @@ impl Journal {
                 records: store.len() as u64,
                 turn_records: 0,
                 compaction: None,
-                failed: false,
                 server: name.to_string(),
                 stats: Arc::default(),
+                size,
+                queued: 0,
+                durable: 0,
+                failure: None,
+                torn,
             },
             replay,
         ))
     }
 
-    /// Queues a stored AT line (without `\n`) for this turn's write.
-    pub fn record(&mut self, line: &[u8]) {
+    /// Queues a stored AT line (without `\n`) for this turn's write;
+    /// returns its sequence number (see [`Journal::durable`]).
+    pub fn record(&mut self, line: &[u8]) -> u64 {
+        self.queued += 1;
+        if self.failure.as_ref().is_some_and(|f| f.rewrite) {
+            // The queue was given up: the rewrite from the store has it.
+            return self.queued;
+        }
         self.pending.extend_from_slice(line);
         self.pending.push(b'\n');
         self.turn_records += 1;
+        self.queued
+    }
+
+    /// The sequence number of the last record written to the file: replies
+    /// acknowledging records up to it may leave.
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// Why the journal cannot be written, while it cannot.
+    pub fn failing(&self) -> Option<String> {
+        self.failure.as_ref().map(|f| f.error.clone())
     }
 
     /// Appends this turn's records with one write; call before flushing the
     /// turn's replies. Then starts or finishes a compaction of `store` if due.
+    /// While writes fail, it only retries once [`RETRY_INTERVAL`] has passed.
     pub fn flush(&mut self, store: &Store) {
+        let now = Instant::now();
+        if let Some(f) = &mut self.failure {
+            if now < f.retry_at {
+                self.give_up_queue_if_too_big();
+                return;
+            }
+            f.retries += 1;
+        }
+        if self.failure.as_ref().is_some_and(|f| f.rewrite) {
+            match self.rewrite(store) {
+                Ok(()) => self.recovered(now),
+                Err(e) => self.failed(e, now),
+            }
+            return;
+        }
         if !self.pending.is_empty() {
-            let result = match self.file.lock() {
-                Ok(mut f) => f.write_all(&self.pending),
-                Err(_) => Err(io::Error::other("journal lock poisoned")),
-            };
-            match result {
+            match self.append() {
                 Ok(()) => {
-                    if self.failed {
-                        log::info!(target: &self.server, "journal {}: writing again", self.path.display());
+                    if self.pending.capacity() > 1 << 20 {
+                        self.pending = Vec::new();
                     }
-                    self.failed = false;
-                    self.stats.appended(self.pending.len());
+                    self.recovered(now);
                 }
                 Err(e) => {
-                    // Keep serving: the herd still holds the update, and the
-                    // error is logged once per failing stretch.
-                    if !self.failed {
-                        log::error!(target: &self.server, "journal {}: {e}", self.path.display());
-                    }
-                    self.stats.failed(&e, !self.failed);
-                    self.failed = true;
+                    self.failed(e, now);
+                    self.give_up_queue_if_too_big();
+                    return;
                 }
             }
-            if let Some(c) = &mut self.compaction {
-                c.since.extend_from_slice(&self.pending);
-                c.since_records += self.turn_records;
-            }
-            self.records += self.turn_records;
-            self.turn_records = 0;
-            self.pending.clear();
-            if self.pending.capacity() > 1 << 20 {
-                self.pending = Vec::new();
-            }
+        } else {
+            self.recovered(now);
         }
         self.compact(store);
+    }
+
+    /// Writes `pending` at the end of the file. On failure the file keeps
+    /// the whole records that went in (they count as written) and is cut
+    /// back to the end of the last one, so replay never sees half a
+    /// record; the rest stays queued, in order.
+    fn append(&mut self) -> io::Result<()> {
+        let file = self.file.clone();
+        let mut f = file
+            .lock()
+            .map_err(|_| io::Error::other("journal lock poisoned"))?;
+        if self.torn {
+            f.write_all(b"\n")?;
+            self.size += 1;
+            self.torn = false;
+        }
+        let mut written = 0;
+        let error = loop {
+            if written == self.pending.len() {
+                break None;
+            }
+            match f.write(&self.pending[written..]) {
+                Ok(0) => break Some(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(e),
+            }
+        };
+        let Some(e) = error else {
+            self.size += written as u64;
+            self.wrote(written);
+            return Ok(());
+        };
+        let whole = memchr::memrchr(b'\n', &self.pending[..written]).map_or(0, |i| i + 1);
+        if f.set_len(self.size + whole as u64).is_ok() {
+            self.size += whole as u64;
+        } else {
+            self.size += written as u64;
+            self.torn = written > whole;
+        }
+        self.wrote(whole);
+        Err(e)
+    }
+
+    /// The first `bytes` of `pending` (whole records) are in the file.
+    fn wrote(&mut self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        self.stats.appended(bytes);
+        let n = self.pending[..bytes]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
+        if let Some(c) = &mut self.compaction {
+            c.since.extend_from_slice(&self.pending[..bytes]);
+            c.since_records += n;
+        }
+        self.records += n;
+        self.turn_records -= n;
+        self.durable += n;
+        self.pending.drain(..bytes);
+    }
+
+    fn failed(&mut self, e: io::Error, now: Instant) {
+        self.stats.failed(&e, self.failure.is_none());
+        let retry_at = now + RETRY_INTERVAL;
+        match &mut self.failure {
+            Some(f) => {
+                f.error = e.to_string();
+                f.retry_at = retry_at;
+            }
+            None => {
+                log::error!(target: &self.server, "journal {}: {e}: holding the replies of {} updates not written, retrying every {} ms; floods, WHATSATs and other clients go on", self.path.display(), self.queued - self.durable, RETRY_INTERVAL.as_millis());
+                self.failure = Some(Failure {
+                    error: e.to_string(),
+                    since: now,
+                    retry_at,
+                    retries: 0,
+                    rewrite: false,
+                });
+            }
+        }
+    }
+
+    /// Everything queued is in the file.
+    fn recovered(&mut self, now: Instant) {
+        self.durable = self.queued;
+        self.stats.appended(0);
+        if let Some(f) = self.failure.take() {
+            log::warn!(target: &self.server, "journal {} writable again after {:.1} s and {} retries ({}): held replies released", self.path.display(), now.duration_since(f.since).as_secs_f64(), f.retries, if f.rewrite { "rewritten from the store" } else { "queued records written" });
+        }
+    }
+
+    fn give_up_queue_if_too_big(&mut self) {
+        if let Some(f) = &mut self.failure {
+            if !f.rewrite && self.pending.len() > MAX_PENDING_BYTES {
+                log::warn!(target: &self.server, "journal {}: {} MiB of records queued while failing: dropping the queue; the journal is rewritten from the store once writes succeed", self.path.display(), self.pending.len() >> 20);
+                f.rewrite = true;
+                self.pending = Vec::new();
+                self.turn_records = 0;
+                // A compaction under way would install a file without them.
+                self.compaction = None;
+            }
+        }
+    }
+
+    /// Replaces the journal with the store's contents (after the queue was
+    /// given up).
+    fn rewrite(&mut self, store: &Store) -> io::Result<()> {
+        let mut tmp = self.path.as_os_str().to_owned();
+        tmp.push(".rewrite");
+        let tmp = PathBuf::from(tmp);
+        let data = snapshot(store);
+        if let Err(e) = write_snapshot(&tmp, &data) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fs::rename(&tmp, &self.path)?;
+        let file = OpenOptions::new().append(true).open(&self.path)?;
+        self.size = file.metadata()?.len();
+        match self.file.lock() {
+            Ok(mut f) => *f = file,
+            Err(_) => return Err(io::Error::other("journal lock poisoned")),
+        }
+        self.records = store.len() as u64;
+        self.torn = false;
+        Ok(())
     }
 
     /// Records in the journal file (not counting this turn's).
@@ -189,7 +388,7 @@ impl Journal {
 
     /// True from a failed append until the next one that succeeds.
     pub fn is_failing(&self) -> bool {
-        self.failed
+        self.failure.is_some()
     }
 
     /// The journal's figures (bytes appended, failing), shared with the
@@ -247,6 +446,8 @@ impl Journal {
         let mut file = OpenOptions::new().append(true).open(&tmp)?;
         file.write_all(&c.since)?;
         fs::rename(&tmp, &self.path)?;
+        self.size = file.metadata()?.len();
+        self.torn = false;
         match self.file.lock() {
             Ok(mut f) => *f = file,
             Err(_) => return Err(io::Error::other("journal lock poisoned")),
@@ -255,6 +456,13 @@ impl Journal {
         self.records = c.snapshot_records + c.since_records;
         log::info!(target: &self.server, "journal: compacted {before} records to {}", self.records);
         Ok(())
+    }
+}
+
+impl Deadline for Journal {
+    /// The next retry, while writes fail.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.failure.as_ref().map(|f| f.retry_at)
     }
 }
 
@@ -273,11 +481,9 @@ fn count_lines(path: &Path) -> io::Result<u64> {
 /// Every stored line, one per line.
 fn snapshot(store: &Store) -> Vec<u8> {
     let mut data = Vec::new();
-    for i in 0..store.len() {
-        if let Some(e) = store.entry(i) {
-            data.extend_from_slice(&e.line);
-            data.push(b'\n');
-        }
+    for e in store.iter() {
+        data.extend_from_slice(e.line);
+        data.push(b'\n');
     }
     data
 }
@@ -293,6 +499,7 @@ pub fn replay(mut input: impl BufRead, store: &mut Store) -> io::Result<Replay> 
     let mut r = Replay::default();
     let mut line = Vec::new();
     let mut canonical = Vec::new();
+    let now = protocol::now_nanos();
     loop {
         line.clear();
         if input.read_until(b'\n', &mut line)? == 0 {
@@ -306,7 +513,16 @@ pub fn replay(mut input: impl BufRead, store: &mut Store) -> io::Result<Replay> 
         line.pop();
         match protocol::parse(&line) {
             Command::At(at) => {
-                store.offer_at(&at, &mut canonical);
+                // The journal's lines are written canonical: offer them as
+                // they are, without writing them again (checked by length:
+                // six fields and five single spaces).
+                let fields = at.server.len() + at.diff.len() + at.client.len();
+                let canon = 2 + fields + at.coords.len() + at.time.len() + 5;
+                if line.len() == canon {
+                    store.offer(at.client, at.sent_at, &line, now);
+                } else {
+                    store.offer_at(&at, &mut canonical, now);
+                }
                 r.records += 1;
             }
             _ => r.invalid += 1,
@@ -362,8 +578,43 @@ mod tests {
                 torn_tail: true
             }
         );
-        assert_eq!(&*store.get(b"a").unwrap().line, &at("a", 2)[..]);
+        assert_eq!(store.get(b"a").unwrap().line, &at("a", 2)[..]);
         assert!(store.get(b"c").is_none());
+    }
+
+    #[test]
+    fn a_failing_disk_holds_records_in_order_and_leaves_no_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new();
+        let (mut j, _) = Journal::open(dir.path(), "S", &mut store, None).unwrap();
+        let good = std::mem::replace(
+            &mut *j.file.lock().unwrap(),
+            OpenOptions::new().append(true).open("/dev/full").unwrap(),
+        );
+        let mut last = 0;
+        for t in 0..5 {
+            let line = at(&format!("c{t}"), t);
+            crate::store::tests::offer(&mut store, &line);
+            last = j.record(&line);
+            j.flush(&store);
+        }
+        assert_eq!(j.durable(), 0, "nothing acknowledged");
+        assert!(j.failing().is_some());
+        let retry = j.next_deadline().unwrap();
+        // Space is back; nothing is written before the retry is due.
+        *j.file.lock().unwrap() = good;
+        let line = at("late", 9);
+        crate::store::tests::offer(&mut store, &line);
+        last = last.max(j.record(&line));
+        while Instant::now() < retry {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        j.flush(&store);
+        assert_eq!((j.durable(), j.failing()), (last, None));
+        drop(j);
+        let mut again = Store::new();
+        let (_, r) = Journal::open(dir.path(), "S", &mut again, None).unwrap();
+        assert_eq!((r.records, again.len()), (6, 6));
     }
 
     #[test]
@@ -406,8 +657,14 @@ mod tests {
         assert!(j.is_failing() && stats.is_failing());
         *j.file.lock().unwrap() = good;
         j.record(&at("k", 3));
-        j.flush(&store);
-        assert!(!j.is_failing() && !stats.is_failing());
+        // Writes are retried on a timer, not at every turn.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while j.is_failing() {
+            assert!(std::time::Instant::now() < deadline, "never retried");
+            std::thread::sleep(Duration::from_millis(10));
+            j.flush(&store);
+        }
+        assert!(!stats.is_failing());
     }
 
     #[test]

@@ -32,14 +32,24 @@
 //!
 //! Bytes from the network are logged through [`escape`], so no client can
 //! break or forge a log line.
+//!
+//! ## Rotation and a full disk (docs/PROTOCOL.md §8)
+//! The writer thread knows its file's size. It writes in chunks of at most
+//! [`LOG_WRITE_CHUNK`] bytes cut at line ends, and before a chunk would take
+//! the file past [`Rotation::size`] it renames `NAME.log` to `NAME.log.1`
+//! (shifting older ones up to `NAME.log.KEEP`, the oldest removed) and
+//! starts a new file. Chunks are no larger than the size itself, so a file
+//! never passes it (a single line longer than the size is cut). [`reopen`] (SIGUSR1) makes every writer reopen
+//! `NAME.log` by path, for logrotate. A write that fails (a full disk)
+//! drops its lines and counts them ([`lines_dropped`]); nothing waits.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -54,6 +64,35 @@ pub const LOG_QUEUE_LINES: usize = 65_536;
 /// Bytes a server may have queued for its writer thread before new lines are
 /// dropped: what a disk slower than a flood of traffic can cost in memory.
 pub const LOG_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A log file is rotated when it reaches this many bytes (`--log-size`).
+pub const DEFAULT_LOG_SIZE: u64 = 256 * 1024 * 1024;
+/// Rotated files kept, `NAME.log.1` to `NAME.log.KEEP` (`--log-keep`).
+pub const DEFAULT_LOG_KEEP: usize = 5;
+/// The most a writer writes at once (and so the most a file may pass its
+/// size by, when a single chunk is larger than the whole size).
+pub const LOG_WRITE_CHUNK: usize = 64 * 1024;
+
+/// When log files rotate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rotate before a file would pass this many bytes.
+    pub size: u64,
+    /// Rotated files kept (0: none, the full file is removed).
+    pub keep: usize,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            size: DEFAULT_LOG_SIZE,
+            keep: DEFAULT_LOG_KEEP,
+        }
+    }
+}
+
+/// Bumped by [`reopen`]; each writer reopens its file when it sees a change.
+static REOPEN: AtomicU64 = AtomicU64::new(0);
 
 /// How long a flush request (at shutdown) waits for a writer thread.
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
@@ -98,6 +137,8 @@ enum Msg {
     /// Whole lines, already formatted: a loop thread's batch.
     Lines(Vec<u8>),
     Flush(SyncSender<()>),
+    /// Nothing: wakes the writer to look at [`REOPEN`].
+    Wake,
 }
 
 impl Msg {
@@ -105,7 +146,7 @@ impl Msg {
         match self {
             Msg::Line(l) => l.len(),
             Msg::Lines(b) => b.len(),
-            Msg::Flush(_) => 0,
+            Msg::Flush(_) | Msg::Wake => 0,
         }
     }
 }
@@ -117,7 +158,7 @@ struct Queue {
     tx: SyncSender<Msg>,
     /// Bytes sent and not yet written; the writer takes off what it writes.
     bytes: Arc<AtomicUsize>,
-    /// Lines dropped since start (never reset: a counter for the metrics).
+    /// Lines dropped, ever: queue full, or the disk refused them.
     dropped: Arc<AtomicU64>,
 }
 
@@ -247,29 +288,147 @@ impl log::Log for ChannelLog {
     }
 }
 
-fn writer(file: File, rx: Receiver<Msg>, queued: Arc<AtomicUsize>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, file);
+/// A writer thread's file: its size, rotation and reopening.
+struct LogFile {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    rotation: Rotation,
+    buf: Vec<u8>,
+    dropped: Arc<AtomicU64>,
+    reopened: u64,
+}
+
+impl LogFile {
+    fn open(path: &Path, rotation: Rotation, dropped: Arc<AtomicU64>) -> io::Result<LogFile> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(LogFile {
+            path: path.to_path_buf(),
+            file: Some(file),
+            size,
+            rotation,
+            buf: Vec::with_capacity(LOG_WRITE_CHUNK),
+            dropped,
+            reopened: REOPEN.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Appends `bytes` (whole lines), writing and rotating as needed.
+    fn push(&mut self, mut bytes: &[u8]) {
+        // No chunk is larger than a whole file may be.
+        let most = (self.rotation.size.min(LOG_WRITE_CHUNK as u64) as usize).max(1);
+        while !bytes.is_empty() {
+            let take = if bytes.len() <= most {
+                bytes.len()
+            } else {
+                memchr::memrchr(b'\n', &bytes[..most]).map_or(most, |i| i + 1)
+            };
+            let (chunk, rest) = bytes.split_at(take);
+            if self.buf.len() + chunk.len() > LOG_WRITE_CHUNK {
+                self.write();
+            }
+            let held = self.size + self.buf.len() as u64;
+            if held > 0 && held + chunk.len() as u64 > self.rotation.size {
+                self.write();
+                self.rotate();
+            }
+            self.buf.extend_from_slice(chunk);
+            bytes = rest;
+        }
+    }
+
+    /// Writes what is buffered; on failure its lines are dropped and counted.
+    fn write(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        if self.file.is_none() {
+            self.reopen();
+        }
+        let result = match &mut self.file {
+            Some(f) => f.write_all(&self.buf),
+            None => Err(io::ErrorKind::NotFound.into()),
+        };
+        match result {
+            Ok(()) => self.size += self.buf.len() as u64,
+            Err(_) => {
+                let lines = self.buf.iter().filter(|&&b| b == b'\n').count() as u64;
+                self.dropped.fetch_add(lines, Ordering::Relaxed);
+                // Part may have gone in: take the size from the file.
+                if let Some(len) = self.file.as_ref().and_then(|f| f.metadata().ok()) {
+                    self.size = len.len();
+                }
+            }
+        }
+        self.buf.clear();
+    }
+
+    fn numbered(&self, k: usize) -> PathBuf {
+        let mut p = self.path.as_os_str().to_owned();
+        p.push(format!(".{k}"));
+        PathBuf::from(p)
+    }
+
+    /// NAME.log → NAME.log.1 → ... → NAME.log.KEEP (the oldest removed).
+    fn rotate(&mut self) {
+        self.file = None;
+        let keep = self.rotation.keep;
+        if keep == 0 {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            for k in (1..keep).rev() {
+                let _ = std::fs::rename(self.numbered(k), self.numbered(k + 1));
+            }
+            let _ = std::fs::rename(&self.path, self.numbered(1));
+        }
+        self.reopen();
+    }
+
+    /// Opens NAME.log by path again (after a rotation, or for logrotate).
+    fn reopen(&mut self) {
+        self.reopened = REOPEN.load(Ordering::Relaxed);
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            Ok(f) => {
+                self.size = f.metadata().map_or(0, |m| m.len());
+                self.file = Some(f);
+            }
+            Err(_) => self.file = None,
+        }
+    }
+
+    fn reopen_if_asked(&mut self) {
+        if REOPEN.load(Ordering::Relaxed) != self.reopened {
+            self.write();
+            self.reopen();
+        }
+    }
+}
+
+fn writer(mut out: LogFile, rx: Receiver<Msg>, queued: Arc<AtomicUsize>) {
     loop {
         // Block for the first message, then take whatever else is queued and
-        // flush once the queue is dry: one write(2) per burst.
+        // write once the queue is dry: one write(2) per burst.
         let first = match rx.recv() {
             Ok(m) => m,
             Err(_) => break,
         };
+        out.reopen_if_asked();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             queued.fetch_sub(msg.len(), Ordering::Relaxed);
             match msg {
-                Msg::Line(l) => {
-                    let _ = out.write_all(l.as_bytes());
-                }
-                Msg::Lines(b) => {
-                    let _ = out.write_all(&b);
-                }
+                Msg::Line(l) => out.push(l.as_bytes()),
+                Msg::Lines(b) => out.push(&b),
                 Msg::Flush(ack) => {
-                    let _ = out.flush();
+                    out.write();
                     let _ = ack.send(());
                 }
+                Msg::Wake => {}
             }
             next = match rx.recv_timeout(Duration::ZERO) {
                 Ok(m) => Some(m),
@@ -277,26 +436,58 @@ fn writer(file: File, rx: Receiver<Msg>, queued: Arc<AtomicUsize>) {
                 Err(RecvTimeoutError::Disconnected) => None,
             };
         }
-        let _ = out.flush();
+        out.write();
     }
-    let _ = out.flush();
+    out.write();
+}
+
+/// Every server's log file is reopened by path (SIGUSR1; for logrotate).
+pub fn reopen() {
+    REOPEN.fetch_add(1, Ordering::Relaxed);
+    if let Some(w) = WRITERS.get().and_then(|w| w.lock().ok()) {
+        for (queue, _) in w.values() {
+            // A full queue means a busy writer, which looks soon anyway.
+            let _ = queue.tx.try_send(Msg::Wake);
+        }
+    }
+}
+
+/// Lines server `name` dropped, ever: its writer was behind, or the disk
+/// refused them (a metric).
+pub fn lines_dropped(name: &str) -> u64 {
+    WRITERS
+        .get()
+        .and_then(|w| w.lock().ok())
+        .and_then(|w| w.get(name).map(|(q, _)| q.dropped.load(Ordering::Relaxed)))
+        .unwrap_or(0)
 }
 
 /// Installs the process's logger: one `DIR/NAME.log` per server name, the
 /// directory created if missing. Records whose target is not a server name
 /// (libraries) go to stderr at `warn` and above. Call once per process.
 pub fn init(dir: &Path, servers: &[String], level: log::LevelFilter) -> io::Result<()> {
+    init_with(dir, servers, level, Rotation::default())
+}
+
+/// [`init`], with log files rotating as `rotation` says.
+pub fn init_with(
+    dir: &Path,
+    servers: &[String],
+    level: log::LevelFilter,
+    rotation: Rotation,
+) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut root = fern::Dispatch::new().level(level);
     let names: Vec<String> = servers.to_vec();
     for name in servers {
         let path = dir.join(format!("{name}.log"));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let dropped = Arc::new(AtomicU64::new(0));
+        let file = LogFile::open(&path, rotation, dropped.clone())?;
         let (tx, rx) = mpsc::sync_channel(LOG_QUEUE_LINES);
         let queue = Queue {
             tx,
             bytes: Arc::new(AtomicUsize::new(0)),
-            dropped: Arc::new(AtomicU64::new(0)),
+            dropped,
         };
         let queued = queue.bytes.clone();
         std::thread::Builder::new()
@@ -489,17 +680,6 @@ pub fn write_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
     }
 }
 
-/// Log lines of server `name` dropped since start because its writer was
-/// behind (0 when the process has no log for `name`). Takes the writers'
-/// lock: for scrape time, not for a loop.
-pub fn lines_dropped(name: &str) -> u64 {
-    WRITERS
-        .get()
-        .and_then(|w| w.lock().ok())
-        .and_then(|w| w.get(name).map(|(q, _)| q.dropped.load(Ordering::Relaxed)))
-        .unwrap_or(0)
-}
-
 /// Flushes every server's log file (waits for the writer threads).
 pub fn flush() {
     log::logger().flush();
@@ -526,8 +706,13 @@ mod tests {
         assert!(matches!(queue.offer(batch()), Err(Msg::Lines(_))));
         assert!(queue.offer(Msg::Line("x\n".into())).is_err());
         // A writer that wrote one batch makes room for one more.
-        let (file, path) = tempfile::NamedTempFile::new().unwrap().into_parts();
-        drop(path);
+        let dir = tempfile::tempdir().unwrap();
+        let file = LogFile::open(
+            &dir.path().join("t.log"),
+            Rotation::default(),
+            queue.dropped.clone(),
+        )
+        .unwrap();
         let first = rx.recv().unwrap();
         queue.bytes.fetch_sub(first.len(), Ordering::Relaxed);
         assert!(queue.offer(batch()).is_ok());
@@ -542,6 +727,42 @@ mod tests {
         assert_eq!(queue.bytes.load(Ordering::Relaxed), 0);
         drop(queue);
         writer.join().unwrap();
+    }
+
+    #[test]
+    fn files_rotate_before_passing_the_size_and_keep_at_most_keep() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.log");
+        let rotation = Rotation {
+            size: 1000,
+            keep: 2,
+        };
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut f = LogFile::open(&path, rotation, dropped.clone()).unwrap();
+        let line = [b"x".repeat(49), b"\n".to_vec()].concat();
+        for _ in 0..200 {
+            f.push(&line);
+        }
+        // One batch of many lines at once is cut at line ends too.
+        f.push(&line.repeat(50));
+        f.write();
+        for p in [
+            path.clone(),
+            dir.path().join("t.log.1"),
+            dir.path().join("t.log.2"),
+        ] {
+            let len = std::fs::metadata(&p).unwrap().len();
+            assert!(len <= 1000 && len % 50 == 0, "{}: {len}", p.display());
+        }
+        assert!(!dir.path().join("t.log.3").exists());
+        assert_eq!(dropped.load(Ordering::Relaxed), 0);
+        // Reopen by path after the file was renamed away (logrotate).
+        std::fs::rename(&path, dir.path().join("moved")).unwrap();
+        REOPEN.fetch_add(1, Ordering::Relaxed);
+        f.reopen_if_asked();
+        f.push(&line);
+        f.write();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 50);
     }
 
     #[test]

@@ -67,6 +67,13 @@ LIMITS (see README; every one has a default):
     --link-timeout DURATION  a herd link not heard from this long (no update, no
                          heartbeat) is declared down and redialled; quiet links send
                          PING every third of it, e.g. 3s, 500ms [default: 3s]
+    --store-limit N      clients a server stores; when full, a newer update evicts the
+                         client with the oldest timestamp [default: 2000000]
+    --position-ttl DURATION  forget positions whose client timestamp is older than
+                         this (e.g. 2h, 30m) [default: off]
+    --log-size BYTES     rotate NAME.log to NAME.log.1 before it passes this size
+                         [default: 268435456, 256 MiB]
+    --log-keep N         rotated log files kept, NAME.log.1 .. NAME.log.N [default: 5]
 
 OTHER OPTIONS:
     --log-level LEVEL    debug: log every line received and sent (the default);
@@ -84,6 +91,8 @@ once, Places settings and the secret are re-read (the secret for links opened
 after it); no client is dropped. A reload that is invalid, removes a server of
 this process or moves its address is refused with FILE:LINE on standard error
 and in the logs, and changes nothing.
+SIGUSR1 reopens every NAME.log (for logrotate). When the journal cannot be
+written (disk full), AT replies are held until it can, and retried every 250 ms.
 A bad config or an unknown NAME exits with status 2 and FILE:LINE: what is wrong.
 The Places API key is read from the variable named by places_key_env
 (default GOOGLE_PLACES_API_KEY) and never logged.
@@ -99,6 +108,7 @@ struct Args {
     state_dir: Option<PathBuf>,
     level: log::LevelFilter,
     fsync: Option<std::time::Duration>,
+    rotation: logging::Rotation,
     /// Limits as set on the command line; `max_clients` 0 means "from the
     /// descriptor limit".
     limits: Limits,
@@ -118,6 +128,7 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
         state_dir: None,
         level: log::LevelFilter::Debug,
         fsync: None,
+        rotation: logging::Rotation::default(),
         limits: Limits {
             max_clients: 0,
             ..Limits::default()
@@ -164,6 +175,27 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
                 let secs: u64 = parser.value()?.parse()?;
                 args.limits.idle_timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
             }
+            Long("store-limit") => {
+                let n: usize = parser.value()?.parse()?;
+                if n == 0 {
+                    return Err("--store-limit: at least 1".into());
+                }
+                args.limits.store_limit = n;
+            }
+            Long("position-ttl") => {
+                let v: String = parser.value()?.parse()?;
+                let ttl = humantime::parse_duration(&v)
+                    .map_err(|e| format!("--position-ttl: {v:?}: {e}"))?;
+                args.limits.position_ttl = (!ttl.is_zero()).then_some(ttl);
+            }
+            Long("log-size") => {
+                let n: u64 = parser.value()?.parse()?;
+                if n == 0 {
+                    return Err("--log-size: at least 1 byte".into());
+                }
+                args.rotation.size = n;
+            }
+            Long("log-keep") => args.rotation.keep = parser.value()?.parse()?,
             Long("fsync-ms") => {
                 let ms: u64 = parser.value()?.parse()?;
                 args.fsync = (ms > 0).then(|| std::time::Duration::from_millis(ms));
@@ -246,9 +278,16 @@ enum Event {
 }
 
 fn run(args: &Args, herd: &Herd) -> Result<(), String> {
+    // A journal write past RLIMIT_FSIZE must fail with EFBIG (and be held
+    // and retried), not kill the process: SIGXFSZ gets a handler.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .map_err(|e| format!("installing a SIGXFSZ handler: {e}"))?;
     let fds = rlimit::increase_nofile_limit(u64::MAX)
         .map_err(|e| format!("raising the open-file limit: {e}"))?;
-    logging::init(&args.log_dir, &args.names, args.level)
+    logging::init_with(&args.log_dir, &args.names, args.level, args.rotation)
         .map_err(|e| format!("logs in {}: {e}", args.log_dir.display()))?;
     let per_server = (fds.saturating_sub(RESERVED_FDS) / args.names.len() as u64).max(1) as usize;
     let state_dir = args
@@ -343,11 +382,17 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
     ])
     .map_err(|e| format!("installing signal handlers: {e}"))?;
     let sig_tx = tx.clone();
     std::thread::spawn(move || {
         for sig in signals.forever() {
+            if sig == signal_hook::consts::SIGUSR1 {
+                // logrotate moved the files: reopen NAME.log by path.
+                logging::reopen();
+                continue;
+            }
             if sig_tx.send(Event::Signal(sig)).is_err() {
                 return;
             }

@@ -322,14 +322,12 @@ impl ServerStats {
         self.stored_clients.store(clients as u64, Relaxed);
     }
 
-    /// A client was evicted from a full store.
-    pub fn evicted(&self) {
-        self.evictions.fetch_add(1, Relaxed);
-    }
-
-    /// A client's position expired (`--position-ttl`).
-    pub fn expired(&self) {
-        self.expiries.fetch_add(1, Relaxed);
+    /// Clients evicted from a full store, and positions expired
+    /// (`--position-ttl`), since start: the store's own totals, published
+    /// once a second by the loop.
+    pub fn set_bounds(&self, evicted: u64, expired: u64) {
+        self.evictions.store(evicted, Relaxed);
+        self.expiries.store(expired, Relaxed);
     }
 
     /// A Places request ended with `status` after `elapsed`.

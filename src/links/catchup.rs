@@ -1,7 +1,9 @@
 //! Catch-up: when a link comes up, the whole store is streamed to it.
 //!
-//! The store's entries have stable indices, so catch-up is a cursor over
-//! `0..len` taken when the link first flushes: `SYNC LEN` announces it,
+//! A stored client keeps its slot in the store, so catch-up is a cursor
+//! over the slot numbers `0..slot_end` taken when the link first flushes,
+//! skipping free slots (of evicted or expired clients): `SYNC LEN` announces
+//! how many clients are stored then,
 //! then the link copies the next entries into its output whenever the
 //! output has drained below [`CATCHUP_LOW_WATER`]. A store of any size
 //! streams under the same output cap as floods, and the lines sent are the
@@ -22,8 +24,10 @@ pub const CATCHUP_HIGH_WATER: usize = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct CatchUp {
     next: usize,
-    /// The store's length when it began; `None` before the first fill.
+    /// The store's slot end when it began; `None` before the first fill.
     end: Option<usize>,
+    /// How many clients the store held then (what `SYNC` announced).
+    count: usize,
     started: Instant,
 }
 
@@ -33,6 +37,7 @@ impl CatchUp {
         CatchUp {
             next: 0,
             end: None,
+            count: 0,
             started: now,
         }
     }
@@ -44,14 +49,16 @@ impl CatchUp {
             // First fill: the store as it is now, announced so the receiver
             // can log it.
             protocol::write_sync(out, store.len() as u64);
-            store.len()
+            self.count = store.len();
+            store.slot_end()
         });
         if pending >= CATCHUP_LOW_WATER {
             return;
         }
         while self.next < end && out.len() < CATCHUP_HIGH_WATER {
+            // A free slot (an evicted client) is skipped.
             if let Some(e) = store.entry(self.next) {
-                out.extend_from_slice(&e.line);
+                out.extend_from_slice(e.line);
                 out.push(b'\n');
             }
             self.next += 1;
@@ -63,9 +70,9 @@ impl CatchUp {
         self.end.is_some_and(|end| self.next >= end)
     }
 
-    /// How many updates it sends.
+    /// How many updates it announced (the store's size when it began).
     pub fn count(&self) -> usize {
-        self.end.unwrap_or(0)
+        self.count
     }
 
     /// When it began.

@@ -55,8 +55,11 @@ use crate::places::{Places, Query, Reply, RequestId};
 use crate::protocol;
 use crate::stats::ServerStats;
 use crate::store::Store;
-use crate::timer::{self, Timers};
+use crate::timer::{self, Deadline, Timers};
 use crate::token::{self, Owner};
+
+/// How often positions are expired and evictions logged.
+const BOUNDS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the loop itself waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,6 +72,8 @@ enum Wait {
     Unthrottle(usize, u64),
     /// An inbound herd link (key, serial): heartbeat and silence check.
     Peer(usize, u64),
+    /// Once a second: expire old positions, log evictions and expiries.
+    Bounds,
 }
 
 /// One server: its poll loop and everything the loop owns.
@@ -112,6 +117,10 @@ pub struct Server {
     sweeping: bool,
     /// When the loop started: connection activity is kept as seconds since.
     epoch: Instant,
+    /// Connections whose output waits for the journal (see `hold`).
+    held: Vec<usize>,
+    /// Evictions and expiries already logged.
+    bounds_logged: (u64, u64),
 }
 
 /// What reading a connection came to.
@@ -144,7 +153,11 @@ impl Server {
             config.limits.places,
         )
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let mut store = Store::new();
+        let ttl = config
+            .limits
+            .position_ttl
+            .map(|d| d.as_nanos().min(i128::MAX as u128) as i128);
+        let mut store = Store::with_bounds(config.limits.store_limit, ttl);
         let journal = match &config.state_dir {
             Some(dir) => {
                 let (journal, replay) = Journal::open(dir, &config.name, &mut store, config.fsync)
@@ -185,6 +198,7 @@ impl Server {
         if sweeping {
             timers.schedule(now + SWEEP_INTERVAL, Wait::Sweep);
         }
+        timers.schedule(now + BOUNDS_INTERVAL, Wait::Bounds);
         Ok(Server {
             poll,
             listener,
@@ -212,6 +226,8 @@ impl Server {
             refused: 0,
             sweeping,
             epoch: now,
+            held: Vec::new(),
+            bounds_logged: (0, 0),
         })
     }
 
@@ -308,6 +324,7 @@ impl Server {
                 Wait::Sweep => self.sweep(now),
                 Wait::Unthrottle(key, serial) => self.unthrottle(key, serial),
                 Wait::Peer(key, serial) => self.check_peer(key, serial, now),
+                Wait::Bounds => self.bounds(now),
             }
         }
         if self.accept_more {
@@ -322,6 +339,7 @@ impl Server {
         if let Some(j) = &mut self.journal {
             j.flush(self.engine.store());
         }
+        self.release_held();
         let registry = self.poll.registry();
         self.links.flush(registry, self.engine.store(), now);
         for key in std::mem::take(&mut self.dirty) {
@@ -395,7 +413,78 @@ impl Server {
 
     /// The nearest deadline of everything that waits.
     fn next_deadline(&self) -> Option<Instant> {
+        let journal = self.journal.as_ref().and_then(|j| j.next_deadline());
         timer::nearest(&[&self.links, &self.places, &self.timers, &logging::LogBatch])
+            .into_iter()
+            .chain(journal)
+            .min()
+    }
+
+    /// The journal's last written record (everything, without a journal).
+    fn durable(&self) -> u64 {
+        self.journal.as_ref().map_or(u64::MAX, Journal::durable)
+    }
+
+    /// True if connection `key`'s output must wait for the journal: its
+    /// replies acknowledge a record not yet written. It goes on the held
+    /// list, which [`Server::release_held`] looks at after each journal write.
+    fn hold(&mut self, key: usize) -> bool {
+        let durable = self.durable();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if conn.replies.ack <= durable {
+            return false;
+        }
+        if !conn.replies.held {
+            conn.replies.held = true;
+            self.held.push(key);
+        }
+        true
+    }
+
+    /// Flushes the held connections the journal has caught up with.
+    fn release_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let durable = self.durable();
+        let conns = &mut self.conns;
+        let dirty = &mut self.dirty;
+        self.held.retain(|&key| {
+            let Some(conn) = conns.get_mut(key).filter(|c| c.replies.held) else {
+                return false;
+            };
+            if conn.replies.ack > durable {
+                return true;
+            }
+            conn.replies.held = false;
+            dirty.push(key);
+            false
+        });
+    }
+
+    /// Once a second: forgets expired positions, and logs the evictions and
+    /// expiries of the last second as one line (never a line each).
+    fn bounds(&mut self, now: Instant) {
+        self.timers.schedule(now + BOUNDS_INTERVAL, Wait::Bounds);
+        let store = self.engine.store_mut();
+        if store.has_ttl() {
+            store.expire(crate::protocol::now_nanos());
+        }
+        let (evicted, expired) = (store.evicted(), store.expired());
+        let (len, limit) = (store.len(), store.limit());
+        let (was_evicted, was_expired) = self.bounds_logged;
+        if evicted > was_evicted {
+            log::warn!(target: &self.name, "store full ({limit} clients): {} oldest clients evicted in the last second, {evicted} in all", evicted - was_evicted);
+        }
+        if expired > was_expired {
+            log::info!(target: &self.name, "store: {} positions expired in the last second, {expired} in all; {len} clients known", expired - was_expired);
+        }
+        self.bounds_logged = (evicted, expired);
+        let stats = self.engine.stats();
+        stats.set_bounds(evicted as u64, expired as u64);
+        stats.set_stored_clients(len);
     }
 
     fn accept(&mut self) {
@@ -608,6 +697,9 @@ impl Server {
     }
 
     fn flush(&mut self, key: usize) {
+        if self.hold(key) {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -692,8 +784,11 @@ impl Server {
         if let Some(j) = &mut self.journal {
             j.flush(self.engine.store());
         }
+        let durable = self.durable();
         for (_, conn) in self.conns.iter_mut() {
-            let _ = conn.replies.out.flush_to(&mut conn.stream);
+            if conn.replies.ack <= durable {
+                let _ = conn.replies.out.flush_to(&mut conn.stream);
+            }
         }
         log::info!(target: &self.name, "stopped: {} clients connected, {} known", self.conns.len(), self.engine.store().len());
         logging::flush_loop();
@@ -736,7 +831,9 @@ impl Effects for Apply<'_, '_> {
 
     fn journal(&mut self, line: &[u8]) {
         if let Some(j) = self.shared.journal.as_deref_mut() {
-            j.record(line);
+            // The reply just queued acknowledges this record (for a peer's
+            // AT, nothing is queued, and holding its output costs nothing).
+            self.replies.ack = j.record(line);
         }
     }
 

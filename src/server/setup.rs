@@ -67,6 +67,11 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// The Places client's limits (requests in flight, queue, body, deadline).
     pub places: places::Limits,
+    /// Clients the store holds; past it the oldest is evicted (`--store-limit`).
+    pub store_limit: usize,
+    /// Positions older than this (by client timestamp) are forgotten
+    /// (`--position-ttl`; `None`: never).
+    pub position_ttl: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -81,6 +86,8 @@ impl Default for Limits {
             invalid_rate: DEFAULT_INVALID_RATE,
             idle_timeout: None,
             places: places::Limits::default(),
+            store_limit: crate::store::DEFAULT_STORE_LIMIT,
+            position_ttl: None,
         }
     }
 }

@@ -20,6 +20,8 @@
 //! * `hostile`: a normal open-loop load, first alone, then while attackers
 //!   send garbage, over-long lines, never read their replies, and storm the
 //!   listener with connections; the normal clients' p99 in both phases.
+//! * `fill` (in process): a store of a million clients: bytes per stored
+//!   client, journal replay rate, catch-up time of a restarted server.
 //!
 //! Human-readable results go to stdout, progress to stderr each second, and
 //! the last stdout line is `summary mode=... key=value ...` for scripts.
@@ -34,6 +36,7 @@
 mod attack;
 mod catchup;
 mod churn;
+mod fill;
 mod hist;
 mod hostile;
 mod idle;
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Mode::Catchup => catchup::run(&opts),
         Mode::Reconnect => reconnect::run(&opts),
         Mode::Hostile => hostile::run(&opts),
+        Mode::Fill => fill::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -25,6 +25,8 @@ MODES:
     reconnect    the Probe goes down and comes back --rounds times; time until
                  the server linked to it has dialled it again
     hostile      normal clients at --rate alone, then under attack; p99 of both
+    fill         in process: a store of --clients clients [default here: 1000000]:
+                 bytes per stored client, journal replay rate, catch-up time
 
 OPTIONS:
     --addr ADDR          server to load / post at [default: 127.0.0.1:12000;
@@ -75,6 +77,7 @@ pub enum Mode {
     Catchup,
     Reconnect,
     Hostile,
+    Fill,
 }
 
 /// The options, as given or defaulted; `None`: the mode's own default.
@@ -150,6 +153,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
                     "catchup" => Mode::Catchup,
                     "reconnect" => Mode::Reconnect,
                     "hostile" => Mode::Hostile,
+                    "fill" => Mode::Fill,
                     _ => return Err(format!("--mode: unknown mode {v:?}").into()),
                 };
             }
