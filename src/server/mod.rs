@@ -483,7 +483,7 @@ impl Server {
         }
         self.bounds_logged = (evicted, expired);
         let stats = self.engine.stats();
-        stats.set_bounds(evicted as u64, expired as u64);
+        stats.set_bounds(evicted, expired);
         stats.set_stored_clients(len);
     }
 
