@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::herd::PATIENCE;
+use super::netns::Host;
 
 /// The built binary.
 pub const HERD: &str = env!("CARGO_BIN_EXE_herd");
@@ -62,6 +63,8 @@ pub struct HerdProc {
     /// Its `--metrics` endpoint.
     pub metrics: SocketAddr,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Where scrapes connect from (a host of a `netns::Net`), if not here.
+    via: Option<Host>,
 }
 
 impl HerdProc {
@@ -91,6 +94,7 @@ impl HerdProc {
             pid,
             metrics: "0.0.0.0:0".parse().unwrap(),
             stderr,
+            via: None,
         };
         p.wait_stderr("herd: ready", |l| l == "herd: ready");
         let banner = p.wait_stderr("the metrics address", |l| l.contains("/metrics"));
@@ -143,12 +147,19 @@ impl HerdProc {
         assert_eq!(r, 0, "kill {} {sig}", self.pid);
     }
 
+    /// Scrapes connect from `host` (for a herd inside a network namespace).
+    pub fn via(mut self, host: Host) -> Self {
+        self.via = Some(host);
+        self
+    }
+
     /// Every sample of its `/metrics`, by `name{labels}` as written.
     pub fn scrape(&self) -> HashMap<String, f64> {
-        scrape_with(
-            || TcpStream::connect_timeout(&self.metrics, PATIENCE),
-            self.metrics,
-        )
+        let connect = || match &self.via {
+            Some(host) => host.connect(self.metrics, PATIENCE),
+            None => TcpStream::connect_timeout(&self.metrics, PATIENCE),
+        };
+        scrape_with(connect, self.metrics)
     }
 
     /// `herd_link_up{server,neighbour}`: 1 up, 0 down, None unknown.
