@@ -22,6 +22,12 @@
 # instead compares herd --log-level info with and without the operator
 # endpoint (--metrics, scraped every 100 ms by a loop that GETs /metrics) in
 # one alternating run, and reports throughput with/without per load row.
+#
+#   tools/compare.sh --baseline REV [--rounds N] ...
+#
+# instead compares this tree's herd with the herd of commit REV (built in a
+# temporary worktree), both with debug and with info logging, alternating,
+# and reports this/REV per load row and log level.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +37,7 @@ WARMUP=0.5
 PORT=12100
 THREADS=1
 METRICS_MODE=
+BASELINE=
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS=$2; shift 2 ;;
@@ -38,7 +45,8 @@ while [ $# -gt 0 ]; do
         --port) PORT=$2; shift 2 ;;
         --threads) THREADS=$2; shift 2 ;;
         --metrics) METRICS_MODE=1; shift ;;
-        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --baseline) BASELINE=$2; shift 2 ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -60,6 +68,15 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+BASE_BIN=
+if [ -n "$BASELINE" ]; then
+    echo "building $BASELINE in a worktree..." >&2
+    git worktree add -q --detach "$WORK/base" "$BASELINE"
+    CARGO_TARGET_DIR=$PWD/target/baseline cargo build --release --bin herd -q --manifest-path "$WORK/base/Cargo.toml"
+    BASE_BIN=$PWD/target/baseline/release/herd
+    git worktree remove --force "$WORK/base"
+fi
 trap 'exit 130' INT TERM
 
 # Waits until something accepts on 127.0.0.1:$1.
@@ -92,6 +109,8 @@ SERVER=
 start() {
     rm -rf "$WORK/logs"
     case "$1" in
+        base) "$BASE_BIN" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level debug & ;;
+        base-info) "$BASE_BIN" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level info & ;;
         herd-metrics) "$BIN/herd" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level info --metrics "127.0.0.1:$MPORT" & ;;
         ceiling) "$BIN/ceiling" "127.0.0.1:$PORT" 2>/dev/null & ;;
         herd) "$BIN/herd" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level debug & ;;
@@ -150,6 +169,9 @@ if [ -n "$METRICS_MODE" ]; then
     ROWS=(rr50 pipe16 rr1000)
     for row in "${ROWS[@]}"; do WHO[$row]="herd-info herd-metrics"; done
 fi
+if [ -n "$BASELINE" ]; then
+    for row in "${ROWS[@]}"; do WHO[$row]="herd base herd-info base-info"; done
+fi
 declare -A RATES=()
 declare -A ERRS=()
 
@@ -172,6 +194,30 @@ for round in $(seq "$ROUNDS"); do
         done
     done
 done
+
+# pair_row ROW A B: median of A and of B, and the median of per-round A/B.
+pair_row() {
+    local xs ys rounds="" i
+    read -r -a xs <<< "${RATES[$1,$2]:-}"
+    read -r -a ys <<< "${RATES[$1,$3]:-}"
+    for i in "${!xs[@]}"; do rounds+=" $(ratio "${xs[$i]}" "${ys[$i]:-0}")"; done
+    printf '%-26s %12.0f %12.0f %8s   (%s)\n' "$1 $2/$3" "$(median <<< "${RATES[$1,$3]}")" \
+        "$(median <<< "${RATES[$1,$2]}")" "$(median <<< "$rounds")" "${rounds# }"
+}
+
+if [ -n "$BASELINE" ]; then
+    ELAPSED=$(( $(date +%s) - START ))
+    echo
+    echo "herd compare --baseline $BASELINE: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "this tree at $(git rev-parse --short HEAD 2>/dev/null || echo '?') against $(git rev-parse --short "$BASELINE"); $ROUNDS rounds, ${DURATION} s per run (+${WARMUP} s warm-up), alternating; took ${ELAPSED} s"
+    echo
+    printf '%-26s %12s %12s %8s   %s\n' "load (replies/s, median)" "baseline" "this" "ratio" "(per-round ratios this/baseline)"
+    for row in "${ROWS[@]}"; do
+        pair_row "$row" herd base
+        pair_row "$row" herd-info base-info
+    done
+    exit 0
+fi
 
 if [ -n "$METRICS_MODE" ]; then
     ELAPSED=$(( $(date +%s) - START ))
