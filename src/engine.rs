@@ -227,13 +227,16 @@ impl Engine {
                 self.stats.request(Kind::Iamat);
                 self.line.clear();
                 let now = clock.now();
-                protocol::write_at(&mut self.line, &self.name, now, &iamat);
+                let coords = protocol::write_at(&mut self.line, &self.name, now, &iamat);
                 fx.reply(&self.line);
                 let at = &self.line[..self.line.len() - 1];
                 if self.traffic {
                     logging::traffic("to", &session.peer, at, "");
                 }
-                if self.store.offer(iamat.client, iamat.sent_at, at, now) {
+                if self
+                    .store
+                    .offer(iamat.client, iamat.sent_at, at, coords, now)
+                {
                     self.stats.stored(Source::Client, self.store.len());
                     fx.journal(at);
                     fx.flood(&self.line, None);

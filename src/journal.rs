@@ -519,7 +519,8 @@ pub fn replay(mut input: impl BufRead, store: &mut Store) -> io::Result<Replay> 
                 let fields = at.server.len() + at.diff.len() + at.client.len();
                 let canon = 2 + fields + at.coords.len() + at.time.len() + 5;
                 if line.len() == canon {
-                    store.offer(at.client, at.sent_at, &line, now);
+                    let coords = protocol::Coords::of_canonical(&at);
+                    store.offer(at.client, at.sent_at, &line, coords, now);
                 } else {
                     store.offer_at(&at, &mut canonical, now);
                 }

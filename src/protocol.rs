@@ -405,6 +405,15 @@ pub struct Coords {
 }
 
 impl Coords {
+    /// Where COORDS sits in the canonical form of `at` (what
+    /// [`write_at_update`] writes): after `AT` and four single spaces.
+    pub fn of_canonical(at: &At<'_>) -> Coords {
+        Coords::at(
+            6 + at.server.len() + at.diff.len() + at.client.len(),
+            at.coords,
+        )
+    }
+
     /// The COORDS field `coords`, which is valid, found at `start` of a line.
     fn at(start: usize, coords: &[u8]) -> Coords {
         // The second sign: the first `+` or `-` after the first byte.

@@ -47,7 +47,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
-use crate::protocol::{self, At, Nanos, Position};
+use crate::protocol::{self, At, Coords, Nanos, Position};
 
 /// Clients a store holds by default (see README, "Bounds and durability":
 /// five servers of about 150 bytes a client stay within about 2 GiB).
@@ -66,14 +66,34 @@ pub struct Entry<'a> {
     pub sent_at: Nanos,
     /// The AT line as the receiving server produced it, without `\n`.
     pub line: &'a [u8],
+    /// Where COORDS sits in `line`, as the writer of the line said
+    /// (`None` for a line too long for the slot's 16-bit offsets).
+    coords: Option<Coords>,
 }
 
 impl<'a> Entry<'a> {
-    /// The client's position, split as a Places query wants it.
+    /// The client's position, split as a Places query wants it: read off
+    /// the offsets kept when the line was stored, not parsed again (only a
+    /// line longer than 64 KiB, whose offsets do not fit, is parsed).
     pub fn position(&self) -> Position<'a> {
-        field(self.line, 4)
-            .and_then(protocol::position)
-            .unwrap_or(Position { lat: b"", lng: b"" })
+        match self.coords {
+            Some(c) => c.position(self.line),
+            None => field(self.line, 4)
+                .and_then(protocol::position)
+                .unwrap_or(Position { lat: b"", lng: b"" }),
+        }
+    }
+}
+
+/// COORDS offsets as a slot keeps them: 16 bits each, 0 for "not kept".
+fn pack(c: Coords) -> [u16; 3] {
+    match (
+        u16::try_from(c.start),
+        u16::try_from(c.split),
+        u16::try_from(c.end),
+    ) {
+        (Ok(a), Ok(b), Ok(e)) if a > 0 => [a, b, e],
+        _ => [0; 3],
     }
 }
 
@@ -88,6 +108,8 @@ struct Slot {
     len: u32,
     nanos: u32,
     secs: u64,
+    /// Where COORDS sits in the line (see [`pack`]).
+    coords: [u16; 3],
 }
 
 impl Slot {
@@ -201,7 +223,14 @@ impl Store {
     /// false if it was dropped: not newer, older than the TTL allows, at
     /// or below the eviction floor, or older than every client of a full
     /// store.
-    pub fn offer(&mut self, client: &[u8], sent_at: Nanos, line: &[u8], now: Nanos) -> bool {
+    pub fn offer(
+        &mut self,
+        client: &[u8],
+        sent_at: Nanos,
+        line: &[u8],
+        coords: Coords,
+        now: Nanos,
+    ) -> bool {
         if self
             .ttl
             .is_some_and(|ttl| sent_at < now.saturating_sub(ttl))
@@ -236,6 +265,7 @@ impl Store {
                 len: line.len() as u32,
                 nanos,
                 secs,
+                coords: pack(coords),
             };
             if self.ordered {
                 self.heap.push(Reverse((secs, nanos, s)));
@@ -259,7 +289,7 @@ impl Store {
                 _ => return false,
             }
         }
-        self.insert(client, line, secs, nanos);
+        self.insert(client, line, secs, nanos, pack(coords));
         if self.len >= self.limit {
             self.order();
         }
@@ -273,13 +303,14 @@ impl Store {
         off
     }
 
-    fn insert(&mut self, client: &[u8], line: &[u8], secs: u64, nanos: u32) {
+    fn insert(&mut self, client: &[u8], line: &[u8], secs: u64, nanos: u32, coords: [u16; 3]) {
         let off = self.append(line);
         let slot = Slot {
             off,
             len: line.len() as u32,
             nanos,
             secs,
+            coords,
         };
         let s = match self.free.pop() {
             Some(s) => {
@@ -424,8 +455,8 @@ impl Store {
     /// ready to flood). True if it was newer and is now stored.
     pub fn offer_at(&mut self, at: &At<'_>, line: &mut Vec<u8>, now: Nanos) -> bool {
         line.clear();
-        protocol::write_at_update(line, at);
-        self.offer(at.client, at.sent_at, &line[..line.len() - 1], now)
+        let coords = protocol::write_at_update(line, at);
+        self.offer(at.client, at.sent_at, &line[..line.len() - 1], coords, now)
     }
 
     /// The latest entry for `client`.
@@ -434,9 +465,16 @@ impl Store {
     }
 
     fn entry_at(&self, s: u32) -> Entry<'_> {
+        let slot = &self.slots[s as usize];
+        let [start, split, end] = slot.coords;
         Entry {
-            sent_at: self.slots[s as usize].sent_at(),
+            sent_at: slot.sent_at(),
             line: self.line(s),
+            coords: (start > 0).then_some(Coords {
+                start: start.into(),
+                split: split.into(),
+                end: end.into(),
+            }),
         }
     }
 
