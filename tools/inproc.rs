@@ -240,6 +240,16 @@ impl ProbeListener {
         };
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(patience))?;
+        // Heartbeats, as a herd acceptor sends them, until the link closes:
+        // the server counts the link up once it hears one, and would take a
+        // silent Probe for dead after its link timeout.
+        let mut beats = stream.try_clone()?;
+        std::thread::spawn(move || {
+            use std::io::Write;
+            while beats.write_all(herd::protocol::PING).is_ok() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
         let mut link = ProbeLink {
             name: String::new(),
             reader: BufReader::with_capacity(256 * 1024, stream),

@@ -11,7 +11,7 @@
 //! `--in-process`, [`start_probe`] also starts the reference herd that
 //! dials it.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,7 +44,14 @@ struct Link {
     /// The name from `HERD NAME`, once said.
     name: Option<String>,
     reader: LineReader,
+    /// When it last got a heartbeat from us.
+    pinged: Instant,
 }
+
+/// How often (at most) the Probe sends `PING` on its links, as a herd
+/// acceptor does, so no server takes its link to the Probe for dead: well
+/// inside the default link timeout of 3 s.
+const PING_EVERY: Duration = Duration::from_millis(200);
 
 /// A listener that herd servers dial as their neighbour `Probe`.
 pub struct Probe {
@@ -108,6 +115,15 @@ impl Probe {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             other => other?,
         }
+        // Heartbeats, as a herd acceptor sends them (a few bytes: a full
+        // socket buffer just skips one).
+        let now = Instant::now();
+        for (_, link) in self.links.iter_mut() {
+            if link.name.is_some() && now >= link.pinged + PING_EVERY {
+                let _ = link.stream.write(herd::protocol::PING);
+                link.pinged = now;
+            }
+        }
         let tokens: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
         for token in tokens {
             if token == LISTENER {
@@ -136,6 +152,7 @@ impl Probe {
                         stream,
                         name: None,
                         reader: LineReader::default(),
+                        pinged: Instant::now() - PING_EVERY,
                     });
                 }
                 // Nothing more to accept until the next event.
