@@ -64,13 +64,15 @@ mod http;
 pub mod json;
 mod pool;
 mod request;
+mod settings;
 mod tls;
 mod url;
 
 use std::time::Duration;
 
-pub use pool::{check_settings, Places};
+pub use pool::Places;
 pub use request::{failure_body, FIELD_MASK};
+pub use settings::check_settings;
 
 /// The most requests in flight at once, hence the most connections to the
 /// API: each carries one request at a time. Requests past it wait in the queue.

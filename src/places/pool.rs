@@ -45,7 +45,8 @@ use super::connection::{places_token, Conn, ConnectError, Drive, Phase};
 use super::dns::{Addrs, Resolver};
 use super::http::{Response, ResponseParser};
 use super::request::{self, failure_body, Failure};
-use super::tls::{self, ConnectStep};
+use super::settings::Settings;
+use super::tls::ConnectStep;
 use super::url::Endpoint;
 use super::{Limits, Query, Reply, RequestId, SetupError};
 use crate::config::{PlacesApi, PlacesConfig};
@@ -98,53 +99,6 @@ pub struct Places {
     /// Bumped by each reload that changes the settings: connections of an
     /// older generation are closed once their request is answered.
     generation: u64,
-}
-
-/// The settings a reload may change, checked and ready to use.
-struct Settings {
-    api: PlacesApi,
-    endpoint: Endpoint,
-    key: Option<String>,
-    key_env: String,
-    tls: Arc<ClientConfig>,
-    name: ServerName<'static>,
-}
-
-impl Settings {
-    fn new(config: &PlacesConfig, key: Option<String>) -> Result<Settings, SetupError> {
-        let endpoint = Endpoint::parse(&config.url).map_err(|e| SetupError(e.to_string()))?;
-        let name = match endpoint.ip {
-            Some(ip) => ServerName::from(ip),
-            None => ServerName::try_from(endpoint.host.clone())
-                .map_err(|e| SetupError(format!("bad Places host {:?}: {e}", endpoint.host)))?,
-        };
-        let tls = tls::client_config(config.ca.as_deref()).map_err(SetupError)?;
-        let key = key.map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
-        if key
-            .as_deref()
-            .is_some_and(|k| k.bytes().any(|b| b < 0x20 || b == 0x7f))
-        {
-            return Err(SetupError(format!(
-                "the Places API key in {} holds control characters",
-                config.key_env
-            )));
-        }
-        Ok(Settings {
-            api: config.api,
-            endpoint,
-            key,
-            key_env: config.key_env.clone(),
-            tls,
-            name,
-        })
-    }
-}
-
-/// Checks Places settings as [`Places::with_limits`] and
-/// [`Places::reconfigure`] would take them (the URL, the extra root, the
-/// key), without making a client: for a reload, before anything changes.
-pub fn check_settings(config: &PlacesConfig, key: Option<String>) -> Result<(), SetupError> {
-    Settings::new(config, key).map(|_| ())
 }
 
 impl Deadline for Places {

@@ -17,12 +17,22 @@
 //! every link, then every connection that got output, once, so replies and
 //! floods produced in one turn leave in one `write(2)` per socket.
 //!
+//! Files: this one has the loop (dispatch, the turn's end, flushing and
+//! closing); `read` reads a connection and applies the engine's effects;
+//! `accept` takes connections; `reload` applies a SIGHUP; `durable` holds
+//! replies until the journal has their records and runs the store's bounds;
+//! `setup` is the configuration and the thread around the loop.
+//!
 //! Backpressure: a client whose pending replies pass
 //! [`Limits::client_output`] is simply not read until it has read them (see
 //! [`ReadState`]); the kernel's socket buffer then pushes back on it. The
 //! same pause, on a timer, throttles a connection whose invalid input
 //! passes [`Limits::invalid_rate`] (see [`crate::conn::Throttle`]).
 
+mod accept;
+mod durable;
+mod read;
+mod reload;
 mod setup;
 
 pub use crate::token::{LISTENER, WAKER};
@@ -33,26 +43,23 @@ pub use setup::{
 };
 
 use std::collections::HashMap;
-use std::io::{self, Read};
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::io;
+use std::net::TcpListener as StdListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Registry, Waker};
+use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
-use crate::conn::{Conn, Flush, ReadState, Replies};
-use crate::engine::{Clock, Effects, Engine, Next, Role};
+use crate::conn::{Conn, Flush, ReadState};
+use crate::engine::{Engine, Role};
 use crate::journal::Journal;
-use crate::links::liveness::{self, Check, Liveness};
-use crate::links::outbound::Change;
 use crate::links::Links;
 use crate::logging::{self, escape};
-use crate::places::{Places, Query, Reply, RequestId};
-use crate::protocol;
+use crate::places::{Places, Reply, RequestId};
 use crate::stats::ServerStats;
 use crate::store::Store;
 use crate::timer::{self, Deadline, Timers};
@@ -121,18 +128,6 @@ pub struct Server {
     held: Vec<usize>,
     /// Evictions and expiries already logged.
     bounds_logged: (u64, u64),
-}
-
-/// What reading a connection came to.
-enum ReadOutcome {
-    /// Read until `WouldBlock`: wait for the next event.
-    Drained,
-    /// The turn's budget ran out, or reading is paused: come back later.
-    Yielded,
-    /// Too much invalid input: paused for this long.
-    Throttled(Duration),
-    /// The connection failed and must be closed.
-    Failed(io::Error),
 }
 
 impl Server {
@@ -348,69 +343,6 @@ impl Server {
         logging::turn_end(now);
     }
 
-    /// Applies a configuration handed over by [`StopHandle::reload`], if
-    /// one is waiting: links added, removed and readdressed, the Places
-    /// settings, the secret for links opened from now on. Every change is
-    /// logged. No client connection is touched.
-    fn apply_reload(&mut self) {
-        let Some(config) = self.reload.lock().ok().and_then(|mut r| r.take()) else {
-            return;
-        };
-        let now = Instant::now();
-        let registry = self.poll.registry();
-        let name = self.name.clone();
-        let stats = self.engine.stats().clone();
-        let changes = self.links.reconfigure(&config.neighbours, registry, now);
-        for change in &changes {
-            match change {
-                Change::Added(n, addr) => {
-                    log::info!(target: &name, "reload: link to {n} ({addr}) added");
-                    if let Some(link) = self.links.stats_of(n) {
-                        stats.add_link(link);
-                    }
-                }
-                Change::Readdressed(n, old, new) => {
-                    log::info!(target: &name, "reload: link to {n} moved from {old} to {new}")
-                }
-                Change::Removed(n) => {
-                    log::info!(target: &name, "reload: link to {n} removed");
-                    stats.remove_link(n);
-                    // Its half of the link: no longer accepted either.
-                    let theirs: Vec<usize> = self
-                        .conns
-                        .iter()
-                        .filter(|(_, c)| matches!(&c.session.role, Role::Peer(p) if *p.name == *n.as_bytes()))
-                        .map(|(k, _)| k)
-                        .collect();
-                    for key in theirs {
-                        self.close(key, "link removed by a reload");
-                    }
-                }
-            }
-        }
-        self.engine.set_neighbours(self.links.names());
-        self.engine.set_secret(config.secret.clone());
-        self.links.set_secret(config.secret.clone());
-        let registry = self.poll.registry();
-        match self.places.reconfigure(
-            &config.places,
-            config.places_key,
-            self.waker.clone(),
-            registry,
-            now,
-            &mut self.done,
-        ) {
-            Ok(true) => {
-                log::info!(target: &name, "reload: Places settings changed: {:?} {}", config.places.api, config.places.url)
-            }
-            Ok(false) => {}
-            Err(e) => {
-                log::warn!(target: &name, "reload: Places settings refused, the old ones stay: {e}")
-            }
-        }
-        log::info!(target: &name, "reload: done: {} changes to links, {} neighbours, secret {}", changes.len(), self.links.len(), if config.secret.is_some() { "set" } else { "none" });
-    }
-
     /// The nearest deadline of everything that waits.
     fn next_deadline(&self) -> Option<Instant> {
         let journal = self.journal.as_ref().and_then(|j| j.next_deadline());
@@ -418,282 +350,6 @@ impl Server {
             .into_iter()
             .chain(journal)
             .min()
-    }
-
-    /// The journal's last written record (everything, without a journal).
-    fn durable(&self) -> u64 {
-        self.journal.as_ref().map_or(u64::MAX, Journal::durable)
-    }
-
-    /// True if connection `key`'s output must wait for the journal: its
-    /// replies acknowledge a record not yet written. It goes on the held
-    /// list, which [`Server::release_held`] looks at after each journal write.
-    fn hold(&mut self, key: usize) -> bool {
-        let durable = self.durable();
-        let Some(conn) = self.conns.get_mut(key) else {
-            return false;
-        };
-        if conn.replies.ack <= durable {
-            return false;
-        }
-        if !conn.replies.held {
-            conn.replies.held = true;
-            self.held.push(key);
-        }
-        true
-    }
-
-    /// Flushes the held connections the journal has caught up with.
-    fn release_held(&mut self) {
-        if self.held.is_empty() {
-            return;
-        }
-        let durable = self.durable();
-        let conns = &mut self.conns;
-        let dirty = &mut self.dirty;
-        self.held.retain(|&key| {
-            let Some(conn) = conns.get_mut(key).filter(|c| c.replies.held) else {
-                return false;
-            };
-            if conn.replies.ack > durable {
-                return true;
-            }
-            conn.replies.held = false;
-            dirty.push(key);
-            false
-        });
-    }
-
-    /// Once a second: forgets expired positions, and logs the evictions and
-    /// expiries of the last second as one line (never a line each).
-    fn bounds(&mut self, now: Instant) {
-        self.timers.schedule(now + BOUNDS_INTERVAL, Wait::Bounds);
-        let store = self.engine.store_mut();
-        if store.has_ttl() {
-            store.expire(crate::protocol::now_nanos());
-        }
-        let (evicted, expired) = (store.evicted(), store.expired());
-        let (len, limit) = (store.len(), store.limit());
-        let (was_evicted, was_expired) = self.bounds_logged;
-        if evicted > was_evicted {
-            log::warn!(target: &self.name, "store full ({limit} clients): {} oldest clients evicted in the last second, {evicted} in all", evicted - was_evicted);
-        }
-        if expired > was_expired {
-            log::info!(target: &self.name, "store: {} positions expired in the last second, {expired} in all; {len} clients known", expired - was_expired);
-        }
-        self.bounds_logged = (evicted, expired);
-        let stats = self.engine.stats();
-        stats.set_bounds(evicted, expired);
-        stats.set_stored_clients(len);
-    }
-
-    fn accept(&mut self) {
-        self.accept_more = false;
-        if self.accept_paused {
-            return;
-        }
-        for _ in 0..ACCEPT_BATCH {
-            match self.listener.accept() {
-                Ok((stream, peer)) => {
-                    self.emfile_logged = false;
-                    self.admit(stream, peer)
-                }
-                // The backlog is empty: wait for the next event.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_out_of_descriptors(&e) => {
-                    // Accepting again at once would fail again: pause, and
-                    // let closing connections free descriptors meanwhile.
-                    if !self.emfile_logged {
-                        log::warn!(target: &self.name, "accept: {e}; pausing accepts, retrying every {} ms until descriptors free up", ACCEPT_PAUSE.as_millis());
-                        self.emfile_logged = true;
-                    }
-                    self.accept_paused = true;
-                    self.timers
-                        .schedule(Instant::now() + ACCEPT_PAUSE, Wait::AcceptResume);
-                    return;
-                }
-                // A connection reset before we took it, and the like.
-                Err(e) => log::info!(target: &self.name, "accept: {e}"),
-            }
-        }
-        self.accept_more = true;
-    }
-
-    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
-        let name = &self.name;
-        if self.conns.len() >= self.limits.max_clients {
-            // Accepted and closed at once (dropping `stream`): the client
-            // learns at once, and the backlog does not fill with retries.
-            if self.refused == 0 {
-                log::warn!(target: name, "refused {peer}: {} connections is the limit", self.limits.max_clients);
-                if !self.sweeping {
-                    self.sweeping = true;
-                    self.timers
-                        .schedule(Instant::now() + SWEEP_INTERVAL, Wait::Sweep);
-                }
-            }
-            self.refused += 1;
-            return;
-        }
-        let _ = stream.set_nodelay(true);
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        let Some(token) = token::client(key) else {
-            return;
-        };
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, token, Interest::READABLE)
-        {
-            log::warn!(target: name, "register {peer}: {e}");
-            return;
-        }
-        self.next_serial += 1;
-        let mut conn = Conn::new(stream, peer, self.next_serial);
-        conn.active = self.epoch.elapsed().as_secs() as u32;
-        entry.insert(conn);
-        self.engine.stats().client_connected();
-        log::info!(target: name, "client {peer} connected");
-        // Data may have arrived with the handshake already.
-        self.resume.push(key);
-    }
-
-    /// Seconds since the loop started (for idle connections).
-    fn seconds(&self) -> u32 {
-        self.epoch.elapsed().as_secs() as u32
-    }
-
-    /// Sums up refused connections, closes idle ones.
-    fn sweep(&mut self, now: Instant) {
-        if self.refused > 1 {
-            log::warn!(target: &self.name, "refused {} more connections in the last second: {} connections is the limit", self.refused - 1, self.limits.max_clients);
-        }
-        self.refused = 0;
-        self.sweeping = self.limits.idle_timeout.is_some();
-        if self.sweeping {
-            self.timers.schedule(now + SWEEP_INTERVAL, Wait::Sweep);
-        }
-        if let Some(idle) = self.limits.idle_timeout {
-            let now_s = self.seconds();
-            let limit = idle.as_secs().max(1) as u32;
-            let idle_keys: Vec<usize> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| {
-                    c.session.role == Role::Client
-                        && now_s.saturating_sub(c.active) >= limit
-                        && c.is_drained()
-                })
-                .map(|(k, _)| k)
-                .collect();
-            for key in idle_keys {
-                self.close(key, "idle timeout");
-            }
-        }
-    }
-
-    /// Reads and handles what connection `key` sent. `short_drains`: a read
-    /// shorter than the scratch buffer means the socket is drained (saves
-    /// the `recv` that would only say `WouldBlock`; see `dispatch`).
-    fn read(&mut self, key: usize, short_drains: bool) {
-        let active = self.seconds();
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        conn.active = active;
-        let mut shared = Shared {
-            registry: self.poll.registry(),
-            journal: self.journal.as_mut(),
-            links: &mut self.links,
-            places: &mut self.places,
-            requests: &mut self.requests,
-            next_request: &mut self.next_request,
-            done: &mut self.done,
-        };
-        let outcome = read_conn(
-            &mut self.engine,
-            conn,
-            key,
-            &mut shared,
-            &self.limits,
-            &mut self.scratch,
-            short_drains,
-            self.epoch,
-        );
-        if let Role::Peer(p) = &mut conn.session.role {
-            if p.live.is_none() {
-                // It just said HERD: from now on it must show life.
-                let timeout = self.limits.link_timeout;
-                let live = Liveness::new(timeout, Instant::now());
-                liveness::tune_socket(&conn.stream, timeout);
-                self.timers
-                    .schedule(live.due(), Wait::Peer(key, conn.serial));
-                p.live = Some(live);
-            }
-        }
-        match outcome {
-            ReadOutcome::Drained => {}
-            ReadOutcome::Throttled(pause) => {
-                if conn.throttle.pauses == 1 {
-                    log::warn!(target: &self.name, "client {} sends invalid input faster than {} bytes/s: reading it paused for {} ms (logged once per connection)", conn.peer(), self.limits.invalid_rate, pause.as_millis());
-                }
-                self.timers
-                    .schedule(Instant::now() + pause, Wait::Unthrottle(key, conn.serial));
-            }
-            ReadOutcome::Yielded => {
-                if conn.state() == ReadState::Reading {
-                    self.resume.push(key);
-                }
-            }
-            ReadOutcome::Failed(e) => {
-                self.close(key, &e.to_string());
-                return;
-            }
-        }
-        self.dirty.push(key);
-    }
-
-    /// An inbound herd link's heartbeat is due, or its silence may be too
-    /// long: send `PING`, or declare it dead and close it.
-    fn check_peer(&mut self, key: usize, serial: u64, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key).filter(|c| c.serial == serial) else {
-            return;
-        };
-        let Role::Peer(p) = &mut conn.session.role else {
-            return;
-        };
-        let Some(live) = p.live.as_mut() else {
-            return;
-        };
-        match live.check(now) {
-            Check::Dead => {
-                let why = format!("no sign of life for {} ms", live.timeout().as_millis());
-                self.close(key, &why);
-                return;
-            }
-            // Nothing may precede our CHALLENGE's answer on a link still
-            // authenticating; after that, a heartbeat.
-            Check::Ping if p.authenticated => {
-                conn.replies.reply(protocol::PING);
-                self.dirty.push(key);
-            }
-            Check::Ping | Check::Quiet => {}
-        }
-        self.timers.schedule(live.due(), Wait::Peer(key, serial));
-    }
-
-    /// A throttled connection's pause is over: read it again, unless its
-    /// output holds it back meanwhile.
-    fn unthrottle(&mut self, key: usize, serial: u64) {
-        let Some(conn) = self.conns.get_mut(key).filter(|c| c.serial == serial) else {
-            return;
-        };
-        let over = conn.over(self.limits.client_output, self.limits.whatsats_per_conn);
-        if conn.unthrottle(over) {
-            self.resume.push(key);
-        }
     }
 
     fn flush(&mut self, key: usize) {
@@ -795,57 +451,6 @@ impl Server {
     }
 }
 
-/// The parts of the loop that handling lines acts on, borrowed for one read.
-struct Shared<'a> {
-    registry: &'a Registry,
-    journal: Option<&'a mut Journal>,
-    links: &'a mut Links,
-    places: &'a mut Places,
-    requests: &'a mut HashMap<RequestId, (usize, u64)>,
-    next_request: &'a mut RequestId,
-    done: &'a mut Vec<Reply>,
-}
-
-/// The effects of one connection's lines, performed as the engine asks.
-struct Apply<'a, 'b> {
-    replies: &'a mut Replies,
-    key: usize,
-    serial: u64,
-    shared: &'a mut Shared<'b>,
-}
-
-impl Effects for Apply<'_, '_> {
-    fn reply(&mut self, bytes: &[u8]) {
-        self.replies.reply(bytes);
-    }
-
-    fn whatsat(&mut self, head: &[u8], query: Query) {
-        let s = &mut *self.shared;
-        let id = *s.next_request;
-        *s.next_request += 1;
-        s.requests.insert(id, (self.key, self.serial));
-        self.replies.wait_for(id, head.to_vec());
-        s.places
-            .submit(s.registry, id, query, Instant::now(), s.done);
-    }
-
-    fn journal(&mut self, line: &[u8]) {
-        if let Some(j) = self.shared.journal.as_deref_mut() {
-            // The reply just queued acknowledges this record (for a peer's
-            // AT, nothing is queued, and holding its output costs nothing).
-            self.replies.ack = j.record(line);
-        }
-    }
-
-    fn flood(&mut self, line: &[u8], except: Option<usize>) {
-        self.shared.links.flood(line, except);
-    }
-
-    fn neighbour_dialled(&mut self, i: usize) {
-        self.shared.links.neighbour_is_up(i, Instant::now());
-    }
-}
-
 /// Marks the server not listening when its loop ends, however it ends.
 struct NotListening(Arc<ServerStats>);
 
@@ -853,97 +458,4 @@ impl Drop for NotListening {
     fn drop(&mut self) {
         self.0.set_listening(false);
     }
-}
-
-fn is_out_of_descriptors(e: &io::Error) -> bool {
-    // EMFILE (24), ENFILE (23), ENOBUFS (105), ENOMEM (12) on Linux.
-    matches!(e.raw_os_error(), Some(24) | Some(23) | Some(105) | Some(12))
-}
-
-/// Reads a connection until `WouldBlock`, its read budget, or a pause, and
-/// hands every line read to the engine.
-#[allow(clippy::too_many_arguments)]
-fn read_conn(
-    engine: &mut Engine,
-    conn: &mut Conn,
-    key: usize,
-    shared: &mut Shared<'_>,
-    limits: &Limits,
-    scratch: &mut [u8],
-    short_drains: bool,
-    epoch: Instant,
-) -> ReadOutcome {
-    match conn.state() {
-        ReadState::Reading => {}
-        ReadState::Closing => return ReadOutcome::Drained,
-        // Paused: whatever resumes it reads it then.
-        ReadState::Backpressured | ReadState::Throttled => return ReadOutcome::Yielded,
-    }
-    let mut clock = Clock::wall();
-    for _ in 0..READS_PER_TURN {
-        if conn.over(limits.client_output, limits.whatsats_per_conn) {
-            conn.backpressure();
-            return ReadOutcome::Yielded;
-        }
-        clock.next_read();
-        let read = conn.stream.read(scratch);
-        let mut apply = Apply {
-            replies: &mut conn.replies,
-            key,
-            serial: conn.serial,
-            shared,
-        };
-        let session = &mut conn.session;
-        match read {
-            Ok(0) => {
-                // EOF: a last line without `\n` is still a request.
-                conn.reader.finish(|piece| {
-                    let _ = engine.handle(session, piece, &mut clock, &mut apply);
-                });
-                // Nothing more will be read: there is nothing to throttle.
-                conn.stop_reading();
-                return ReadOutcome::Drained;
-            }
-            Ok(n) => {
-                let (mut invalid, mut stop) = (0, false);
-                let discarded = conn.reader.feed(&scratch[..n], limits.line, |piece| {
-                    // A connection we gave up on (failed AUTH) gets nothing more.
-                    if stop {
-                        return;
-                    }
-                    match engine.handle(session, piece, &mut clock, &mut apply) {
-                        Next::Continue => {}
-                        Next::Charge(bytes) => invalid += bytes,
-                        Next::StopReading => stop = true,
-                    }
-                });
-                if let Role::Peer(p) = &mut conn.session.role {
-                    if let Some(live) = &mut p.live {
-                        live.heard(Instant::now());
-                    }
-                }
-                if stop {
-                    conn.stop_reading();
-                    return ReadOutcome::Drained;
-                }
-                let invalid = invalid + discarded;
-                if invalid > 0 && limits.invalid_rate > 0 {
-                    let now_ms = epoch.elapsed().as_millis() as u32;
-                    let rate = limits.invalid_rate;
-                    if let Some(pause) = conn.throttle.charge(invalid, now_ms, rate) {
-                        conn.throttled();
-                        return ReadOutcome::Throttled(pause);
-                    }
-                }
-                if short_drains && n < scratch.len() {
-                    return ReadOutcome::Drained;
-                }
-            }
-            // Drained: the next event says when there is more.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return ReadOutcome::Failed(e),
-        }
-    }
-    ReadOutcome::Yielded
 }
