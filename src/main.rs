@@ -18,6 +18,16 @@ use herd::logging;
 use herd::metrics::Endpoint;
 use herd::server::{self, Limits, ServerConfig};
 
+/// Writes a line to standard error, ignoring failure: the banner and the
+/// error lines must never take a server down (a full disk under a redirected
+/// stderr, or a file-size limit, makes `eprintln!` panic).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 const HELP: &str = "\
 herd: an application-server herd for fast-moving location data
 
@@ -234,21 +244,21 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("herd: {e}");
+            say!("herd: {e}");
             return ExitCode::from(2);
         }
     };
     let herd = match Herd::load(&args.config) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("herd: {e}");
+            say!("herd: {e}");
             return ExitCode::from(2);
         }
     };
     for name in &args.names {
         if herd.index_of(name).is_none() {
             let known: Vec<&str> = herd.servers.iter().map(|s| s.name.as_str()).collect();
-            eprintln!(
+            say!(
                 "herd: {}: no server named {name:?} (known: {})",
                 args.config.display(),
                 known.join(", ")
@@ -265,7 +275,7 @@ fn main() -> ExitCode {
     match run(&args, &herd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("herd: {e}");
+            say!("herd: {e}");
             logging::flush();
             ExitCode::from(1)
         }
@@ -340,14 +350,14 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
         let srv = server::Server::new(config, listener).map_err(|e| format!("{name}: {e}"))?;
         let handle = srv.stop_handle();
         let server_stats = srv.stats();
-        eprintln!("herd: {name}");
-        eprintln!("herd:   clients     {addr}");
-        eprintln!("herd:   neighbours  {neighbours}");
-        eprintln!(
+        say!("herd: {name}");
+        say!("herd:   clients     {addr}");
+        say!("herd:   neighbours  {neighbours}");
+        say!(
             "herd:   log         {}",
             args.log_dir.join(format!("{name}.log")).display()
         );
-        eprintln!(
+        say!(
             "herd:   journal     {} ({} clients replayed)",
             state_dir.join(format!("{name}.journal")).display(),
             server_stats.snapshot().stored_clients
@@ -369,7 +379,7 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
         Some(listener) => {
             let e =
                 Endpoint::start(listener, stats.clone()).map_err(|e| format!("--metrics: {e}"))?;
-            eprintln!(
+            say!(
                 "herd: metrics     http://{0}/metrics, http://{0}/healthz",
                 e.addr()
             );
@@ -409,7 +419,7 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
         }
     }
     if first.is_none() {
-        eprintln!("herd: ready");
+        say!("herd: ready");
     }
     let mut herd = herd.clone();
     let mut next = first;
@@ -468,14 +478,14 @@ fn reload(
                 log::info!(target: name, "SIGHUP: {} read again; applying", args.config.display());
                 handle.reload(config);
             }
-            eprintln!("herd: reloaded {}", args.config.display());
+            say!("herd: reloaded {}", args.config.display());
             *herd = plan.herd;
         }
         Err(e) => {
             for name in &args.names {
                 log::warn!(target: name, "SIGHUP: reload refused, nothing changed: {e}");
             }
-            eprintln!("herd: reload refused, nothing changed: {e}");
+            say!("herd: reload refused, nothing changed: {e}");
         }
     }
 }

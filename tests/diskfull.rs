@@ -62,6 +62,9 @@ impl Solo {
             // Logs small, so only the journal meets the limit.
             .args(["--log-level", "warn"])
             .stdin(Stdio::null())
+            // Not the test's stderr: under CI that is a file already past
+            // the file-size limit this child runs with.
+            .stderr(Stdio::null())
             .spawn()
             .map(KillOnDrop)
             .unwrap();
