@@ -1,5 +1,5 @@
 //! `herd --check-config`: what a config file describes, in a few lines for
-//! a person (SPEC §6). The file is read by the same [`Herd::load`] as at
+//! a person (docs/PROTOCOL.md §7). The file is read by the same [`Herd::load`] as at
 //! start-up, so a file this accepts is one the servers accept; this module
 //! only describes the checked [`Herd`], and says which of the environment
 //! variables it names are set (their values are never printed).

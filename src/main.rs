@@ -305,7 +305,7 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| args.log_dir.clone());
     // A journal or log reaching RLIMIT_FSIZE must be a failed write the
-    // server reports and survives (SPEC §11), not SIGXFSZ's default: death.
+    // server reports and survives (docs/PROTOCOL.md §9), not SIGXFSZ's default: death.
     signal_hook::flag::register(
         signal_hook::consts::SIGXFSZ,
         std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),

@@ -1,4 +1,4 @@
-//! The operator endpoint over real sockets (SPEC §13): `/metrics` parsed
+//! The operator endpoint over real sockets (docs/PROTOCOL.md §11): `/metrics` parsed
 //! by a strict exposition-format parser, counters that move by exactly what
 //! was sent, link gauges that follow a neighbour, `/healthz`, and the
 //! endpoint's bounds. In-process servers on `127.0.0.1:0`, except where the

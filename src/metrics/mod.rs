@@ -1,4 +1,4 @@
-//! The operator endpoint (`--metrics HOST:PORT`, SPEC §13): `GET /metrics`
+//! The operator endpoint (`--metrics HOST:PORT`, docs/PROTOCOL.md §11): `GET /metrics`
 //! (the Prometheus text format, [`expose`]) and `GET /healthz` ([`health`])
 //! for every server of the process.
 //!
