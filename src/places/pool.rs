@@ -37,8 +37,6 @@ use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::{Registry, Token, Waker};
-use rustls::pki_types::ServerName;
-use rustls::ClientConfig;
 use slab::Slab;
 
 use super::connection::{places_token, Conn, ConnectError, Drive, Phase};
@@ -47,9 +45,8 @@ use super::http::{Response, ResponseParser};
 use super::request::{self, failure_body, Failure};
 use super::settings::Settings;
 use super::tls::ConnectStep;
-use super::url::Endpoint;
 use super::{Limits, Query, Reply, RequestId, SetupError};
-use crate::config::{PlacesApi, PlacesConfig};
+use crate::config::PlacesConfig;
 use crate::timer::{Deadline, Timers};
 use crate::token;
 
@@ -79,12 +76,8 @@ struct Request {
 /// One server's Places client.
 pub struct Places {
     server: String,
-    api: PlacesApi,
-    endpoint: Endpoint,
-    key: Option<String>,
-    key_env: String,
-    tls: Arc<ClientConfig>,
-    name: ServerName<'static>,
+    /// The API, endpoint, key and TLS set-up a reload may change.
+    settings: Settings,
     limits: Limits,
     dns: Resolver,
     requests: Slab<Request>,
@@ -112,9 +105,9 @@ impl fmt::Debug for Places {
         // Not derived: the key must never be printed.
         f.debug_struct("Places")
             .field("server", &self.server)
-            .field("api", &self.api)
-            .field("endpoint", &self.endpoint.authority())
-            .field("has_key", &self.key.is_some())
+            .field("api", &self.settings.api)
+            .field("endpoint", &self.settings.endpoint.authority())
+            .field("has_key", &self.settings.key.is_some())
             .field("requests", &self.requests.len())
             .field("connections", &self.conns.len())
             .finish_non_exhaustive()
@@ -142,25 +135,14 @@ impl Places {
         server: &str,
         limits: Limits,
     ) -> Result<Places, SetupError> {
-        let Settings {
-            api,
-            endpoint,
-            key,
-            key_env,
-            tls,
-            name,
-        } = Settings::new(config, key)?;
+        let settings = Settings::new(config, key)?;
         let mut limits = limits;
         limits.max_in_flight = limits.max_in_flight.clamp(1, token::PLACES_SPAN);
-        let dns = Resolver::new(&endpoint.host, endpoint.ip, endpoint.port, waker);
+        let e = &settings.endpoint;
+        let dns = Resolver::new(&e.host, e.ip, e.port, waker);
         Ok(Places {
             server: server.to_string(),
-            api,
-            endpoint,
-            key,
-            key_env,
-            tls,
-            name,
+            settings,
             limits,
             dns,
             requests: Slab::new(),
@@ -188,10 +170,11 @@ impl Places {
         done: &mut Vec<Reply>,
     ) -> Result<bool, SetupError> {
         let new = Settings::new(config, key)?;
-        let same = new.api == self.api
-            && new.endpoint == self.endpoint
-            && new.key == self.key
-            && new.key_env == self.key_env
+        let old = &self.settings;
+        let same = new.api == old.api
+            && new.endpoint == old.endpoint
+            && new.key == old.key
+            && new.key_env == old.key_env
             && config.ca.is_none();
         if same {
             return Ok(false);
@@ -202,12 +185,7 @@ impl Places {
             new.endpoint.port,
             waker,
         );
-        self.api = new.api;
-        self.endpoint = new.endpoint;
-        self.key = new.key;
-        self.key_env = new.key_env;
-        self.tls = new.tls;
-        self.name = new.name;
+        self.settings = new;
         self.generation += 1;
         let idle: Vec<usize> = self
             .conns
@@ -225,13 +203,16 @@ impl Places {
             .map(|(rk, _)| rk)
             .collect();
         for rk in queued {
-            let built = match self.key.as_deref() {
-                Some(key) => {
-                    request::build(self.api, &self.endpoint, &self.requests[rk].query, key)
-                }
+            let built = match self.settings.key.as_deref() {
+                Some(key) => request::build(
+                    self.settings.api,
+                    &self.settings.endpoint,
+                    &self.requests[rk].query,
+                    key,
+                ),
                 None => Err(format!(
                     "no Places API key: the environment variable {} is not set",
-                    self.key_env
+                    self.settings.key_env
                 )),
             };
             match built {
@@ -284,10 +265,10 @@ impl Places {
                 elapsed: Duration::ZERO,
             }
         };
-        let Some(key) = self.key.as_deref() else {
+        let Some(key) = self.settings.key.as_deref() else {
             let message = format!(
                 "no Places API key: the environment variable {} is not set",
-                self.key_env
+                self.settings.key_env
             );
             done.push(early_failure("REQUEST_DENIED", message));
             return;
@@ -300,7 +281,7 @@ impl Places {
             done.push(early_failure("OVER_QUERY_LIMIT", message));
             return;
         }
-        let http = match request::build(self.api, &self.endpoint, &query, key) {
+        let http = match request::build(self.settings.api, &self.settings.endpoint, &query, key) {
             Ok(http) => http,
             Err(message) => {
                 done.push(early_failure("INVALID_REQUEST", message));
@@ -367,7 +348,7 @@ impl Places {
     /// Called when the server's waker fired (helper threads may have results).
     pub fn on_wake(&mut self, registry: &Registry, now: Instant, done: &mut Vec<Reply>) {
         if let Some(Err(e)) = self.dns.poll(now) {
-            let message = format!("DNS lookup of {} failed: {e}", self.endpoint.host);
+            let message = format!("DNS lookup of {} failed: {e}", self.settings.endpoint.host);
             while let Some((rk, seq)) = self.queue.pop_front() {
                 if self.is_queued(rk, seq) {
                     self.queued -= 1;
@@ -395,7 +376,7 @@ impl Places {
             let req = &mut self.requests[rk];
             let mut message = format!(
                 "no answer from the Places API at {} within {:?}",
-                self.endpoint.authority(),
+                self.settings.endpoint.authority(),
                 self.limits.request_timeout
             );
             if req.queued {
@@ -404,7 +385,7 @@ impl Places {
                 if self.dns.pending() {
                     message.push_str(&format!(
                         " (DNS lookup of {} under way)",
-                        self.endpoint.host
+                        self.settings.endpoint.host
                     ));
                 }
             }
@@ -538,7 +519,7 @@ impl Places {
         let entry = self.conns.vacant_entry();
         let ck = entry.key();
         let start = self.dns.preferred() % addrs.len().max(1);
-        let dial = (&self.tls, &self.name);
+        let dial = (&self.settings.tls, &self.settings.name);
         let http = (rk, self.requests[rk].http.as_slice());
         match Conn::open(registry, ck, addrs, start, dial, http, &self.limits, now) {
             Ok(mut conn) => {
@@ -553,7 +534,10 @@ impl Places {
             }
             Err(ConnectError::Exhausted(error)) => {
                 self.dns.invalidate();
-                let message = format!("cannot connect to {}: {error}", self.endpoint.authority());
+                let message = format!(
+                    "cannot connect to {}: {error}",
+                    self.settings.endpoint.authority()
+                );
                 self.fail(rk, "UNKNOWN_ERROR", &message, now, done);
             }
         }
@@ -576,7 +560,7 @@ impl Places {
         match conn.next_address(
             registry,
             ck,
-            (&self.tls, &self.name),
+            (&self.settings.tls, &self.settings.name),
             http,
             attempt_deadline,
         ) {
@@ -596,8 +580,10 @@ impl Places {
                 };
                 if let Some(rk) = conn.request {
                     self.requests[rk].conn = None;
-                    let message =
-                        format!("cannot connect to {}: {last}", self.endpoint.authority());
+                    let message = format!(
+                        "cannot connect to {}: {last}",
+                        self.settings.endpoint.authority()
+                    );
                     self.fail(rk, "UNKNOWN_ERROR", &message, now, done);
                 }
             }
@@ -677,7 +663,10 @@ impl Places {
             self.queue.push_front((rk, req.seq));
             return;
         }
-        let message = format!("Places API at {}: {message}", self.endpoint.authority());
+        let message = format!(
+            "Places API at {}: {message}",
+            self.settings.endpoint.authority()
+        );
         self.fail(rk, "UNKNOWN_ERROR", &message, now, done);
     }
 
@@ -691,7 +680,7 @@ impl Places {
     /// Request `rk` got a response: its reply, or a failure.
     fn answer(&mut self, rk: usize, response: Response, now: Instant, done: &mut Vec<Reply>) {
         let bound = self.requests[rk].bound;
-        match request::answer(self.api, &response, bound) {
+        match request::answer(self.settings.api, &response, bound) {
             Ok(body) => {
                 let req = self.remove_request(rk);
                 log::info!(
