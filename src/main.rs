@@ -311,6 +311,16 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
         std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
     )
     .map_err(|e| format!("installing a SIGXFSZ handler: {e}"))?;
+    // Before any server runs: a signal that comes early (a SIGHUP while a
+    // journal replays) must not take the default action, and once clients
+    // connect the descriptors may be gone.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
+    ])
+    .map_err(|e| format!("installing signal handlers: {e}"))?;
     // Bound before any replay, so a taken port fails at once.
     let metrics = match &args.metrics {
         Some(spec) => {
@@ -388,13 +398,6 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
         None => None,
     };
 
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-        signal_hook::consts::SIGUSR1,
-    ])
-    .map_err(|e| format!("installing signal handlers: {e}"))?;
     let sig_tx = tx.clone();
     std::thread::spawn(move || {
         for sig in signals.forever() {
