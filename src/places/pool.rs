@@ -159,7 +159,8 @@ impl Places {
     /// A reload's Places settings (API, URL, key, extra root): requests
     /// from now on use them; queued ones are built again for them; ones
     /// already on a connection finish there, and that connection is then
-    /// closed. True when anything changed. An error changes nothing.
+    /// closed. True when anything changed (with a `places_ca`, which is not
+    /// compared, it always counts as changed). An error changes nothing.
     pub fn reconfigure(
         &mut self,
         config: &PlacesConfig,
