@@ -51,6 +51,50 @@ pub struct Herd {
     pub places: PlacesConfig,
     /// `secret_env VAR`: the variable holding the herd's shared secret.
     pub secret_env: Option<String>,
+    /// `tls_cert`, `tls_key`, `tls_ca`: all three or none.
+    pub tls: Option<TlsFiles>,
+}
+
+/// `HOST:PORT` of a server's peer or TLS client port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// As [`ServerSpec::host`].
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// `HOST:PORT` with IPv6 hosts bracketed, as `ToSocketAddrs` wants it.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The herd's TLS files (docs/PROTOCOL.md §12), resolved relative to the
+/// config file's folder, each with the line that named it. In `cert` and
+/// `key`, `{name}` stands for the server's NAME, so that one file can give
+/// every server its own certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: (usize, PathBuf),
+    pub key: (usize, PathBuf),
+    pub ca: (usize, PathBuf),
+}
+
+impl TlsFiles {
+    /// `path` with `{name}` replaced by `server`.
+    pub fn for_server(path: &Path, server: &str) -> PathBuf {
+        let text = path.to_string_lossy();
+        if text.contains("{name}") {
+            PathBuf::from(text.replace("{name}", server))
+        } else {
+            path.to_path_buf()
+        }
+    }
 }
 
 /// `server NAME HOST:PORT`.
@@ -67,6 +111,10 @@ pub struct ServerSpec {
     pub port: u16,
     /// Its line in the file (for errors about it found later, by a reload).
     pub line: usize,
+    /// `peer HOST:PORT`: a port for herd links only; neighbours dial it.
+    pub peer: Option<Endpoint>,
+    /// `tls HOST:PORT`: a client port speaking TLS.
+    pub tls: Option<Endpoint>,
 }
 
 /// The longest server name accepted. Names travel in every AT line and in
@@ -328,6 +376,8 @@ impl Reader {
             host: host_text.to_string(),
             port,
             line,
+            peer: None,
+            tls: None,
         });
         self.server_origins.push((line, id));
         Ok(())
@@ -375,6 +425,7 @@ impl Reader {
             links,
             places,
             secret_env: self.secret_env.map(|(_, var)| var),
+            tls: None,
         })
     }
 }

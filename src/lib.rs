@@ -82,4 +82,5 @@ pub mod server;
 pub mod stats;
 pub mod store;
 pub mod timer;
+pub mod tls;
 pub mod token;

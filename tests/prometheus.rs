@@ -85,6 +85,7 @@ fn promtool_accepts_the_exposition() {
         state_dir: Some(dir.path().to_path_buf()),
         fsync: None,
         secret: None,
+        tls: None,
     };
     let a = server::spawn(config("Alpha", ("Beta", ab)), la).unwrap();
     let b = server::spawn(config("Beta", ("Alpha", aa)), lb).unwrap();

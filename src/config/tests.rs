@@ -47,6 +47,8 @@ fn server(name: &str, host: &str, port: u16) -> ServerSpec {
         host: host.to_string(),
         port,
         line: 0,
+        peer: None,
+        tls: None,
     }
 }
 
@@ -73,6 +75,7 @@ fn reference_herd() {
         links: vec![(0, 1), (0, 2), (0, 4), (1, 4), (2, 3), (2, 4)],
         places: PlacesConfig::default(),
         secret_env: None,
+        tls: None,
     };
     assert_eq!(herd, expected);
     // The table of docs/PROTOCOL.md §1.

@@ -111,6 +111,10 @@ pub struct ServerConfig {
     /// The herd's shared secret: links must authenticate, and only
     /// authenticated links may send AT lines. `None`: open herd.
     pub secret: Option<Secret>,
+    /// The herd's TLS (`tls_cert`, `tls_key`, `tls_ca`), loaded for this
+    /// server: its peer port speaks mutual TLS, its `tls` port TLS, and it
+    /// dials neighbours' peer ports over TLS. `None`: no TLS.
+    pub tls: Option<std::sync::Arc<crate::tls::HerdTls>>,
 }
 
 impl ServerConfig {
@@ -150,6 +154,7 @@ impl ServerConfig {
                 state_dir: None,
                 fsync: None,
                 secret,
+                tls: None,
             },
             listen,
         ))

@@ -1,0 +1,45 @@
+//! TLS for the herd (docs/PROTOCOL.md §12): mutual TLS on herd links, TLS
+//! for clients on a server's `tls` port, and the HTTPS of the Places client,
+//! all driven by hand in the server's poll loop.
+//!
+//! - `settings`: `tls_cert`, `tls_key` and `tls_ca` read into the three
+//!   rustls configurations a server needs ([`HerdTls`]), with every error
+//!   naming the config file and line.
+//! - `stream`: one TCP connection with its rustls session, client or
+//!   server side, driven over a nonblocking mio socket: the one piece of
+//!   TLS driving in the repository, used by client connections, herd links
+//!   and Places connections alike.
+
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+
+pub mod settings;
+pub mod stream;
+
+/// What a server needs for TLS, built once from the config's files (at
+/// start and on SIGHUP).
+#[derive(Debug, Clone)]
+pub struct HerdTls {
+    /// Peer ports: TLS 1.3, a client certificate required and verified
+    /// against `tls_ca`.
+    pub peer: Arc<rustls::ServerConfig>,
+    /// The `tls` client port: the same certificate, no client certificate
+    /// asked for (phones have none).
+    pub clients: Arc<rustls::ServerConfig>,
+    /// Dialling neighbours: TLS 1.3, `tls_ca` as the only root, our
+    /// certificate as the client certificate.
+    pub dial: Arc<rustls::ClientConfig>,
+}
+
+/// Whether `cert` (an end-entity certificate already verified against
+/// `tls_ca` by rustls) names `name` as a DNS subject alternative name.
+pub fn cert_names(cert: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok(server_name) = ServerName::try_from(name) else {
+        return false;
+    };
+    match webpki::EndEntityCert::try_from(cert) {
+        Ok(ee) => ee.verify_is_valid_for_subject_name(&server_name).is_ok(),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,1 @@
+//! One TCP connection with its rustls session, driven by hand.
