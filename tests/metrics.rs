@@ -338,6 +338,7 @@ fn config(name: &str, neighbours: Vec<(String, SocketAddr)>, state: Option<&Path
         state_dir: state.map(Path::to_path_buf),
         fsync: None,
         secret: None,
+        tls: None,
     }
 }
 
