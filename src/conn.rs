@@ -20,10 +20,10 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mio::net::TcpStream;
+use crate::tls::stream::Stream;
 use mio::Interest;
 
-use crate::engine::Session;
+use crate::engine::{Port, Session};
 use crate::places::RequestId;
 
 /// Capacity above which an emptied buffer is freed instead of kept, so that
@@ -301,7 +301,8 @@ pub enum ReadState {
 /// said `HERD NAME`).
 #[derive(Debug)]
 pub struct Conn {
-    pub stream: TcpStream,
+    /// A plain socket, or TLS over one (a `tls` port, a mutual-TLS peer port).
+    pub stream: Stream,
     /// Distinguishes this connection from a later one that reuses its slab key.
     pub serial: u64,
     /// What the command engine knows of it: its address and role.
@@ -319,12 +320,12 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A new client connection, registered for READABLE.
-    pub fn new(stream: TcpStream, peer: SocketAddr, serial: u64) -> Conn {
+    /// A new connection on `port`, registered for READABLE.
+    pub fn new(stream: Stream, peer: SocketAddr, serial: u64, port: Port) -> Conn {
         Conn {
             stream,
             serial,
-            session: Session::new(peer),
+            session: Session::on(peer, port),
             reader: LineReader::default(),
             replies: Replies::default(),
             interest: Interest::READABLE,

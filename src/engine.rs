@@ -70,20 +70,56 @@ pub enum Role {
     Peer(Box<Peer>),
 }
 
+/// Which of its server's listeners a connection came in on
+/// (docs/PROTOCOL.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Port {
+    /// The plaintext client port.
+    Client,
+    /// The client port speaking TLS.
+    Tls,
+    /// The port for herd links only.
+    Peer,
+}
+
+impl Port {
+    /// For the log.
+    pub fn label(self) -> &'static str {
+        match self {
+            Port::Client => "client",
+            Port::Tls => "tls",
+            Port::Peer => "peer",
+        }
+    }
+}
+
 /// A connection as the engine sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     /// Its address, for the log.
     pub peer: SocketAddr,
     pub role: Role,
+    pub port: Port,
+    /// On a peer port speaking mutual TLS: the neighbours its verified
+    /// certificate names, learnt when its first plaintext arrives. `HERD
+    /// NAME` must be one of them.
+    pub cert_names: Option<Vec<String>>,
 }
 
 impl Session {
-    /// A new connection from `peer`: a client until it says otherwise.
+    /// A new connection from `peer` on a plaintext client port: a client
+    /// until it says otherwise.
     pub fn new(peer: SocketAddr) -> Session {
+        Session::on(peer, Port::Client)
+    }
+
+    /// A new connection from `peer` on `port`.
+    pub fn on(peer: SocketAddr, port: Port) -> Session {
         Session {
             peer,
             role: Role::Client,
+            port,
+            cert_names: None,
         }
     }
 }
@@ -140,6 +176,8 @@ pub struct Engine {
     line: Vec<u8>,
     /// What it counts for the operator (relaxed atomics, read at scrape time).
     stats: Arc<ServerStats>,
+    /// The server has a peer port: its client ports refuse herd traffic.
+    peer_port: bool,
 }
 
 impl Engine {
@@ -160,7 +198,24 @@ impl Engine {
             traffic: false,
             line: Vec::with_capacity(256),
             stats: Arc::new(ServerStats::new(name)),
+            peer_port: false,
         }
+    }
+
+    /// Says the server has a peer port: from now on its client ports
+    /// answer herd traffic (`HERD`, `AT`, the handshake, `PING`) with `? `.
+    pub fn set_peer_port(&mut self, on: bool) {
+        self.peer_port = on;
+    }
+
+    /// The names of the neighbours that `names` (a certificate's check)
+    /// says yes to.
+    pub fn neighbours_named(&self, names: impl Fn(&str) -> bool) -> Vec<String> {
+        self.neighbours
+            .iter()
+            .filter(|(_, n)| names(n))
+            .map(|(_, n)| n.clone())
+            .collect()
     }
 
     /// What it counts: requests by kind, updates stored by source.
@@ -221,7 +276,11 @@ impl Engine {
         if self.traffic {
             logging::traffic("from", &session.peer, line, "");
         }
-        match protocol::parse(line) {
+        let command = protocol::parse(line);
+        if !self.port_allows(session, &command) {
+            return self.invalid(session, line, fx);
+        }
+        match command {
             Command::Blank => Next::Continue,
             Command::Iamat(iamat) => {
                 self.stats.request(Kind::Iamat);
@@ -356,6 +415,43 @@ impl Engine {
             Command::Ping | Command::Challenge { .. } | Command::Invalid => {
                 self.invalid(session, line, fx)
             }
+        }
+    }
+
+    /// Whether `command` may come in on `session`'s port: a peer port
+    /// carries herd traffic only; the client ports of a server with a peer
+    /// port carry client commands only (docs/PROTOCOL.md §6); and on a
+    /// mutual-TLS peer port, `HERD NAME` must be a name the certificate
+    /// names (§12).
+    fn port_allows(&self, session: &Session, command: &Command<'_>) -> bool {
+        let herd_traffic = matches!(
+            command,
+            Command::Herd { .. }
+                | Command::At(_)
+                | Command::Auth { .. }
+                | Command::Sync { .. }
+                | Command::Ping
+        );
+        let client_command = matches!(command, Command::Iamat(_) | Command::Whatsat(_));
+        match session.port {
+            Port::Peer if client_command => false,
+            Port::Peer => match (command, &session.cert_names) {
+                (Command::Herd { name, .. }, Some(names)) => {
+                    let named = names.iter().any(|n| n.as_bytes() == *name);
+                    if !named {
+                        log::warn!(target: &self.name, "from {}: herd link from {} refused: its certificate names {}", session.peer, escape(name), names.join(", "));
+                    }
+                    named
+                }
+                _ => true,
+            },
+            Port::Client | Port::Tls if self.peer_port && herd_traffic => {
+                if let Command::Herd { name, .. } = command {
+                    log::warn!(target: &self.name, "from {}: herd link from {} refused on the {} port: neighbours dial the peer port", session.peer, escape(name), session.port.label());
+                }
+                false
+            }
+            Port::Client | Port::Tls => true,
         }
     }
 

@@ -77,6 +77,9 @@ LIMITS (see README; every one has a default):
     --link-timeout DURATION  a herd link not heard from this long (no update, no
                          heartbeat) is declared down and redialled; quiet links send
                          PING every third of it, e.g. 3s, 500ms [default: 3s]
+    --handshake-timeout DURATION  a connection to a tls or peer port that has not
+                         finished its TLS handshake (on a peer port: said HERD) by
+                         then is closed [default: 10s]
     --store-limit N      clients a server stores; when full, a newer update evicts the
                          client with the oldest timestamp [default: 2000000]
     --position-ttl DURATION  forget positions whose client timestamp is older than
@@ -180,6 +183,15 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
                     return Err("--link-timeout: at least 100ms".into());
                 }
                 args.limits.link_timeout = d;
+            }
+            Long("handshake-timeout") => {
+                let text: String = parser.value()?.parse()?;
+                let d = humantime::parse_duration(&text)
+                    .map_err(|e| format!("--handshake-timeout {text:?}: {e}"))?;
+                if d < Duration::from_millis(100) {
+                    return Err("--handshake-timeout: at least 100ms".into());
+                }
+                args.limits.handshake_timeout = d;
             }
             Long("idle-timeout") => {
                 let secs: u64 = parser.value()?.parse()?;
@@ -350,18 +362,30 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
         };
         config.state_dir = Some(state_dir.clone());
         config.fsync = args.fsync;
-        let listener = server::bind(addr).map_err(|e| format!("{name}: {e}"))?;
+        let listeners = config.bind(addr).map_err(|e| format!("{name}: {e}"))?;
         listening.push(addr);
         log::info!(target: name, "open-file limit {fds}: room for {per_server} clients; accepting at most {}", config.limits.max_clients);
         if config.places_key.is_none() {
             log::warn!(target: name, "no Places API key in ${}: WHATSAT answers will carry an error", herd.places.key_env);
         }
         let neighbours = banner_neighbours(&config.neighbours);
-        let srv = server::Server::new(config, listener).map_err(|e| format!("{name}: {e}"))?;
+        let (peer, tls) = (config.peer_listen, config.tls_listen);
+        let mutual = if config.tls.is_some() {
+            " (mutual TLS)"
+        } else {
+            ""
+        };
+        let srv = server::Server::new(config, listeners).map_err(|e| format!("{name}: {e}"))?;
         let handle = srv.stop_handle();
         let server_stats = srv.stats();
         say!("herd: {name}");
         say!("herd:   clients     {addr}");
+        if let Some(tls) = tls {
+            say!("herd:   tls clients {tls}");
+        }
+        if let Some(peer) = peer {
+            say!("herd:   herd links  {peer}{mutual}");
+        }
         say!("herd:   neighbours  {neighbours}");
         say!(
             "herd:   log         {}",
@@ -493,11 +517,14 @@ fn reload(
     }
 }
 
-/// `Hands 127.0.0.1:12001, Holiday 127.0.0.1:12002`, or `none`.
-fn banner_neighbours(neighbours: &[(String, std::net::SocketAddr)]) -> String {
+/// `Hands 127.0.0.1:12001, Holiday 127.0.0.1:12002 (TLS)`, or `none`.
+fn banner_neighbours(neighbours: &[herd::links::Neighbour]) -> String {
     if neighbours.is_empty() {
         return "none".into();
     }
-    let list: Vec<String> = neighbours.iter().map(|(n, a)| format!("{n} {a}")).collect();
+    let list: Vec<String> = neighbours
+        .iter()
+        .map(|n| format!("{} {}{}", n.name, n.addr, if n.tls { " (TLS)" } else { "" }))
+        .collect();
     list.join(", ")
 }

@@ -98,7 +98,7 @@ mod tests {
         let n: Vec<&str> = plan.configs[0]
             .neighbours
             .iter()
-            .map(|(n, _)| n.as_str())
+            .map(|n| n.name.as_str())
             .collect();
         assert_eq!(n, ["B", "C"]);
     }

@@ -5,7 +5,7 @@
 //! | `0 .. CLIENT_SPAN`                      | client connections (their slab keys)   |
 //! | `LINK_BASE .. LINK_BASE + LINK_SPAN`    | outbound herd links (neighbour slots)  |
 //! | `PLACES_BASE .. PLACES_BASE + PLACES_SPAN` | Places HTTPS connections (their slab keys) |
-//! | [`WAKER`], [`LISTENER`], ...            | fixed, at the top of the range         |
+//! | [`WAKER`], the three listeners          | fixed, at the top of the range         |
 //!
 //! The guard that keeps them apart: each owner turns its own index into a
 //! token through this module (`client`, `link`, `places`), which refuses an
@@ -14,6 +14,8 @@
 //! overlap.
 
 use mio::Token;
+
+use crate::engine::Port;
 
 /// Client connection keys are below this.
 pub const CLIENT_SPAN: usize = 1 << 32;
@@ -30,6 +32,10 @@ pub const FIXED_BASE: usize = usize::MAX - 15;
 
 /// The listener for plaintext client connections.
 pub const LISTENER: Token = Token(usize::MAX - 1);
+/// The listener for herd links (a server's `peer` port).
+pub const PEER_LISTENER: Token = Token(usize::MAX - 3);
+/// The listener for TLS client connections (a server's `tls` port).
+pub const TLS_LISTENER: Token = Token(usize::MAX - 4);
 /// The waker: stop and reload requests, Places' helper-thread results.
 pub const WAKER: Token = Token(usize::MAX - 2);
 
@@ -38,6 +44,7 @@ const _: () = {
     assert!(LINK_BASE + LINK_SPAN <= PLACES_BASE);
     assert!(PLACES_BASE + PLACES_SPAN <= FIXED_BASE);
     assert!(WAKER.0 >= FIXED_BASE && LISTENER.0 >= FIXED_BASE);
+    assert!(PEER_LISTENER.0 >= FIXED_BASE && TLS_LISTENER.0 >= FIXED_BASE);
 };
 
 /// Who a token belongs to.
@@ -49,7 +56,8 @@ pub enum Owner {
     Link(usize),
     /// A Places connection (its slab key in the Places client).
     Places(usize),
-    Listener,
+    /// One of the listeners.
+    Listener(Port),
     Waker,
     /// A token no range claims: an event to ignore.
     Unknown,
@@ -63,9 +71,20 @@ pub fn classify(token: Token) -> Owner {
         t if (PLACES_BASE..PLACES_BASE + PLACES_SPAN).contains(&t) => {
             Owner::Places(t - PLACES_BASE)
         }
-        _ if token == LISTENER => Owner::Listener,
+        _ if token == LISTENER => Owner::Listener(Port::Client),
+        _ if token == PEER_LISTENER => Owner::Listener(Port::Peer),
+        _ if token == TLS_LISTENER => Owner::Listener(Port::Tls),
         _ if token == WAKER => Owner::Waker,
         _ => Owner::Unknown,
+    }
+}
+
+/// The token of the listener for `port`.
+pub fn listener(port: Port) -> Token {
+    match port {
+        Port::Client => LISTENER,
+        Port::Peer => PEER_LISTENER,
+        Port::Tls => TLS_LISTENER,
     }
 }
 
@@ -99,7 +118,9 @@ mod tests {
         for k in [0, 9, PLACES_SPAN - 1] {
             assert_eq!(classify(places(k).unwrap()), Owner::Places(k));
         }
-        assert_eq!(classify(LISTENER), Owner::Listener);
+        for port in [Port::Client, Port::Peer, Port::Tls] {
+            assert_eq!(classify(listener(port)), Owner::Listener(port));
+        }
         assert_eq!(classify(WAKER), Owner::Waker);
         assert_eq!(classify(Token(FIXED_BASE - 1)), Owner::Unknown);
     }

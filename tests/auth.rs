@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 
 use herd::auth::{self, Secret};
+use herd::links::Neighbour;
 use support::herd::{timestamp, wait_for, Client, TestHerd};
 
 fn secured(names: &[&str], links: &[(&str, &str)]) -> TestHerd {
@@ -23,7 +24,7 @@ fn secured_alone() -> TestHerd {
     TestHerd::start_with(&["A"], &[], |c| {
         c.secret = Some(Secret::new(b"correct horse battery staple"));
         c.neighbours
-            .push(("B".to_string(), "127.0.0.1:1".parse().unwrap()));
+            .push(Neighbour::plain("B", "127.0.0.1:1".parse().unwrap()));
     })
 }
 
@@ -97,7 +98,7 @@ fn a_server_sends_nothing_to_an_impostor_that_cannot_prove_the_secret() {
     let addr = impostor.local_addr().unwrap();
     let h = TestHerd::start_with(&["A"], &[], |c| {
         c.secret = Some(Secret::new(b"correct horse battery staple"));
-        c.neighbours.push(("B".to_string(), addr));
+        c.neighbours.push(Neighbour::plain("B", addr));
     });
     h.client("A")
         .ask(&format!("IAMAT private +1+1 {}", timestamp()));

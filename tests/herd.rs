@@ -180,7 +180,8 @@ fn a_neighbour_that_never_reads_gets_its_link_dropped_not_our_memory() {
         }
     });
     let h = TestHerd::start_with(&["Goloman"], &[], |c| {
-        c.neighbours.push(("Sink".to_string(), sink_addr));
+        c.neighbours
+            .push(herd::links::Neighbour::plain("Sink", sink_addr));
         c.limits.link_output = 256 * 1024;
     });
     wait_for("the link to Sink", || {

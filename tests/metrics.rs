@@ -331,7 +331,12 @@ fn the_strict_parser_refuses_what_it_should() {
 fn config(name: &str, neighbours: Vec<(String, SocketAddr)>, state: Option<&Path>) -> ServerConfig {
     ServerConfig {
         name: name.to_string(),
-        neighbours,
+        neighbours: neighbours
+            .iter()
+            .map(|(n, a)| herd::links::Neighbour::plain(n, *a))
+            .collect(),
+        peer_listen: None,
+        tls_listen: None,
         places: PlacesConfig::default(),
         places_key: None,
         limits: Limits::default(),

@@ -78,7 +78,9 @@ fn promtool_accepts_the_exposition() {
     let dir = tempfile::tempdir().unwrap();
     let config = |name: &str, neighbour: (&str, SocketAddr)| ServerConfig {
         name: name.into(),
-        neighbours: vec![(neighbour.0.into(), neighbour.1)],
+        neighbours: vec![herd::links::Neighbour::plain(neighbour.0, neighbour.1)],
+        peer_listen: None,
+        tls_listen: None,
         places: PlacesConfig::default(),
         places_key: None,
         limits: Limits::default(),

@@ -48,6 +48,15 @@
 //! backlog past the output cap takes it back to `Idle` with a
 //! [`backoff::Backoff`] delay.
 //!
+//! ## Over TLS
+//! A neighbour with a peer port, in a herd with `tls_cert`, `tls_key` and
+//! `tls_ca`, is dialled there over mutual TLS: the stream of a link is a
+//! [`crate::tls::stream::Stream`], the hello waits in the link's output
+//! until the TLS handshake is done, and a handshake that fails (a
+//! certificate that does not chain to `tls_ca` or does not name the
+//! neighbour) takes the link down like any error, logged as refused.
+//! Nothing above the stream knows TLS is there.
+//!
 //! ## Why floods end and the herd converges
 //! A server forwards an update only when it *stored* it, i.e. when it was
 //! strictly newer in the store's total order (client timestamp, then line
@@ -69,3 +78,25 @@ pub use backoff::Backoff;
 pub use catchup::{CATCHUP_HIGH_WATER, CATCHUP_LOW_WATER};
 pub use liveness::{Liveness, DEFAULT_LINK_TIMEOUT};
 pub use outbound::{Links, CONNECT_TIMEOUT, DEFAULT_LINK_OUTPUT_CAP};
+
+use std::net::SocketAddr;
+
+/// A neighbour to dial: its name, the address to dial (its peer port if
+/// it has one), and whether to speak mutual TLS there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+impl Neighbour {
+    /// A neighbour dialled in plaintext.
+    pub fn plain(name: &str, addr: SocketAddr) -> Neighbour {
+        Neighbour {
+            name: name.to_string(),
+            addr,
+            tls: false,
+        }
+    }
+}

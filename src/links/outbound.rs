@@ -1,5 +1,5 @@
 //! The links a server dials, one per neighbour, each a small state machine
-//! over its own mio `TcpStream` in the server's poll (tokens from
+//! over its own mio `TcpStream` (plain, or under mutual TLS) in the server's poll (tokens from
 //! [`crate::token::link`]). Their deadlines — a retry, a connect, a
 //! handshake — live in one [`Timers`], keyed by the link's slot.
 //!
@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 
 use super::backoff::Backoff;
 use super::catchup::CatchUp;
 use super::handshake::{self, Handshake, Step};
 use super::liveness::{self, Check, Liveness};
+use super::Neighbour;
 use crate::auth::Secret;
 use crate::conn::{Flush, LineReader, Output, Piece};
 use crate::logging::escape;
@@ -27,6 +30,7 @@ use crate::protocol::{self, Command};
 use crate::stats::LinkStats;
 use crate::store::Store;
 use crate::timer::{Deadline, Timers};
+use crate::tls::stream::{Stream, TlsStream};
 use crate::token;
 use std::sync::Arc;
 
@@ -50,7 +54,7 @@ enum State {
         deadline: Instant,
     },
     Up {
-        stream: TcpStream,
+        stream: Stream,
         interest: Interest,
         /// Connected, but the neighbour has not yet proved it knows the
         /// secret: nothing but the handshake is sent.
@@ -82,6 +86,8 @@ impl State {
 struct Link {
     name: String,
     addr: SocketAddr,
+    /// Dialled over mutual TLS (its peer port, in a herd with TLS).
+    tls: bool,
     state: State,
     /// The deadline of `state` as scheduled in [`Links::timers`].
     scheduled: Option<Instant>,
@@ -102,6 +108,8 @@ struct Link {
 pub struct Links {
     server: String,
     secret: Option<Secret>,
+    /// The client side of mutual TLS, for links with `tls`.
+    dial: Option<Arc<ClientConfig>>,
     output_cap: usize,
     /// Silence past this declares a link dead.
     timeout: Duration,
@@ -121,37 +129,42 @@ pub enum Change {
 }
 
 impl Links {
-    /// Links to `neighbours` (name, address), all due to dial at `now`; a
-    /// link whose pending output passes `output_cap` bytes is dropped, and
-    /// one not heard from for `timeout` is declared dead.
+    /// Links to `neighbours`, all due to dial at `now`; a link whose
+    /// pending output passes `output_cap` bytes is dropped, and one not
+    /// heard from for `timeout` is declared dead. `dial` is the TLS client
+    /// configuration for neighbours dialled over TLS.
     pub fn new(
         server: &str,
-        neighbours: &[(String, SocketAddr)],
+        neighbours: &[Neighbour],
         output_cap: usize,
         timeout: Duration,
         secret: Option<Secret>,
+        dial: Option<Arc<ClientConfig>>,
         now: Instant,
     ) -> Links {
         let mut links = Links {
             server: server.to_string(),
             secret,
+            dial,
             output_cap,
             timeout,
             links: Vec::new(),
             timers: Timers::new(),
         };
-        for (name, addr) in neighbours {
-            links.add(name, *addr, now);
+        for n in neighbours {
+            links.add(n, now);
         }
         links
     }
 
-    /// A new link to `name` at `addr`, due to dial at `now`; its slot.
-    fn add(&mut self, name: &str, addr: SocketAddr, now: Instant) -> usize {
+    /// A new link to `n`, due to dial at `now`; its slot.
+    fn add(&mut self, n: &Neighbour, now: Instant) -> usize {
         let slot = self.links.len();
+        let name = n.name.as_str();
         self.links.push(Some(Link {
             name: name.to_string(),
-            addr,
+            addr: n.addr,
+            tls: n.tls,
             state: State::Idle { retry_at: now },
             scheduled: None,
             backoff: Backoff::new(seed(&self.server, slot)),
@@ -171,7 +184,7 @@ impl Links {
     /// their new address. Returns what changed, for the log and the stats.
     pub fn reconfigure(
         &mut self,
-        neighbours: &[(String, SocketAddr)],
+        neighbours: &[Neighbour],
         registry: &Registry,
         now: Instant,
     ) -> Vec<Change> {
@@ -180,7 +193,7 @@ impl Links {
             let Some(link) = self.links[slot].as_mut() else {
                 continue;
             };
-            match neighbours.iter().find(|(n, _)| *n == link.name) {
+            match neighbours.iter().find(|n| n.name == link.name) {
                 None => {
                     link.close(registry);
                     if let Some(at) = link.scheduled.take() {
@@ -190,8 +203,10 @@ impl Links {
                     self.links[slot] = None;
                     continue;
                 }
-                Some((_, addr)) if *addr != link.addr => {
+                Some(n) if n.addr != link.addr || n.tls != link.tls => {
+                    let addr = &n.addr;
                     let old = std::mem::replace(&mut link.addr, *addr);
+                    link.tls = n.tls;
                     if matches!(link.state, State::Up { .. } | State::Connecting { .. }) {
                         link.down(&self.server, registry, "readdressed by a reload", now);
                     }
@@ -203,13 +218,18 @@ impl Links {
             }
             self.reschedule(slot);
         }
-        for (name, addr) in neighbours {
-            if self.slot_of(name).is_none() {
-                self.add(name, *addr, now);
-                changes.push(Change::Added(name.clone(), *addr));
+        for n in neighbours {
+            if self.slot_of(&n.name).is_none() {
+                self.add(n, now);
+                changes.push(Change::Added(n.name.clone(), n.addr));
             }
         }
         changes
+    }
+
+    /// The TLS client configuration links dialled from now on use.
+    pub fn set_tls(&mut self, dial: Option<Arc<ClientConfig>>) {
+        self.dial = dial;
     }
 
     /// The secret links opened from now on authenticate with.
@@ -288,7 +308,17 @@ impl Links {
                     return;
                 }
                 match connect_result(stream) {
-                    Ok(true) => link.up(server, self.secret.is_some(), self.timeout, now),
+                    Ok(true) => {
+                        let dial = self.dial.as_ref();
+                        link.up(
+                            server,
+                            registry,
+                            self.secret.is_some(),
+                            dial,
+                            self.timeout,
+                            now,
+                        )
+                    }
                     // Spurious wake-up: the connect is still under way.
                     Ok(false) => {}
                     Err(e) => link.connect_failed(server, registry, &e, now),
@@ -380,6 +410,11 @@ impl Links {
         else {
             return;
         };
+        // TLS records (the handshake) go first, whatever our output holds.
+        if let Err(e) = stream.send_pending() {
+            link.down(server, registry, &e.to_string(), now);
+            return;
+        }
         let before = link.out.len();
         let result = loop {
             if let Some(c) = &mut link.catchup {
@@ -406,8 +441,8 @@ impl Links {
             live.spoke(now);
         }
         let want = match result {
-            Ok(Flush::Done) => Interest::READABLE,
-            Ok(Flush::WouldBlock) => Interest::READABLE | Interest::WRITABLE,
+            Ok(Flush::Done) if !stream.wants_write() => Interest::READABLE,
+            Ok(_) => Interest::READABLE | Interest::WRITABLE,
             Err(e) => {
                 link.down(server, registry, &e.to_string(), now);
                 return;
@@ -417,7 +452,7 @@ impl Links {
             let Some(token) = token::link(i) else {
                 return;
             };
-            if let Err(e) = registry.reregister(stream, token, want) {
+            if let Err(e) = registry.reregister(stream.tcp_mut(), token, want) {
                 link.down(server, registry, &e.to_string(), now);
                 return;
             }
@@ -500,9 +535,7 @@ impl Deadline for Links {
 impl Link {
     /// Closes its connection, if any (shutdown, or removed by a reload).
     fn close(&mut self, registry: &Registry) {
-        if let State::Up { stream, .. } | State::Connecting { stream, .. } = &mut self.state {
-            let _ = registry.deregister(stream);
-        }
+        self.deregister(registry);
         self.state = State::Idle {
             retry_at: Instant::now(),
         };
@@ -530,20 +563,74 @@ impl Link {
         }
     }
 
-    /// The connect finished: send the hello, and either start catch-up at
-    /// once (open herd) or wait for the neighbour's CHALLENGE.
-    fn up(&mut self, server: &str, authenticate: bool, timeout: Duration, now: Instant) {
+    /// Deregisters its socket, if it has one, sending close_notify first
+    /// on a TLS link.
+    fn deregister(&mut self, registry: &Registry) {
+        match &mut self.state {
+            State::Up { stream, .. } => {
+                stream.close_notify();
+                let _ = registry.deregister(stream.tcp_mut());
+            }
+            State::Connecting { stream, .. } => {
+                let _ = registry.deregister(stream);
+            }
+            State::Idle { .. } => {}
+        }
+    }
+
+    /// The connect finished: start TLS if the link has it, queue the
+    /// hello (over TLS it waits for the handshake), and either start
+    /// catch-up at once (open herd) or wait for the neighbour's CHALLENGE.
+    fn up(
+        &mut self,
+        server: &str,
+        registry: &Registry,
+        authenticate: bool,
+        dial: Option<&Arc<ClientConfig>>,
+        timeout: Duration,
+        now: Instant,
+    ) {
         let old = std::mem::replace(&mut self.state, State::Idle { retry_at: now });
-        let State::Connecting { stream, .. } = old else {
+        let State::Connecting { mut stream, .. } = old else {
             return;
         };
-        let _ = stream.set_nodelay(true);
+        let stream = match (self.tls, dial) {
+            (false, _) => Stream::Plain(stream),
+            (true, Some(config)) => {
+                // The neighbour's certificate must name it (docs/PROTOCOL.md §12).
+                let session = ServerName::try_from(self.name.clone())
+                    .map_err(|e| e.to_string())
+                    .and_then(|name| {
+                        ClientConnection::new(Arc::clone(config), name).map_err(|e| e.to_string())
+                    });
+                match session {
+                    Ok(session) => Stream::Tls(Box::new(TlsStream::new(stream, session))),
+                    Err(e) => {
+                        let _ = registry.deregister(&mut stream);
+                        self.state = State::Idle {
+                            retry_at: self.backoff.next_retry(now),
+                        };
+                        log::warn!(target: server, "link to {}: TLS: {e}", self.name);
+                        return;
+                    }
+                }
+            }
+            (true, None) => {
+                let _ = registry.deregister(&mut stream);
+                self.state = State::Idle {
+                    retry_at: self.backoff.next_retry(now),
+                };
+                log::warn!(target: server, "link to {}: needs TLS, but this server has no TLS settings", self.name);
+                return;
+            }
+        };
+        let _ = stream.tcp().set_nodelay(true);
         self.outage_logged = false;
         self.overflowed = false;
         self.backoff.reset();
         self.out = Output::default();
         self.catchup = None;
-        liveness::tune_socket(&stream, timeout);
+        liveness::tune_socket(stream.tcp(), timeout);
         let handshake = handshake::hello(self.out.buf(), server, authenticate, now);
         let open = handshake.is_none();
         self.state = State::Up {
@@ -626,10 +713,15 @@ impl Link {
     }
 
     fn down(&mut self, server: &str, registry: &Registry, why: &str, now: Instant) {
-        if let State::Up { stream, .. } | State::Connecting { stream, .. } = &mut self.state {
-            let _ = registry.deregister(stream);
+        let refused = matches!(&self.state, State::Up { stream, .. } if stream.is_handshaking());
+        self.deregister(registry);
+        if refused {
+            // The TLS handshake failed: the certificate did not chain to
+            // tls_ca, did not name the neighbour, or it refused ours.
+            log::warn!(target: server, "link to {} ({}) refused: {why}", self.name, self.addr);
+        } else {
+            log::info!(target: server, "link to {} down: {why}", self.name);
         }
-        log::info!(target: server, "link to {} down: {why}", self.name);
         self.stats.set_up(false);
         self.state = State::Idle {
             retry_at: self.backoff.next_retry(now),

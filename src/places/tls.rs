@@ -1,11 +1,9 @@
-//! One TLS connection driven by hand over a nonblocking mio `TcpStream`
-//! (rustls `examples/src/bin/tlsclient-mio.rs`, errors handled): `read_tls`
-//! → `process_new_packets` → drain `reader()` until `WouldBlock`; `write_tls`
-//! while `wants_write()`; interest from `wants_write()`. Never
-//! `Stream`/`complete_io`, which would block the loop.
+//! A Places connection: the client configuration (webpki roots and
+//! `places_ca`), the nonblocking connect, and the registration, around the
+//! one TLS driver of the repository ([`crate::tls::stream::TlsStream`]).
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -17,8 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
-/// Plaintext read per `reader()` call.
-const READ_CHUNK: usize = 16 * 1024;
+use crate::tls::stream;
 
 /// The client configuration: webpki roots plus the `places_ca` file's
 /// certificates; ring provider; ALPN `http/1.1`.
@@ -49,32 +46,7 @@ pub(crate) fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>
     Ok(Arc::new(config))
 }
 
-/// Why a connection failed.
-#[derive(Debug)]
-pub(crate) enum TlsError {
-    Io(io::Error),
-    Tls(rustls::Error),
-}
-
-impl fmt::Display for TlsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TlsError::Io(e) => write!(f, "{e}"),
-            TlsError::Tls(e) => write!(f, "TLS: {e}"),
-        }
-    }
-}
-
-/// What one read step found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReadStep {
-    /// Bytes arrived (maybe no plaintext yet); read again.
-    Data,
-    /// Nothing more for now; wait for readiness.
-    WouldBlock,
-    /// The peer closed (close_notify or TCP EOF); all plaintext was drained.
-    Eof,
-}
+pub(crate) use crate::tls::stream::{ReadStep, TlsError};
 
 /// How a TCP connect attempt stands.
 #[derive(Debug)]
@@ -84,10 +56,10 @@ pub(crate) enum ConnectStep {
     Failed(io::Error),
 }
 
-/// A TCP connection with its TLS session.
+/// A TCP connection with its TLS session, and the interest it is
+/// registered with.
 pub(crate) struct TlsStream {
-    sock: TcpStream,
-    tls: ClientConnection,
+    inner: stream::TlsStream,
     interest: Interest,
 }
 
@@ -108,8 +80,7 @@ impl TlsStream {
             .register(&mut sock, token, interest)
             .map_err(TlsError::Io)?;
         Ok(TlsStream {
-            sock,
-            tls,
+            inner: stream::TlsStream::new(sock, tls),
             interest,
         })
     }
@@ -117,11 +88,12 @@ impl TlsStream {
     /// After readiness on a connecting socket: has the connect finished?
     /// (mio `TcpStream::connect` docs: `take_error`, then `peer_addr`.)
     pub fn connect_step(&self, event: &Event) -> ConnectStep {
-        match self.sock.take_error() {
+        let sock = self.inner.sock();
+        match sock.take_error() {
             Ok(Some(e)) | Err(e) => return ConnectStep::Failed(e),
             Ok(None) => {}
         }
-        match self.sock.peer_addr() {
+        match sock.peer_addr() {
             Ok(_) => ConnectStep::Connected,
             Err(e) if e.kind() == io::ErrorKind::NotConnected => {
                 if event.is_error() || event.is_write_closed() {
@@ -140,75 +112,30 @@ impl TlsStream {
 
     /// Queues plaintext; rustls holds it until the handshake is done.
     pub fn queue(&mut self, data: &[u8]) -> Result<(), TlsError> {
-        self.tls.writer().write_all(data).map_err(TlsError::Io)
+        self.inner.queue(data)
     }
 
     /// Writes TLS records while rustls has any, until the socket would block.
     pub fn write_pending(&mut self) -> Result<(), TlsError> {
-        while self.tls.wants_write() {
-            match self.tls.write_tls(&mut self.sock) {
-                Ok(_) => {}
-                // The socket is full: WRITABLE interest brings us back.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(TlsError::Io(e)),
-            }
-        }
-        Ok(())
+        self.inner.write_pending()
     }
 
     /// One `read_tls`, then `process_new_packets`, then all plaintext into `out`.
     pub fn read_step(&mut self, out: &mut Vec<u8>) -> Result<ReadStep, TlsError> {
-        let mut step = loop {
-            match self.tls.read_tls(&mut self.sock) {
-                // TCP EOF; plaintext already decrypted is still drained below.
-                Ok(0) => break ReadStep::Eof,
-                Ok(_) => break ReadStep::Data,
-                // Nothing on the socket, but plaintext may still wait in rustls.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break ReadStep::WouldBlock,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(TlsError::Io(e)),
-            }
-        };
-        if let Err(e) = self.tls.process_new_packets() {
-            // Tell the peer why (an alert), best effort.
-            let _ = self.write_pending();
-            return Err(TlsError::Tls(e));
-        }
-        let mut chunk = [0u8; READ_CHUNK];
-        loop {
-            match self.tls.reader().read(&mut chunk) {
-                // close_notify: the peer will send nothing more.
-                Ok(0) => {
-                    step = ReadStep::Eof;
-                    break;
-                }
-                Ok(n) => out.extend_from_slice(&chunk[..n]),
-                // All plaintext drained.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // TCP EOF without close_notify, after all plaintext.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    step = ReadStep::Eof;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(TlsError::Io(e)),
-            }
-        }
-        Ok(step)
+        self.inner.read_step(out)
     }
 
     /// Re-registers when the wanted interest changed: always READABLE,
     /// WRITABLE while rustls has records to send.
     pub fn update_interest(&mut self, registry: &Registry, token: Token) -> Result<(), TlsError> {
-        let wanted = if self.tls.wants_write() {
+        let wanted = if self.inner.wants_write() {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
         };
         if wanted != self.interest {
             registry
-                .reregister(&mut self.sock, token, wanted)
+                .reregister(self.inner.sock_mut(), token, wanted)
                 .map_err(TlsError::Io)?;
             self.interest = wanted;
         }
@@ -217,15 +144,12 @@ impl TlsStream {
 
     /// Sends close_notify (best effort, no waiting) and deregisters.
     pub fn close(mut self, registry: &Registry) {
-        if !self.tls.is_handshaking() {
-            self.tls.send_close_notify();
-            let _ = self.write_pending();
-        }
-        let _ = registry.deregister(&mut self.sock);
+        self.inner.close_notify();
+        let _ = registry.deregister(self.inner.sock_mut());
     }
 
     /// Deregisters without a word (the connection is broken).
     pub fn abandon(mut self, registry: &Registry) {
-        let _ = registry.deregister(&mut self.sock);
+        let _ = registry.deregister(self.inner.sock_mut());
     }
 }

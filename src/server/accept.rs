@@ -4,26 +4,33 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::Interest;
+use rustls::ServerConnection;
 
 use super::{Server, Wait, ACCEPT_BATCH, ACCEPT_PAUSE, SWEEP_INTERVAL};
 use crate::conn::Conn;
-use crate::engine::Role;
+use crate::engine::{Port, Role};
+use crate::tls::stream::{Stream, TlsStream};
 use crate::token;
 
 impl Server {
-    pub(super) fn accept(&mut self) {
+    /// Accepts what waits on `port`'s listener, up to a batch.
+    pub(super) fn accept(&mut self, port: Port) {
         self.accept_more = false;
         if self.accept_paused {
             return;
         }
+        let Some(i) = self.listeners.iter().position(|(p, _)| *p == port) else {
+            return;
+        };
         for _ in 0..ACCEPT_BATCH {
-            match self.listener.accept() {
+            match self.listeners[i].1.accept() {
                 Ok((stream, peer)) => {
                     self.emfile_logged = false;
-                    self.admit(stream, peer)
+                    self.admit(stream, peer, port)
                 }
                 // The backlog is empty: wait for the next event.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -47,7 +54,10 @@ impl Server {
         self.accept_more = true;
     }
 
-    pub(super) fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
+    /// Takes connection `stream` from `peer` on `port`: on a TLS or
+    /// mutual-TLS peer port, with a fresh TLS session and a deadline for
+    /// its handshake.
+    pub(super) fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, port: Port) {
         let name = &self.name;
         if self.conns.len() >= self.limits.max_clients {
             // Accepted and closed at once (dropping `stream`): the client
@@ -77,14 +87,51 @@ impl Server {
             log::warn!(target: name, "register {peer}: {e}");
             return;
         }
+        let tls = match (port, &self.tls) {
+            (Port::Tls, Some(tls)) => Some(&tls.clients),
+            (Port::Peer, Some(tls)) => Some(&tls.peer),
+            _ => None,
+        };
+        let stream = match tls.map(|config| ServerConnection::new(Arc::clone(config))) {
+            None => Stream::Plain(stream),
+            Some(Ok(session)) => Stream::Tls(Box::new(TlsStream::new(stream, session))),
+            Some(Err(e)) => {
+                log::warn!(target: name, "{} port: refused {peer}: TLS: {e}", port.label());
+                let _ = self.poll.registry().deregister(&mut stream);
+                return;
+            }
+        };
         self.next_serial += 1;
-        let mut conn = Conn::new(stream, peer, self.next_serial);
+        let serial = self.next_serial;
+        if tls.is_some() || port == Port::Peer {
+            let due = Instant::now() + self.limits.handshake_timeout;
+            self.timers.schedule(due, Wait::Handshake(key, serial));
+        }
+        let mut conn = Conn::new(stream, peer, serial, port);
         conn.active = self.epoch.elapsed().as_secs() as u32;
         entry.insert(conn);
         self.engine.stats().client_connected();
-        log::info!(target: name, "client {peer} connected");
+        match port {
+            Port::Client => log::info!(target: name, "client {peer} connected"),
+            _ => log::info!(target: name, "client {peer} connected on the {} port", port.label()),
+        }
         // Data may have arrived with the handshake already.
         self.resume.push(key);
+    }
+
+    /// The handshake deadline of connection `key` is here: closed if its
+    /// TLS handshake is not done, or if on a peer port it has not said
+    /// `HERD` (a link that never starts holds a descriptor for nothing).
+    pub(super) fn handshake_due(&mut self, key: usize, serial: u64) {
+        let Some(conn) = self.conns.get(key).filter(|c| c.serial == serial) else {
+            return;
+        };
+        let ms = self.limits.handshake_timeout.as_millis();
+        if conn.stream.is_handshaking() {
+            self.close(key, &format!("TLS handshake not done in {ms} ms"));
+        } else if conn.session.port == Port::Peer && conn.session.role == Role::Client {
+            self.close(key, &format!("no HERD in {ms} ms"));
+        }
     }
 
     /// Seconds since the loop started (for idle connections).

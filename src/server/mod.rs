@@ -37,14 +37,13 @@ mod setup;
 
 pub use crate::token::{LISTENER, WAKER};
 pub use setup::{
-    bind, spawn, Limits, Running, ServerConfig, StopHandle, ACCEPT_BATCH, ACCEPT_PAUSE,
+    bind, spawn, Limits, Listeners, Running, ServerConfig, StopHandle, ACCEPT_BATCH, ACCEPT_PAUSE,
     DEFAULT_CLIENT_OUTPUT, DEFAULT_INVALID_RATE, DEFAULT_LINE_LIMIT, DEFAULT_WHATSATS_PER_CONN,
     EVENTS_PER_POLL, LISTEN_BACKLOG, READS_PER_TURN, SCRATCH_SIZE, SWEEP_INTERVAL,
 };
 
 use std::collections::HashMap;
 use std::io;
-use std::net::TcpListener as StdListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,7 +54,7 @@ use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
 use crate::conn::{Conn, Flush, ReadState};
-use crate::engine::{Engine, Role};
+use crate::engine::{Engine, Port, Role};
 use crate::journal::Journal;
 use crate::links::Links;
 use crate::logging::{self, escape};
@@ -63,6 +62,7 @@ use crate::places::{Places, Reply, RequestId};
 use crate::stats::ServerStats;
 use crate::store::Store;
 use crate::timer::{self, Deadline, Timers};
+use crate::tls::HerdTls;
 use crate::token::{self, Owner};
 
 /// How often positions are expired and evictions logged.
@@ -79,6 +79,9 @@ enum Wait {
     Unthrottle(usize, u64),
     /// An inbound herd link (key, serial): heartbeat and silence check.
     Peer(usize, u64),
+    /// A connection (key, serial) on a TLS or peer port must have finished
+    /// its TLS handshake (and, on a peer port, said `HERD`) by now.
+    Handshake(usize, u64),
     /// Once a second: expire old positions, log evictions and expiries.
     Bounds,
 }
@@ -86,7 +89,10 @@ enum Wait {
 /// One server: its poll loop and everything the loop owns.
 pub struct Server {
     poll: Poll,
-    listener: TcpListener,
+    /// The client port's listener, and the peer and TLS ports' if it has them.
+    listeners: Vec<(Port, TcpListener)>,
+    /// The herd's TLS, for the TLS and peer ports (and links, in `links`).
+    tls: Option<Arc<HerdTls>>,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     /// A reloaded configuration handed over by a [`StopHandle`].
@@ -131,14 +137,26 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server on `listener` (which must be bound; it is made nonblocking).
-    /// Its journal, if it has a state directory, is replayed here.
-    pub fn new(config: ServerConfig, listener: StdListener) -> io::Result<Server> {
-        listener.set_nonblocking(true)?;
+    /// A server on `listeners` (which must be bound; they are made
+    /// nonblocking). Its journal, if it has a state directory, is replayed
+    /// here.
+    pub fn new(config: ServerConfig, listeners: impl Into<Listeners>) -> io::Result<Server> {
+        let listeners = listeners.into();
         let poll = Poll::new()?;
-        let mut listener = TcpListener::from_std(listener);
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut bound = Vec::new();
+        for (port, listener) in listeners.into_ports() {
+            if port != Port::Client && port != Port::Peer && config.tls.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a tls port needs tls_cert, tls_key and tls_ca",
+                ));
+            }
+            listener.set_nonblocking(true)?;
+            let mut listener = TcpListener::from_std(listener);
+            poll.registry()
+                .register(&mut listener, token::listener(port), Interest::READABLE)?;
+            bound.push((port, listener));
+        }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let places = Places::with_limits(
             &config.places,
@@ -171,15 +189,17 @@ impl Server {
             config.limits.link_output,
             config.limits.link_timeout,
             config.secret.clone(),
+            config.tls.as_ref().map(|t| Arc::clone(&t.dial)),
             now,
         );
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             &config.name,
             store,
             config.secret,
             links.names(),
             config.limits.line,
         );
+        engine.set_peer_port(bound.iter().any(|(port, _)| *port == Port::Peer));
         let stats = engine.stats().clone();
         for link in links.stats() {
             stats.add_link(link);
@@ -196,7 +216,8 @@ impl Server {
         timers.schedule(now + BOUNDS_INTERVAL, Wait::Bounds);
         Ok(Server {
             poll,
-            listener,
+            listeners: bound,
+            tls: config.tls,
             waker,
             stop: Arc::new(AtomicBool::new(false)),
             reload: Arc::new(Mutex::new(None)),
@@ -240,7 +261,15 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         let name = self.name.clone();
         self.engine.set_traffic(logging::attach_loop(&name));
-        log::info!(target: &name, "listening on {} with {} neighbours", self.listener.local_addr()?, self.links.len());
+        for (port, listener) in &self.listeners {
+            let tls = match (port, &self.tls) {
+                (Port::Peer, Some(_)) => " (mutual TLS)",
+                (Port::Tls, _) => " (TLS)",
+                _ => "",
+            };
+            log::info!(target: &name, "listening on {} for {}{tls}", listener.local_addr()?, if *port == Port::Peer { "herd links" } else { "clients" });
+        }
+        log::info!(target: &name, "{} neighbours", self.links.len());
         self.engine.stats().set_listening(true);
         // However the loop ends, /healthz must know it no longer listens.
         let _not_listening = NotListening(self.stats());
@@ -277,7 +306,7 @@ impl Server {
         let now = Instant::now();
         let registry = self.poll.registry();
         match token::classify(event.token()) {
-            Owner::Listener => self.accept(),
+            Owner::Listener(port) => self.accept(port),
             Owner::Waker => {
                 self.places.on_wake(registry, now, &mut self.done);
                 self.apply_reload();
@@ -293,7 +322,9 @@ impl Server {
                     // A plain readable edge: a read that does not fill the
                     // scratch buffer took everything there was, and new data
                     // brings a new edge. With EOF or an error pending, read on.
-                    let short_drains = !(event.is_read_closed() || event.is_error());
+                    // (TLS records make a short read prove nothing.)
+                    let short_drains = !(event.is_read_closed() || event.is_error())
+                        && self.conns[key].stream.short_read_drains();
                     self.read(key, short_drains);
                 }
                 if event.is_writable() {
@@ -319,11 +350,14 @@ impl Server {
                 Wait::Sweep => self.sweep(now),
                 Wait::Unthrottle(key, serial) => self.unthrottle(key, serial),
                 Wait::Peer(key, serial) => self.check_peer(key, serial, now),
+                Wait::Handshake(key, serial) => self.handshake_due(key, serial),
                 Wait::Bounds => self.bounds(now),
             }
         }
         if self.accept_more {
-            self.accept();
+            for port in [Port::Client, Port::Peer, Port::Tls] {
+                self.accept(port);
+            }
         }
         for key in std::mem::take(&mut self.resume) {
             self.read(key, false);
@@ -353,7 +387,16 @@ impl Server {
     }
 
     fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        // TLS records (a handshake's answers) owe nothing to the journal.
+        if let Err(e) = conn.stream.send_pending() {
+            self.close(key, &e.to_string());
+            return;
+        }
         if self.hold(key) {
+            self.interest(key);
             return;
         }
         let Some(conn) = self.conns.get_mut(key) else {
@@ -373,18 +416,17 @@ impl Server {
                 return;
             }
         };
-        if want != conn.interest {
-            let registry = self.poll.registry();
-            let result = match token::client(key) {
-                Some(token) => registry.reregister(&mut conn.stream, token, want),
-                None => Err(io::Error::other("no token")),
-            };
-            if let Err(e) = result {
-                self.close(key, &e.to_string());
-                return;
-            }
-            conn.interest = want;
+        let want = if conn.stream.wants_write() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            want
+        };
+        if !self.reregister(key, want) {
+            return;
         }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let over = conn.over(self.limits.client_output, self.limits.whatsats_per_conn);
         if conn.caught_up(over) {
             // The client caught up: read what it sent meanwhile (no new
@@ -393,16 +435,61 @@ impl Server {
         }
     }
 
+    /// Connection `key`'s interest while its output is held: WRITABLE only
+    /// for TLS records waiting below it.
+    fn interest(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let want = if conn.stream.wants_write() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        self.reregister(key, want);
+    }
+
+    /// Registers connection `key` for `want` if that is not what it has;
+    /// false if that failed and it was closed.
+    fn reregister(&mut self, key: usize, want: Interest) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if want == conn.interest {
+            return true;
+        }
+        let registry = self.poll.registry();
+        let result = match token::client(key) {
+            Some(token) => registry.reregister(conn.stream.tcp_mut(), token, want),
+            None => Err(io::Error::other("no token")),
+        };
+        if let Err(e) = result {
+            self.close(key, &e.to_string());
+            return false;
+        }
+        conn.interest = want;
+        true
+    }
+
     fn close(&mut self, key: usize, why: &str) {
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let refused = conn.stream.is_handshaking()
+            || (conn.session.port == Port::Peer && conn.session.role == Role::Client);
+        conn.stream.close_notify();
+        let _ = self.poll.registry().deregister(conn.stream.tcp_mut());
         self.engine
             .stats()
             .closed(conn.session.role == Role::Client);
         let name = &self.name;
         let peer = conn.peer();
+        if refused {
+            // A TLS handshake that failed or never finished, or a peer-port
+            // connection that never became a herd link.
+            log::warn!(target: name, "{} port: refused {peer}: {why}", conn.session.port.label());
+            return;
+        }
         match &conn.session.role {
             Role::Client if conn.throttle.pauses > 0 => {
                 log::info!(target: name, "client {peer} disconnected: {why}; paused {} times for invalid input", conn.throttle.pauses)
@@ -433,7 +520,9 @@ impl Server {
 
     fn shutdown(&mut self) {
         let registry = self.poll.registry();
-        let _ = registry.deregister(&mut self.listener);
+        for (_, listener) in &mut self.listeners {
+            let _ = registry.deregister(listener);
+        }
         self.links.close_all(registry);
         // Best effort: hand clients what is already answered — once what
         // those answers acknowledge is in the journal.

@@ -10,7 +10,7 @@ use mio::Registry;
 
 use super::{Limits, Server, Wait, READS_PER_TURN};
 use crate::conn::{Conn, ReadState, Replies};
-use crate::engine::{Clock, Effects, Engine, Next, Role};
+use crate::engine::{Clock, Effects, Engine, Next, Port, Role};
 use crate::journal::Journal;
 use crate::links::liveness::{self, Check, Liveness};
 use crate::links::Links;
@@ -51,7 +51,7 @@ impl Server {
                 // It just said HERD: from now on it must show life.
                 let timeout = self.limits.link_timeout;
                 let live = Liveness::new(timeout, Instant::now());
-                liveness::tune_socket(&conn.stream, timeout);
+                liveness::tune_socket(conn.stream.tcp(), timeout);
                 self.timers
                     .schedule(live.due(), Wait::Peer(key, conn.serial));
                 p.live = Some(live);
@@ -184,6 +184,30 @@ impl Effects for Apply<'_, '_> {
     }
 }
 
+/// On a mutual-TLS peer port, at the first plaintext (the handshake is
+/// done): which neighbours the verified client certificate names. None is
+/// a refusal (docs/PROTOCOL.md §12).
+fn learn_cert_names(engine: &Engine, conn: &mut Conn) -> io::Result<()> {
+    if conn.session.port != Port::Peer {
+        return Ok(());
+    }
+    let Some(tls) = conn.stream.tls() else {
+        return Ok(());
+    };
+    let names = match tls.peer_certificates().and_then(|chain| chain.first()) {
+        Some(cert) => engine.neighbours_named(|n| crate::tls::cert_names(cert, n)),
+        None => Vec::new(),
+    };
+    if names.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "its certificate names none of our neighbours",
+        ));
+    }
+    conn.session.cert_names = Some(names);
+    Ok(())
+}
+
 /// Reads a connection until `WouldBlock`, its read budget, or a pause, and
 /// hands every line read to the engine.
 #[allow(clippy::too_many_arguments)]
@@ -211,6 +235,11 @@ fn read_conn(
         }
         clock.next_read();
         let read = conn.stream.read(scratch);
+        if matches!(read, Ok(n) if n > 0) && conn.session.cert_names.is_none() {
+            if let Err(e) = learn_cert_names(engine, conn) {
+                return ReadOutcome::Failed(e);
+            }
+        }
         let mut apply = Apply {
             replies: &mut conn.replies,
             key,

@@ -10,7 +10,8 @@ use crate::links::outbound::Change;
 impl Server {
     /// Applies a configuration handed over by [`StopHandle::reload`], if
     /// one is waiting: links added, removed and readdressed, the Places
-    /// settings, the secret for links opened from now on. Every change is
+    /// settings, the secret and the TLS certificates for connections opened
+    /// from now on. Every change is
     /// logged. No client connection is touched.
     pub(super) fn apply_reload(&mut self) {
         let Some(config) = self.reload.lock().ok().and_then(|mut r| r.take()) else {
@@ -51,6 +52,10 @@ impl Server {
         self.engine.set_neighbours(self.links.names());
         self.engine.set_secret(config.secret.clone());
         self.links.set_secret(config.secret.clone());
+        // Certificates re-read by the reload: for connections from now on.
+        self.links
+            .set_tls(config.tls.as_ref().map(|t| std::sync::Arc::clone(&t.dial)));
+        self.tls = config.tls.clone();
         let registry = self.poll.registry();
         match self.places.reconfigure(
             &config.places,

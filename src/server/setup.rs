@@ -15,8 +15,9 @@ use mio::Waker;
 
 use super::Server;
 use crate::auth::Secret;
-use crate::config::{Herd, PlacesConfig};
-use crate::links::{DEFAULT_LINK_OUTPUT_CAP, DEFAULT_LINK_TIMEOUT};
+use crate::config::{Endpoint, Herd, PlacesConfig};
+use crate::engine::Port;
+use crate::links::{Neighbour, DEFAULT_LINK_OUTPUT_CAP, DEFAULT_LINK_TIMEOUT};
 use crate::places;
 use crate::stats::ServerStats;
 
@@ -41,6 +42,9 @@ pub const LISTEN_BACKLOG: i32 = 1024;
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Events taken from the poll per turn.
 pub const EVENTS_PER_POLL: usize = 1024;
+/// How long a connection to a TLS or peer port may take to finish its TLS
+/// handshake and, on a peer port, to say `HERD` (`--handshake-timeout`).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often refused connections and idle connections are looked at.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -59,6 +63,9 @@ pub struct Limits {
     pub link_output: usize,
     /// A herd link not heard from for this long is declared dead (both ends).
     pub link_timeout: Duration,
+    /// A TLS handshake on a TLS or peer port (and `HERD` on a peer port)
+    /// not done by then closes the connection; also a link's dial.
+    pub handshake_timeout: Duration,
     /// Invalid input per connection per second, in bytes, past which reading
     /// it pauses (see [`crate::conn::Throttle`]); 0: no limit.
     pub invalid_rate: usize,
@@ -83,6 +90,7 @@ impl Default for Limits {
             whatsats_per_conn: DEFAULT_WHATSATS_PER_CONN,
             link_output: DEFAULT_LINK_OUTPUT_CAP,
             link_timeout: DEFAULT_LINK_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             invalid_rate: DEFAULT_INVALID_RATE,
             idle_timeout: None,
             places: places::Limits::default(),
@@ -97,8 +105,13 @@ impl Default for Limits {
 pub struct ServerConfig {
     /// The server's name, as in `herd.conf` (also its log target).
     pub name: String,
-    /// Its neighbours: name and address to dial.
-    pub neighbours: Vec<(String, SocketAddr)>,
+    /// Its neighbours: name, the address to dial (a peer port if the
+    /// neighbour has one), and whether over mutual TLS.
+    pub neighbours: Vec<Neighbour>,
+    /// Its peer port (herd links only), if it has one.
+    pub peer_listen: Option<SocketAddr>,
+    /// Its TLS client port, if it has one.
+    pub tls_listen: Option<SocketAddr>,
     pub places: PlacesConfig,
     /// The Places API key, if the environment has one.
     pub places_key: Option<String>,
@@ -124,11 +137,25 @@ impl ServerConfig {
         let i = herd
             .index_of(name)
             .ok_or_else(|| format!("no server named {name:?} in the config"))?;
-        let listen = resolve(&herd.servers[i].address())?;
+        let me = &herd.servers[i];
+        let listen = resolve(&me.address())?;
+        let resolve_opt =
+            |e: &Option<Endpoint>| e.as_ref().map(|e| resolve(&e.address())).transpose();
+        let (peer_listen, tls_listen) = (resolve_opt(&me.peer)?, resolve_opt(&me.tls)?);
         let mut neighbours = Vec::new();
         for j in herd.neighbours(i) {
             let s = &herd.servers[j];
-            neighbours.push((s.name.clone(), resolve(&s.address())?));
+            // A neighbour with a peer port is dialled there, over mutual
+            // TLS when the herd has TLS; one without, on its client port.
+            let (addr, tls) = match &s.peer {
+                Some(peer) => (resolve(&peer.address())?, herd.tls.is_some()),
+                None => (resolve(&s.address())?, false),
+            };
+            neighbours.push(Neighbour {
+                name: s.name.clone(),
+                addr,
+                tls,
+            });
         }
         let places_key = std::env::var(&herd.places.key_env)
             .ok()
@@ -148,6 +175,8 @@ impl ServerConfig {
             ServerConfig {
                 name: name.to_string(),
                 neighbours,
+                peer_listen,
+                tls_listen,
                 places: herd.places.clone(),
                 places_key,
                 limits: Limits::default(),
@@ -167,6 +196,18 @@ fn resolve(address: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("cannot resolve {address}: {e}"))?
         .next()
         .ok_or_else(|| format!("cannot resolve {address}: no address"))
+}
+
+impl ServerConfig {
+    /// Binds the client port at `client` and the peer and TLS ports this
+    /// configuration names.
+    pub fn bind(&self, client: SocketAddr) -> io::Result<Listeners> {
+        Ok(Listeners {
+            client: bind(client)?,
+            peer: self.peer_listen.map(bind).transpose()?,
+            tls: self.tls_listen.map(bind).transpose()?,
+        })
+    }
 }
 
 /// Binds a listener the way the server wants it: address reuse (a restarted
@@ -250,11 +291,43 @@ impl Running {
     }
 }
 
-/// Starts a server on its own thread, on an already bound listener.
-pub fn spawn(config: ServerConfig, listener: StdListener) -> io::Result<Running> {
-    let addr = listener.local_addr()?;
+/// A server's bound listeners: its client port, and its peer and TLS
+/// client ports if it has them.
+#[derive(Debug)]
+pub struct Listeners {
+    pub client: StdListener,
+    pub peer: Option<StdListener>,
+    pub tls: Option<StdListener>,
+}
+
+impl Listeners {
+    /// Each listener with its port, the client port first.
+    pub(super) fn into_ports(self) -> impl Iterator<Item = (Port, StdListener)> {
+        let peer = self.peer.map(|l| (Port::Peer, l));
+        let tls = self.tls.map(|l| (Port::Tls, l));
+        std::iter::once((Port::Client, self.client))
+            .chain(peer)
+            .chain(tls)
+    }
+}
+
+/// A server with only a client port.
+impl From<StdListener> for Listeners {
+    fn from(client: StdListener) -> Listeners {
+        Listeners {
+            client,
+            peer: None,
+            tls: None,
+        }
+    }
+}
+
+/// Starts a server on its own thread, on already bound listeners.
+pub fn spawn(config: ServerConfig, listeners: impl Into<Listeners>) -> io::Result<Running> {
+    let listeners = listeners.into();
+    let addr = listeners.client.local_addr()?;
     let name = config.name.clone();
-    let server = Server::new(config, listener)?;
+    let server = Server::new(config, listeners)?;
     let handle = server.stop_handle();
     let stats = server.stats();
     let thread = std::thread::Builder::new()
