@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::herd::{wait_for, Client, KillOnDrop, PATIENCE};
+use support::tmpfs::Tmpfs;
 
 const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
@@ -187,63 +188,13 @@ fn held_replies_arrive_in_order_once_the_limit_is_lifted() {
     all_known(&solo, &all);
 }
 
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts one of `size` at `dir`; `None` (with the reason printed) when
-    /// not root, unless CI requires it.
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout.starts_with(b"0\n"))
-            .unwrap_or(false);
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        if !root {
-            assert!(!ci, "CI=true: the tmpfs tests must run, as root");
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return None;
-        }
-        std::fs::create_dir_all(dir).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            assert!(!ci, "CI=true: mounting a tmpfs at {} failed", dir.display());
-            eprintln!("skipped: cannot mount a tmpfs at {}", dir.display());
-            return None;
-        }
-        Some(Tmpfs(dir.to_path_buf()))
-    }
-
-    fn resize(&self, size: &str) {
-        let ok = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "remount {}", self.0.display());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn enospc_on_a_full_tmpfs_even_in_mid_record_loses_nothing_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let Some(fs) = Tmpfs::mount(&dir.path().join("state"), "256k") else {
         return;
     };
-    let solo = Solo::new(dir.path(), &fs.0);
+    let solo = Solo::new(dir.path(), fs.path());
     let server = solo.start(None);
     // Lines of odd lengths, so the last page never ends on a record's end.
     let n = 6000;
@@ -251,7 +202,7 @@ fn enospc_on_a_full_tmpfs_even_in_mid_record_loses_nothing_and_recovers() {
     wait_for_failure(&solo);
     let first = acked(&mut r, n, Duration::from_millis(1500));
     assert!(first.len() < n, "the tmpfs filled");
-    let journal = std::fs::read(fs.0.join("Solo.journal")).unwrap();
+    let journal = std::fs::read(fs.path().join("Solo.journal")).unwrap();
     assert!(
         journal.is_empty() || journal.ends_with(b"\n"),
         "a torn record was cut back"

@@ -1,7 +1,8 @@
 //! Shared helpers for the black-box tests: in-process herds on 127.0.0.1:0
 //! (the harness in `tools/inproc.rs`), a blocking line client, a local
 //! HTTPS Places server with its own CA, separate hosts in network namespaces
-//! (`netns`), and a fault-injecting TCP proxy (`proxy`).
+//! (`netns`), a fault-injecting TCP proxy (`proxy`), and a tmpfs mounted
+//! by the test for a disk that fills (`tmpfs`).
 #![allow(dead_code)]
 
 pub mod herd;
@@ -11,3 +12,4 @@ pub mod netns;
 pub mod places_server;
 pub mod procs;
 pub mod proxy;
+pub mod tmpfs;
