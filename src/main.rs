@@ -316,13 +316,6 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
         .state_dir
         .clone()
         .unwrap_or_else(|| args.log_dir.clone());
-    // A journal or log reaching RLIMIT_FSIZE must be a failed write the
-    // server reports and survives (docs/PROTOCOL.md §9), not SIGXFSZ's default: death.
-    signal_hook::flag::register(
-        signal_hook::consts::SIGXFSZ,
-        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
-    )
-    .map_err(|e| format!("installing a SIGXFSZ handler: {e}"))?;
     // Before any server runs: a signal that comes early (a SIGHUP while a
     // journal replays) must not take the default action, and once clients
     // connect the descriptors may be gone.
