@@ -1,0 +1,213 @@
+//! TLS inside the loop, in process: two servers linked over mutual TLS on
+//! their peer ports, and a TLS client on a `tls` port, with the rustls
+//! configurations built here from certificates made here (the files and
+//! `herd.conf` side is in `tests/tls.rs`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herd::config::PlacesConfig;
+use herd::links::Neighbour;
+use herd::server::{self, Limits, Listeners, ServerConfig};
+use herd::tls::HerdTls;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+
+struct Ca {
+    der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "herd CA");
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for `name`, good as a server's and as a client's.
+    fn leaf(&self, name: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages.push(KeyUsagePurpose::DigitalSignature);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        (cert.der().clone(), key)
+    }
+
+    fn roots(&self) -> Arc<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.der.clone()).unwrap();
+        Arc::new(roots)
+    }
+
+    /// The three configurations of server `name`.
+    fn herd_tls(&self, name: &str) -> HerdTls {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (cert, key) = self.leaf(name);
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots(), provider.clone())
+            .build()
+            .unwrap();
+        let peer = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![cert.clone()], key.clone_key())
+            .unwrap();
+        let clients = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key.clone_key())
+            .unwrap();
+        let dial = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(self.roots())
+            .with_client_auth_cert(vec![cert], key)
+            .unwrap();
+        HerdTls {
+            peer: Arc::new(peer),
+            clients: Arc::new(clients),
+            dial: Arc::new(dial),
+        }
+    }
+}
+
+fn local() -> std::net::TcpListener {
+    server::bind("127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+fn config(name: &str, neighbour: Neighbour, tls: HerdTls) -> ServerConfig {
+    ServerConfig {
+        name: name.to_string(),
+        neighbours: vec![neighbour],
+        peer_listen: None,
+        tls_listen: None,
+        places: PlacesConfig::default(),
+        places_key: None,
+        limits: Limits::default(),
+        state_dir: None,
+        fsync: None,
+        secret: None,
+        tls: Some(Arc::new(tls)),
+    }
+}
+
+/// A blocking TLS client of a `tls` port, trusting `ca`.
+fn tls_client(
+    addr: SocketAddr,
+    ca: &Ca,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(ca.roots())
+        .with_no_client_auth();
+    let name = ServerName::try_from("Alpha").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
+
+#[test]
+fn two_servers_flood_over_mutual_tls_and_a_tls_client_is_answered() {
+    let ca = Ca::new();
+    let (a, b) = (local(), local());
+    let (a_peer, b_peer) = (local(), local());
+    let a_tls = local();
+    let (tls_addr, b_peer_addr, a_peer_addr) = (
+        a_tls.local_addr().unwrap(),
+        b_peer.local_addr().unwrap(),
+        a_peer.local_addr().unwrap(),
+    );
+    let b_addr = b.local_addr().unwrap();
+    let to = |name: &str, addr| Neighbour {
+        name: name.to_string(),
+        addr,
+        tls: true,
+    };
+    let alpha = server::spawn(
+        config("Alpha", to("Beta", b_peer_addr), ca.herd_tls("Alpha")),
+        Listeners {
+            client: a,
+            peer: Some(a_peer),
+            tls: Some(a_tls),
+        },
+    )
+    .unwrap();
+    let beta = server::spawn(
+        config("Beta", to("Alpha", a_peer_addr), ca.herd_tls("Beta")),
+        Listeners {
+            client: b,
+            peer: Some(b_peer),
+            tls: None,
+        },
+    )
+    .unwrap();
+
+    // Over TLS, the same protocol: an IAMAT is answered with its AT line.
+    let mut c = tls_client(tls_addr, &ca);
+    c.write_all(b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\n")
+        .unwrap();
+    let mut reader = BufReader::new(c);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("AT Alpha "), "{line:?}");
+    assert!(line.ends_with(" kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\n"));
+
+    // ... and it reaches Beta over the mutual-TLS link.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while beta.stats.snapshot().stored_clients < 1 {
+        assert!(Instant::now() < deadline, "the update never reached Beta");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Beta's plaintext client port refuses herd traffic: it has a peer port.
+    let mut plain = TcpStream::connect(b_addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    plain.write_all(b"HERD Alpha\n").unwrap();
+    let mut got = [0u8; 64];
+    let n = plain.read(&mut got).unwrap();
+    assert_eq!(&got[..n], b"? HERD Alpha\n");
+
+    // A plaintext HERD on Beta's mutual-TLS peer port is not a link.
+    let mut raw = TcpStream::connect(b_peer_addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    raw.write_all(b"HERD Alpha\n").unwrap();
+    let mut sink = Vec::new();
+    let _ = raw.read_to_end(&mut sink);
+    assert!(!sink.windows(4).any(|w| w == b"PING"), "{sink:?}");
+
+    alpha.stop().unwrap();
+    beta.stop().unwrap();
+}
