@@ -3,9 +3,14 @@
 //! bytes per connection, twice, to show it is linear; then checks that a
 //! sample of the idle connections is still served.
 
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use herd::conn::{LineReader, Output, Piece};
+use herd::tls::stream::Stream;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
 
 use crate::load;
 use crate::opts::{run_prefix, Opts, DEFAULT_ADDR};
@@ -42,37 +47,41 @@ pub fn run(o: &Opts) -> io::Result<()> {
         o.sources
     );
     let settle = || std::thread::sleep(Duration::from_millis(700));
-    let mut conns: Vec<TcpStream> = Vec::with_capacity(n);
+    let mut conns = Conns::new(o)?;
     let mut errors = 0u64;
     let mut samples = Vec::new();
     settle();
     let rss0 = rss_kb(pid)?;
     let started = Instant::now();
     let half = n / 2;
-    let mut open_to = |target: usize, conns: &mut Vec<TcpStream>| -> io::Result<()> {
+    let mut open_to = |target: usize, conns: &mut Conns| -> io::Result<()> {
         while conns.len() < target {
-            let batch_end = (conns.len() + 500).min(target);
+            let from = conns.len();
+            let batch_end = (from + 500).min(target);
             while conns.len() < batch_end {
-                match load::connect_blocking(addr, load::source(conns.len(), o.sources)) {
-                    Ok(s) => conns.push(s),
-                    Err(e) => {
-                        errors += 1;
-                        if samples.len() < 5 {
-                            samples.push(format!("connect #{}: {e}", conns.len()));
-                        }
-                        if errors > 100 {
-                            return Err(io::Error::other(format!(
-                                "too many failed connects; last: {e}"
-                            )));
-                        }
-                        std::thread::sleep(Duration::from_millis(10));
+                if let Err(e) = conns.open(addr) {
+                    errors += 1;
+                    if samples.len() < 5 {
+                        samples.push(format!("connect #{}: {e}", conns.len()));
                     }
+                    if errors > 100 {
+                        return Err(io::Error::other(format!(
+                            "too many failed connects; last: {e}"
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
             }
             // A round trip on the newest connection: the server has accepted
-            // every connection before it (it accepts in order).
-            if let Some(last) = conns.last() {
-                ping(last)?;
+            // every connection before it (it accepts in order). With TLS, one
+            // on each: the server answering proves it finished the handshake.
+            let which: Vec<usize> = if conns.tls {
+                (from..conns.len()).collect()
+            } else {
+                vec![conns.len() - 1]
+            };
+            for (i, reply) in conns.ask(&which, |_, out| out.extend_from_slice(b"PING\n"))? {
+                reply.map_err(|e| io::Error::other(format!("PING on #{i}: {e}")))?;
             }
             if !o.quiet && conns.len() % 5000 < 500 {
                 eprintln!(
@@ -94,11 +103,13 @@ pub fn run(o: &Opts) -> io::Result<()> {
     // Idle is not dead: a sample of the connections must still be served.
     let mut served = 0;
     let step = (conns.len() / 100).max(1);
-    for (i, c) in conns.iter().enumerate().step_by(step) {
-        let mut client = load::ClientId::new(format!("{}-idle-{i}", run_prefix()));
-        let mut line = Vec::new();
-        client.iamat(&mut line, load::wall_ns());
-        match ask(c, &line) {
+    let sample: Vec<usize> = (0..conns.len()).step_by(step).collect();
+    let prefix = run_prefix();
+    let replies = conns.ask(&sample, |i, out| {
+        load::ClientId::new(format!("{prefix}-idle-{i}")).iamat(out, load::wall_ns());
+    })?;
+    for (_, reply) in replies {
+        match reply {
             Ok(reply) if reply.starts_with(b"AT ") => served += 1,
             Ok(reply) => {
                 errors += 1;
@@ -141,23 +152,146 @@ pub fn run(o: &Opts) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends `PING` (an invalid command: no state on the server) and waits for
-/// the one-line answer.
-fn ping(stream: &TcpStream) -> io::Result<()> {
-    ask(stream, b"PING\n").map(|_| ())
+/// The idle connections, plain or TLS, on one `mio::Poll` (token = index),
+/// registered for READABLE only while a round trip waits on them.
+struct Conns {
+    poll: Poll,
+    streams: Vec<Stream>,
+    tls: bool,
+    spec_tls: Option<load::TlsClient>,
+    sources: u32,
 }
 
-fn ask(mut stream: &TcpStream, line: &[u8]) -> io::Result<Vec<u8>> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(line)?;
-    let mut reader = BufReader::new(stream);
-    let mut reply = Vec::new();
-    reader.read_until(b'\n', &mut reply)?;
-    if reply.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the server closed the connection",
-        ));
+impl Conns {
+    fn new(o: &Opts) -> io::Result<Conns> {
+        Ok(Conns {
+            poll: Poll::new()?,
+            streams: Vec::new(),
+            tls: o.tls.is_some(),
+            spec_tls: o.tls.clone(),
+            sources: o.sources,
+        })
     }
-    Ok(reply)
+
+    fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// One more connection (its TLS handshake is finished by the next
+    /// [`Conns::ask`] on it).
+    fn open(&mut self, addr: SocketAddr) -> io::Result<()> {
+        let sock = load::connect_blocking(addr, load::source(self.streams.len(), self.sources))?;
+        sock.set_nonblocking(true)?;
+        let stream = load::stream(self.spec_tls.as_ref(), TcpStream::from_std(sock))?;
+        self.streams.push(stream);
+        Ok(())
+    }
+
+    /// Writes what `line` makes on each of the connections `which`, at once,
+    /// and reads each one's one-line answer (up to 10 s in all).
+    #[allow(clippy::type_complexity)]
+    fn ask(
+        &mut self,
+        which: &[usize],
+        mut line: impl FnMut(usize, &mut Vec<u8>),
+    ) -> io::Result<Vec<(usize, Result<Vec<u8>, String>)>> {
+        let patience = Duration::from_secs(10);
+        let mut waits: Vec<Wait> = Vec::with_capacity(which.len());
+        for &i in which {
+            let mut w = Wait {
+                i,
+                out: Output::default(),
+                reader: LineReader::default(),
+                reply: None,
+            };
+            line(i, w.out.buf());
+            let s = &mut self.streams[i];
+            self.poll.registry().register(
+                s.tcp_mut(),
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            waits.push(w);
+        }
+        let index: std::collections::HashMap<usize, usize> =
+            waits.iter().enumerate().map(|(k, w)| (w.i, k)).collect();
+        // Everything is written (TLS: once the handshake lets it) as the
+        // events come; a fresh registration brings a WRITABLE event.
+        let deadline = Instant::now() + patience;
+        let mut open = waits.len();
+        let mut events = Events::with_capacity(1024);
+        let mut scratch = vec![0u8; 16 * 1024];
+        while open > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match self.poll.poll(&mut events, Some(deadline - now)) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => other?,
+            }
+            for event in events.iter() {
+                let Some(&k) = index.get(&event.token().0) else {
+                    continue;
+                };
+                let w = &mut waits[k];
+                if w.reply.is_some() {
+                    continue;
+                }
+                let s = &mut self.streams[w.i];
+                w.reply = w.step(s, &mut scratch);
+                if w.reply.is_some() {
+                    open -= 1;
+                }
+            }
+        }
+        let mut replies = Vec::with_capacity(waits.len());
+        for w in waits {
+            let _ = self.poll.registry().deregister(self.streams[w.i].tcp_mut());
+            let reply = w
+                .reply
+                .unwrap_or_else(|| Err(format!("no answer within {patience:?}")));
+            replies.push((w.i, reply));
+        }
+        Ok(replies)
+    }
+}
+
+/// A round trip under way on one idle connection.
+struct Wait {
+    i: usize,
+    out: Output,
+    reader: LineReader,
+    reply: Option<Result<Vec<u8>, String>>,
+}
+
+impl Wait {
+    /// Reads (which drives a TLS handshake), then writes what is left; the
+    /// answer once its line is in.
+    fn step(&mut self, s: &mut Stream, scratch: &mut [u8]) -> Option<Result<Vec<u8>, String>> {
+        let mut line = None;
+        loop {
+            match s.read(scratch) {
+                Ok(0) => return Some(Err("the server closed the connection".into())),
+                Ok(n) => {
+                    self.reader.feed(&scratch[..n], load::REPLY_LINE_LIMIT, |p| {
+                        let (Piece::Line(l) | Piece::TooLong(l)) = p;
+                        line.get_or_insert_with(|| l.to_vec());
+                    });
+                }
+                // The rest comes with the next event.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Err(format!("read: {e}"))),
+            }
+        }
+        if let Some(l) = line {
+            return Some(Ok(l));
+        }
+        // `WouldBlock` (the handshake, or a full socket) waits for an event.
+        match s.send_pending().and_then(|()| self.out.flush_to(s)) {
+            Ok(_) => None,
+            Err(e) => Some(Err(format!("write: {e}"))),
+        }
+    }
 }

@@ -2,10 +2,11 @@
 //! defaults, and the load [`Spec`] they make for the modes that run one.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::attack;
-use crate::load::{self, Spec};
+use crate::load::{self, Spec, TlsClient};
 
 /// `--help`.
 pub const HELP: &str = "\
@@ -61,6 +62,13 @@ OPTIONS:
                          first four]
     --metrics ADDR       rr: the herd's --metrics endpoint; prints the server's own
                          counts (requests, stored clients, link bytes) beside this tool's
+    --tls CA_PEM         rr, churn, idle, propagation (its posting clients): connect
+                         over TLS (to a server's tls port), trusting only the
+                         certificates in CA_PEM (the herd's tls_ca); rr finishes
+                         every handshake before the warm-up, churn's cycles each
+                         make one
+    --tls-name NAME      the name the server's certificate must carry: its herd
+                         NAME [default: Goloman, the server at the default --addr]
     --quiet              no progress lines
     -h, --help           this text
 
@@ -106,6 +114,8 @@ pub struct Opts {
     pub quiet: bool,
     /// The herd's `--metrics` endpoint, for the server's own figures.
     pub metrics: Option<SocketAddr>,
+    /// `--tls CA_PEM` and `--tls-name NAME`, made into a client configuration.
+    pub tls: Option<TlsClient>,
 }
 
 /// The options from the command line; `None` for `--help`.
@@ -135,7 +145,10 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         attackers: attack::Kinds::ALL,
         quiet: false,
         metrics: None,
+        tls: None,
     };
+    let mut tls_ca: Option<PathBuf> = None;
+    let mut tls_name = String::from("Goloman");
     let secs = |v: f64| -> Result<Duration, lexopt::Error> {
         Duration::try_from_secs_f64(v).map_err(|e| e.to_string().into())
     };
@@ -179,8 +192,19 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
             Long("attackers") => o.attackers = p.value()?.string()?.parse()?,
             Long("quiet") => o.quiet = true,
             Long("metrics") => o.metrics = Some(p.value()?.parse()?),
+            Long("tls") => tls_ca = Some(p.value()?.into()),
+            Long("tls-name") => tls_name = p.value()?.string()?,
             _ => return Err(arg.unexpected()),
         }
+    }
+    if let Some(ca) = tls_ca {
+        if !matches!(
+            o.mode,
+            Mode::Rr | Mode::Churn | Mode::Idle | Mode::Propagation
+        ) {
+            return Err("--tls: only rr, churn, idle and propagation connect over TLS".into());
+        }
+        o.tls = Some(TlsClient::new(&ca, &tls_name)?);
     }
     Ok(Some(o))
 }
@@ -204,6 +228,7 @@ pub fn spec(o: &Opts, default_addr: SocketAddr, default_rate: f64) -> Spec {
         whatsat_pct: o.whatsat,
         sources: o.sources,
         prefix: run_prefix(),
+        tls: o.tls.clone(),
     }
 }
 

@@ -14,8 +14,9 @@ pub fn describe_load(s: &Spec) -> String {
         format!("x {} in flight, flat out", s.inflight)
     };
     format!(
-        "{} connections {pace} on {} thread(s) -> {}, {:.1} s (+{:.1} s warm-up), {}% WHATSAT",
+        "{} {}connections {pace} on {} thread(s) -> {}, {:.1} s (+{:.1} s warm-up), {}% WHATSAT",
         s.conns,
+        if s.tls.is_some() { "TLS " } else { "" },
         s.threads,
         s.addr,
         s.duration.as_secs_f64(),

@@ -3,26 +3,75 @@
 //! a half-close, a read to EOF that must hold exactly one AT line, and a
 //! close; then the slot starts its next cycle.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::Shutdown;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
+use herd::conn::{Flush, Output};
+use herd::tls::stream::Stream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::client::{wall_ns, ClientId};
 use super::net::{connect_nonblocking, source};
+use super::tls::stream;
 use super::{show, Kind, Outcome, Progress, Spec, Tally};
 
 /// One connection cycle of the churn load.
 struct Cycle {
-    stream: TcpStream,
+    /// Plain until connected; then plain or TLS.
+    stream: Stream,
     /// Makes the client ID of this cycle.
     n: usize,
     started: Instant,
+    /// The connect finished (and the IAMAT waits in `out`).
+    connected: bool,
+    /// The IAMAT is out and writing is shut down (TLS: after close_notify).
     sent: bool,
+    out: Output,
     got: Vec<u8>,
+}
+
+impl Cycle {
+    /// Writes the IAMAT (TLS: once the handshake allows), then shuts down
+    /// writing; `Ok(())` also when the socket would block.
+    fn send(&mut self) -> io::Result<()> {
+        self.stream.send_pending()?;
+        if self.out.flush_to(&mut self.stream)? == Flush::WouldBlock || self.stream.wants_write() {
+            return Ok(());
+        }
+        self.stream.close_notify();
+        if self.stream.wants_write() {
+            // The close_notify waits for WRITABLE.
+            return Ok(());
+        }
+        self.stream.tcp().shutdown(Shutdown::Write)?;
+        self.sent = true;
+        Ok(())
+    }
+
+    /// Reads until `WouldBlock`; at EOF, whether what came is one AT line.
+    fn read(&mut self, scratch: &mut [u8]) -> Option<Result<(), String>> {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => {
+                    let got = &self.got;
+                    let one_line =
+                        got.ends_with(b"\n") && got.iter().filter(|&&b| b == b'\n').count() == 1;
+                    return Some(if self.sent && got.starts_with(b"AT ") && one_line {
+                        Ok(())
+                    } else {
+                        Err(format!("reply {:?}", show(got)))
+                    });
+                }
+                Ok(n) => self.got.extend_from_slice(&scratch[..n]),
+                // The rest comes with the next event.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Err(format!("read: {e}"))),
+            }
+        }
+    }
 }
 
 /// Thread `t`'s share of the churn, until the window ends.
@@ -50,7 +99,6 @@ pub fn churn_thread(
     let mut opened: usize = 0;
     let mut scratch = vec![0u8; 4096];
     let mut events = Events::with_capacity(1024);
-    let mut request = Vec::with_capacity(128);
     let mut reported = (0, 0);
     let mut to_open: Vec<usize> = (0..slots).collect();
     loop {
@@ -61,20 +109,23 @@ pub fn churn_thread(
         for slot in to_open.drain(..) {
             let src = source(t + threads * opened, spec.sources);
             opened += 1;
+            // A TLS session's ClientHello waits until the connect is done.
             match connect_nonblocking(spec.addr, src).and_then(|mut s| {
                 poll.registry().register(
                     &mut s,
                     Token(slot),
                     Interest::READABLE | Interest::WRITABLE,
                 )?;
-                Ok(s)
+                stream(spec.tls.as_ref(), s)
             }) {
                 Ok(stream) => {
                     cycles[slot] = Some(Cycle {
                         stream,
                         n: opened,
                         started: Instant::now(),
+                        connected: false,
                         sent: false,
+                        out: Output::default(),
                         got: Vec::new(),
                     })
                 }
@@ -103,34 +154,14 @@ pub fn churn_thread(
                 continue;
             };
             let mut finished: Option<Result<(), String>> = None;
-            if !cycle.sent && (event.is_writable() || event.is_error()) {
-                match cycle.stream.take_error() {
+            if !cycle.connected && (event.is_writable() || event.is_error()) {
+                match cycle.stream.tcp().take_error() {
                     Ok(Some(e)) | Err(e) => finished = Some(Err(format!("connect: {e}"))),
-                    Ok(None) => match cycle.stream.peer_addr() {
+                    Ok(None) => match cycle.stream.tcp().peer_addr() {
                         Ok(_) => {
-                            request.clear();
+                            cycle.connected = true;
                             ClientId::new(format!("{}-{t}-{}", spec.prefix, cycle.n))
-                                .iamat(&mut request, wall);
-                            let sent = cycle
-                                .stream
-                                .write(&request)
-                                .and_then(|n| {
-                                    if n == request.len() {
-                                        Ok(())
-                                    } else {
-                                        Err(io::Error::other("short write"))
-                                    }
-                                })
-                                .and_then(|()| cycle.stream.shutdown(Shutdown::Write));
-                            match sent {
-                                Ok(()) => {
-                                    cycle.sent = true;
-                                    if Instant::now() >= tally.measure_from {
-                                        tally.out.sent += 1;
-                                    }
-                                }
-                                Err(e) => finished = Some(Err(format!("send: {e}"))),
-                            }
+                                .iamat(cycle.out.buf(), wall);
                         }
                         // Not connected yet: a spurious wake-up.
                         Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
@@ -138,37 +169,31 @@ pub fn churn_thread(
                     },
                 }
             }
+            // The reply, to EOF; with TLS, before the IAMAT is out too: the
+            // handshake's records come in with these reads.
+            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
             if finished.is_none()
-                && cycle.sent
-                && (event.is_readable() || event.is_read_closed() || event.is_error())
+                && readable
+                && cycle.connected
+                && (cycle.sent || cycle.stream.tls().is_some())
             {
-                loop {
-                    match cycle.stream.read(&mut scratch) {
-                        Ok(0) => {
-                            let got = &cycle.got;
-                            let one_line = got.ends_with(b"\n")
-                                && got.iter().filter(|&&b| b == b'\n').count() == 1;
-                            finished = Some(if got.starts_with(b"AT ") && one_line {
-                                Ok(())
-                            } else {
-                                Err(format!("reply {:?}", show(got)))
-                            });
-                            break;
-                        }
-                        Ok(n) => cycle.got.extend_from_slice(&scratch[..n]),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            finished = Some(Err(format!("read: {e}")));
-                            break;
+                finished = cycle.read(&mut scratch);
+            }
+            if finished.is_none() && cycle.connected && !cycle.sent {
+                match cycle.send() {
+                    Ok(()) if cycle.sent => {
+                        if Instant::now() >= tally.measure_from {
+                            tally.out.sent += 1;
                         }
                     }
+                    Ok(()) => {}
+                    Err(e) => finished = Some(Err(format!("send: {e}"))),
                 }
             }
             let Some(result) = finished else { continue };
             let now = Instant::now();
             if let Some(mut cycle) = cycles[slot].take() {
-                let _ = poll.registry().deregister(&mut cycle.stream);
+                let _ = poll.registry().deregister(cycle.stream.tcp_mut());
                 match result {
                     Ok(()) => tally.completed(Kind::Iamat, cycle.started, now),
                     Err(e) => tally.out.error(e),

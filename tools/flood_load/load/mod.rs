@@ -15,14 +15,21 @@
 //! 127.0.0.1..=127.0.0.N, so many thousands of connections (and connection
 //! churn's TIME_WAITs) never run out of ephemeral ports.
 //!
+//! With `--tls`, every connection is TLS over its socket, driven by herd's
+//! own [`herd::tls::stream::Stream`] as the server drives its connections;
+//! rr connections finish their handshakes before the warm-up starts, as
+//! their TCP connects do, so a TLS run's figures compare with a plain one's.
+//!
 //! Modules: [`client`] (what a mobile client sends), [`net`] (its sockets),
-//! [`rr`] and [`churn`] (one thread of each load); here, what a run is
+//! [`tls`] (the client configuration and the handshakes), [`rr`] and
+//! [`churn`] (one thread of each load); here, what a run is
 //! ([`Spec`]), what it measured ([`Outcome`]), and the threads that run it.
 
 mod churn;
 mod client;
 mod net;
 mod rr;
+mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -34,6 +41,7 @@ use crate::hist::Hist;
 
 pub use client::{fnv, wall_ns, ClientId};
 pub use net::{connect_blocking, source};
+pub use tls::{stream, TlsClient};
 
 /// The longest reply line the tool expects; herd's are far shorter (a
 /// Places JSON line is at most a few hundred bytes).
@@ -136,6 +144,8 @@ pub struct Spec {
     pub sources: u32,
     /// Client IDs are `PREFIX-N`.
     pub prefix: String,
+    /// `--tls`: connections speak TLS.
+    pub tls: Option<TlsClient>,
 }
 
 /// Runs `body` on `spec.threads` threads after they all set up, prints a

@@ -9,11 +9,13 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use herd::conn::{LineReader, Output, Piece};
+use herd::tls::stream::Stream;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::client::{mix, wall_ns, ClientId};
 use super::net::{connect_blocking, source};
+use super::tls::{handshake, stream};
 use super::{show, Kind, Outcome, Progress, Spec, Tally, REPLY_LINE_LIMIT};
 
 /// A request written and not yet answered.
@@ -24,7 +26,8 @@ struct Pending {
 
 /// One request/reply connection.
 struct Conn {
-    stream: TcpStream,
+    /// Plain, or TLS with its handshake done.
+    stream: Stream,
     client: ClientId,
     /// Requests not yet written.
     out: Output,
@@ -66,11 +69,12 @@ impl Conn {
 
     /// Writes what is pending; false if the connection failed.
     fn flush(&mut self, poll: &Poll, token: Token) -> bool {
+        // TLS records below our output first (a plain socket has none).
         // `WouldBlock` leaves the rest for WRITABLE; an error is a dead connection.
-        if self.out.flush_to(&mut self.stream).is_err() {
+        if self.stream.send_pending().is_err() || self.out.flush_to(&mut self.stream).is_err() {
             return false;
         }
-        let want = !self.out.is_empty();
+        let want = !self.out.is_empty() || self.stream.wants_write();
         if want != self.writable {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
@@ -79,7 +83,7 @@ impl Conn {
             };
             if poll
                 .registry()
-                .reregister(&mut self.stream, token, interest)
+                .reregister(self.stream.tcp_mut(), token, interest)
                 .is_err()
             {
                 return false;
@@ -89,7 +93,8 @@ impl Conn {
         true
     }
 
-    /// Reads until `WouldBlock`; false if the server closed or failed.
+    /// Reads until `WouldBlock` (a short TLS read proves nothing, so every
+    /// kind of stream reads on); false if the server closed or failed.
     fn read(&mut self, scratch: &mut [u8], now: Instant, tally: &mut Tally) -> bool {
         loop {
             match self.stream.read(scratch) {
@@ -162,15 +167,36 @@ pub fn rr_thread(
         out: Outcome::default(),
         done_all: 0,
     };
+    let mut streams = Vec::new();
+    let mut ids = Vec::new();
     for k in (t..spec.conns).step_by(threads) {
-        let stream = connect_blocking(spec.addr, source(k, spec.sources)).and_then(|s| {
+        let sock = connect_blocking(spec.addr, source(k, spec.sources)).and_then(|s| {
             s.set_nonblocking(true)?;
-            Ok(TcpStream::from_std(s))
+            stream(spec.tls.as_ref(), TcpStream::from_std(s))
         });
-        match stream {
-            Ok(mut stream) => {
+        match sock {
+            Ok(mut s) => {
                 poll.registry()
-                    .register(&mut stream, Token(conns.len()), Interest::READABLE)?;
+                    .register(s.tcp_mut(), Token(streams.len()), Interest::READABLE)?;
+                streams.push(s);
+                ids.push(k);
+            }
+            Err(e) => tally.out.error(format!("connect {}: {e}", spec.addr)),
+        }
+    }
+    // TLS handshakes are part of setting up, like the connects.
+    let ready = handshake(&mut poll, &mut streams, 0, Duration::from_secs(30))?;
+    for (i, ((mut stream, k), ready)) in streams.into_iter().zip(ids).zip(ready).enumerate() {
+        match ready {
+            Ok(()) => {
+                // Tokens are indexes into the connections that made it.
+                if conns.len() != i {
+                    poll.registry().reregister(
+                        stream.tcp_mut(),
+                        Token(conns.len()),
+                        Interest::READABLE,
+                    )?;
+                }
                 conns.push(Conn {
                     stream,
                     client: ClientId::new(format!("{}-{k}", spec.prefix)),
@@ -184,7 +210,10 @@ pub fn rr_thread(
                     rng: k as u64,
                 });
             }
-            Err(e) => tally.out.error(format!("connect {}: {e}", spec.addr)),
+            Err(e) => {
+                let _ = poll.registry().deregister(stream.tcp_mut());
+                tally.out.error(format!("{}: {e}", spec.addr));
+            }
         }
     }
     tally.out.connected = conns.len();
@@ -249,7 +278,7 @@ pub fn rr_thread(
                 && !c.read(&mut scratch, now, &mut tally)
             {
                 c.dead = true;
-                let _ = poll.registry().deregister(&mut c.stream);
+                let _ = poll.registry().deregister(c.stream.tcp_mut());
                 continue;
             }
             if !open_loop {
@@ -287,7 +316,7 @@ pub fn rr_thread(
             if !c.dead && !c.flush(&poll, Token(i)) {
                 c.dead = true;
                 tally.out.error("write failed".into());
-                let _ = poll.registry().deregister(&mut c.stream);
+                let _ = poll.registry().deregister(c.stream.tcp_mut());
             }
         }
         progress.report(&tally, &mut reported);

@@ -1,0 +1,162 @@
+//! TLS for the load's connections (`--tls CA_PEM`, `--tls-name NAME`): a
+//! rustls client configuration trusting only the given CA, and the
+//! handshakes of a set of connections, finished before anything is measured.
+//!
+//! The connections themselves are herd's own [`Stream`]s, driven in the
+//! load's mio loops exactly as plain sockets are (nonblocking `Read` and
+//! `Write` of plaintext, [`Stream::send_pending`] for records waiting below
+//! it, WRITABLE interest while [`Stream::wants_write`]); this module drives
+//! no TLS of its own.
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herd::tls::stream::{Stream, TlsStream};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// What a TLS connection of the load is made with.
+#[derive(Clone)]
+pub struct TlsClient {
+    config: Arc<rustls::ClientConfig>,
+    /// The name the server's certificate must carry (its herd NAME).
+    name: ServerName<'static>,
+}
+
+impl TlsClient {
+    /// A client trusting only the certificates in `ca_pem` (the herd's
+    /// `tls_ca`), checking that the server's certificate names `name`:
+    /// TLS 1.3 or 1.2 as the server offers, ring's default suites, no
+    /// client certificate (phones have none).
+    pub fn new(ca_pem: &Path, name: &str) -> Result<TlsClient, String> {
+        let what = |e: &dyn std::fmt::Display| format!("--tls {}: {e}", ca_pem.display());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca_pem).map_err(|e| what(&e))? {
+            roots
+                .add(cert.map_err(|e| what(&e))?)
+                .map_err(|e| what(&e))?;
+        }
+        if roots.is_empty() {
+            return Err(what(&"no certificate in the file"));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| what(&e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(name.to_string())
+            .map_err(|e| format!("--tls-name {name:?}: {e}"))?;
+        Ok(TlsClient {
+            config: Arc::new(config),
+            name,
+        })
+    }
+
+    /// `sock` with a new client session (its ClientHello queued, not sent).
+    pub fn wrap(&self, sock: TcpStream) -> io::Result<Stream> {
+        let conn = rustls::ClientConnection::new(self.config.clone(), self.name.clone())
+            .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
+        Ok(Stream::Tls(Box::new(TlsStream::new(sock, conn))))
+    }
+}
+
+/// `sock` as the load's connection: TLS if `tls`, plain otherwise.
+pub fn stream(tls: Option<&TlsClient>, sock: TcpStream) -> io::Result<Stream> {
+    match tls {
+        Some(t) => t.wrap(sock),
+        None => Ok(Stream::Plain(sock)),
+    }
+}
+
+/// Finishes the TLS handshakes of `streams` (nothing to do for plain ones),
+/// all at once on `poll`, where stream `i` is registered as
+/// `Token(first + i)` for READABLE; it is left registered so. Each result
+/// says whether that stream is ready for plaintext; one that failed, or is
+/// still negotiating after `patience`, carries the reason.
+pub fn handshake(
+    poll: &mut Poll,
+    streams: &mut [Stream],
+    first: usize,
+    patience: Duration,
+) -> io::Result<Vec<Result<(), String>>> {
+    let mut result: Vec<Result<(), String>> = vec![Ok(()); streams.len()];
+    let mut waiting = 0;
+    for (i, s) in streams.iter_mut().enumerate() {
+        if s.tls().is_none() {
+            continue;
+        }
+        // The ClientHello; WRITABLE interest for whatever the socket refuses.
+        if let Err(e) = s.send_pending().and_then(|()| {
+            poll.registry().reregister(
+                s.tcp_mut(),
+                Token(first + i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+        }) {
+            result[i] = Err(format!("TLS handshake: {e}"));
+            continue;
+        }
+        waiting += 1;
+    }
+    let deadline = Instant::now() + patience;
+    let mut events = Events::with_capacity(1024);
+    let mut scratch = [0u8; 512];
+    while waiting > 0 {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match poll.poll(&mut events, Some(deadline - now)) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        }
+        for event in events.iter() {
+            let Some(i) = event.token().0.checked_sub(first) else {
+                continue;
+            };
+            let Some(s) = streams.get_mut(i) else {
+                continue;
+            };
+            if result[i].is_err() || !(s.is_handshaking() || s.wants_write()) {
+                continue;
+            }
+            // Reading drives the handshake (and writes its answers); no
+            // plaintext can come before we have asked anything.
+            let step = loop {
+                match s.read(&mut scratch) {
+                    Ok(0) => break Err("the server closed the connection during the handshake".into()),
+                    Ok(n) => break Err(format!("{n} bytes of plaintext before any request")),
+                    // Nothing more until the next event.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(format!("TLS handshake: {e}")),
+                }
+            };
+            let step = step.and_then(|()| s.send_pending().map_err(|e| format!("TLS handshake: {e}")));
+            match step {
+                Err(e) => {
+                    result[i] = Err(e);
+                    waiting -= 1;
+                }
+                // Done once our last records (the client Finished) are out.
+                Ok(()) if !s.is_handshaking() && !s.wants_write() => waiting -= 1,
+                Ok(()) => {}
+            }
+        }
+    }
+    for (i, s) in streams.iter_mut().enumerate() {
+        if result[i].is_ok() && (s.is_handshaking() || s.wants_write()) {
+            result[i] = Err(format!("TLS handshake not finished after {patience:?}"));
+        }
+        if s.tls().is_some() && result[i].is_ok() {
+            poll.registry()
+                .reregister(s.tcp_mut(), Token(first + i), Interest::READABLE)?;
+        }
+    }
+    Ok(result)
+}
