@@ -74,7 +74,8 @@ pub fn prepare(
             ));
         };
         let new = &herd.servers[i];
-        let old = running.index_of(name).map(|j| running.servers[j].address());
+        let was = running.index_of(name).map(|j| &running.servers[j]);
+        let old = was.map(|s| s.address());
         if old.as_deref() != Some(new.address().as_str()) {
             return Err(file(
                 new.line,
@@ -85,7 +86,6 @@ pub fn prepare(
                 ),
             ));
         }
-        let was = running.index_of(name).map(|j| &running.servers[j]);
         for (kind, before, after) in [
             ("peer", was.and_then(|s| s.peer.as_ref()), new.peer.as_ref()),
             ("tls", was.and_then(|s| s.tls.as_ref()), new.tls.as_ref()),
