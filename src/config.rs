@@ -92,8 +92,11 @@ impl Endpoint {
 /// every server its own certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
+    /// `tls_cert`: the certificate, then any intermediates, PEM.
     pub cert: (usize, PathBuf),
+    /// `tls_key`: its private key, PEM.
     pub key: (usize, PathBuf),
+    /// `tls_ca`: the roots herd certificates chain to, PEM; no `{name}`.
     pub ca: (usize, PathBuf),
 }
 

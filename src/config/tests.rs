@@ -669,3 +669,16 @@ fn dns_names() {
         assert!(!is_dns_name(bad), "{bad}");
     }
 }
+
+#[test]
+fn numeric_dns_names() {
+    for (name, ok) in [
+        ("123", false),
+        ("a.123", false),
+        ("123.a", true),
+        ("0x1f", false),
+        ("1a", true),
+    ] {
+        assert_eq!(is_dns_name(name), ok, "{name}");
+    }
+}
