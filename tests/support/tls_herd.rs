@@ -218,7 +218,8 @@ impl TlsHerd {
     }
 }
 
-/// A log line that is a warning saying that something was refused.
+/// A log line that is a warning saying that a connection was refused (not
+/// the kernel's "Connection refused" of a dial to a neighbour that is down).
 pub fn is_refusal(line: &str) -> bool {
-    line.contains(" WARN ") && line.contains("refused")
+    line.contains(" WARN ") && line.replace("Connection refused", "").contains("refused")
 }
