@@ -461,11 +461,7 @@ fn after_iamat_reply(replies: &[u8]) -> &[u8] {
     );
     assert_eq!(
         &f[3..],
-        [
-            "kiwi.cs.ucla.edu",
-            "+34.068930-118.445127",
-            "1520023934.918963997"
-        ]
+        ["kiwi.cs.ucla.edu", "+34.068930-118.445127", "1520023900.5"]
     );
     &replies[end + 1..]
 }
