@@ -2,17 +2,23 @@
 //! read into a checked [`Herd`]. Every error names the file and line.
 //!
 //! ```text
-//! server NAME HOST:PORT        # HOST: IPv4, [IPv6] or a DNS name; PORT 1..=65535
+//! server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]
+//!                              # HOST: IPv4, [IPv6] or a DNS name; PORT 1..=65535;
+//!                              # peer and tls in either order, each at most once
 //! link NAME NAME               # bidirectional; may name servers declared later
 //! places legacy|new [URL]      # URL: https://HOST[:PORT]/PATH, default per API
 //! places_key_env VAR           # default GOOGLE_PLACES_API_KEY
 //! places_ca PATH               # relative to the config file's folder
 //! secret_env VAR
+//! tls_cert PATH                # all three or none; relative like places_ca;
+//! tls_key PATH                 # `{name}` in tls_cert and tls_key stands for
+//! tls_ca PATH                  # each server's NAME
 //! ```
 //!
 //! One directive a line, fields split on white space, `#` to the end of the
 //! line is a comment, blank lines are ignored. Each directive other than
-//! `server` and `link` may appear at most once.
+//! `server` and `link` may appear at most once. Every address of every
+//! server — client, peer and tls ports — is used once in the whole file.
 //!
 //! Reading is one pass over the lines that checks everything a line can
 //! check on its own (field counts, names, addresses, URLs, duplicates of
@@ -26,13 +32,19 @@
 //! Addresses and the Places URL are read by [`crate::addr`], the one set of
 //! host and port rules, which the Places client uses on the same URL too.
 //!
-//! Nothing here touches the network or the environment: DNS names are
-//! resolved, variables read and `places_ca` opened by whoever uses them.
+//! After the last line come the checks that need the whole file: links,
+//! then TLS — all three files or none, at least one server with a `peer`
+//! port, every NAME a DNS name (certificates name servers by it), and no
+//! `tls` port without the files.
+//!
+//! Nothing here touches the network, the environment or the disk: DNS
+//! names are resolved, variables read and `places_ca` and the TLS files
+//! opened by whoever uses them ([`crate::tls::settings`] for the latter).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::addr::{self, Host, HostPort};
+use crate::addr::{self, Host};
 
 /// The default legacy Nearby Search endpoint.
 pub const LEGACY_URL: &str = "https://maps.googleapis.com/maps/api/place/nearbysearch/json";
@@ -80,8 +92,11 @@ impl Endpoint {
 /// every server its own certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
+    /// `tls_cert`: the certificate, then any intermediates, PEM.
     pub cert: (usize, PathBuf),
+    /// `tls_key`: its private key, PEM.
     pub key: (usize, PathBuf),
+    /// `tls_ca`: the roots herd certificates chain to, PEM; no `{name}`.
     pub ca: (usize, PathBuf),
 }
 
@@ -97,7 +112,7 @@ impl TlsFiles {
     }
 }
 
-/// `server NAME HOST:PORT`.
+/// `server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSpec {
     /// 1 to [`MAX_NAME_LEN`] printable ASCII characters (`!` to `~`, so no
@@ -257,14 +272,27 @@ struct PendingLink {
 #[derive(Default)]
 struct Reader {
     servers: Vec<ServerSpec>,
-    /// Per server: its line and what its host is, for finding two servers
-    /// on one address (IPs by value, DNS names without case).
-    server_origins: Vec<(usize, Host)>,
+    /// Every address of every server so far, for finding one address used
+    /// twice (IPs by value, DNS names without case).
+    addresses: Vec<Bound>,
     links: Vec<PendingLink>,
     places: Once<(PlacesApi, String)>,
     key_env: Once<String>,
     ca: Once<PathBuf>,
     secret_env: Once<String>,
+    tls_cert: Once<PathBuf>,
+    tls_key: Once<PathBuf>,
+    tls_ca: Once<PathBuf>,
+}
+
+/// One address a server listens on.
+struct Bound {
+    host: Host,
+    port: u16,
+    /// Index into [`Reader::servers`].
+    server: usize,
+    /// `client`, `peer` or `tls`.
+    kind: &'static str,
 }
 
 impl Reader {
@@ -329,57 +357,102 @@ impl Reader {
             "places_ca" => {
                 let [path] = arguments(args, "places_ca PATH")?;
                 first(directive, &self.ca)?;
-                // Relative to the config, not to wherever the herd is started.
-                let path = Path::new(path);
-                let path = match file.parent() {
-                    Some(dir) if path.is_relative() => dir.join(path),
-                    _ => path.to_path_buf(),
+                self.ca = Some((line, relative(file, path)));
+                Ok(())
+            }
+            "tls_cert" | "tls_key" | "tls_ca" => {
+                let slot = match directive {
+                    "tls_cert" => &mut self.tls_cert,
+                    "tls_key" => &mut self.tls_key,
+                    _ => &mut self.tls_ca,
                 };
-                self.ca = Some((line, path));
+                let [path] = arguments(args, &format!("{directive} PATH"))?;
+                first(directive, slot)?;
+                *slot = Some((line, relative(file, path)));
                 Ok(())
             }
             other => Err(format!("unknown directive {other:?}")),
         }
     }
 
-    /// `server NAME HOST:PORT`.
+    /// `server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]`.
     fn server(&mut self, line: usize, args: &[&str]) -> Result<(), String> {
-        let [name, address] = arguments(args, "server NAME HOST:PORT")?;
+        let (name, address, options) = match args {
+            [name, address, options @ ..] if options.len() % 2 == 0 => (*name, *address, options),
+            _ => return Err(usage(SERVER_FORM)),
+        };
         let name_ok = name.len() <= MAX_NAME_LEN && name.bytes().all(|b| b.is_ascii_graphic());
         if !name_ok {
             return Err(format!(
                 "bad server name {name:?}: want 1 to {MAX_NAME_LEN} printable ASCII characters"
             ));
         }
-        let HostPort {
-            host_text,
-            host: id,
-            port,
-        } = addr::host_port(address).map_err(|what| format!("bad address {address:?}: {what}"))?;
+        let client =
+            addr::host_port(address).map_err(|what| format!("bad address {address:?}: {what}"))?;
+        let (host, port) = (client.host_text.to_string(), client.port);
+        let mut bound = vec![("client", address, client)];
+        let mut peer = None;
+        let mut tls = None;
+        for pair in options.chunks(2) {
+            let (keyword, address) = (pair[0], pair[1]);
+            let (kind, slot) = match keyword {
+                "peer" => ("peer", &mut peer),
+                "tls" => ("tls", &mut tls),
+                other => return Err(format!("unknown port kind {other:?}, want peer or tls")),
+            };
+            if slot.is_some() {
+                return Err(format!("duplicate {kind} port on one server line"));
+            }
+            let hp = addr::host_port(address)
+                .map_err(|what| format!("bad {kind} address {address:?}: {what}"))?;
+            *slot = Some(Endpoint {
+                host: hp.host_text.to_string(),
+                port: hp.port,
+            });
+            bound.push((kind, address, hp));
+        }
 
-        if let Some(i) = self.servers.iter().position(|s| s.name == name) {
-            let first = self.server_origins[i].0;
+        if let Some(other) = self.servers.iter().find(|s| s.name == name) {
             return Err(format!(
-                "duplicate server name {name:?} (first on line {first})"
+                "duplicate server name {name:?} (first on line {})",
+                other.line
             ));
         }
-        let clash = (self.servers.iter().zip(&self.server_origins))
-            .find(|(other, (_, other_id))| *other_id == id && other.port == port);
-        if let Some((other, (first, _))) = clash {
-            return Err(format!(
-                "duplicate address {address:?} (first used by {:?} on line {first})",
-                other.name
-            ));
+        let index = self.servers.len();
+        for (kind, address, hp) in bound {
+            let clash = self
+                .addresses
+                .iter()
+                .find(|b| b.host == hp.host && b.port == hp.port);
+            if let Some(b) = clash {
+                // Not yet in `servers`: another port of this very line.
+                let (other, first) = self
+                    .servers
+                    .get(b.server)
+                    .map_or((name, line), |s| (s.name.as_str(), s.line));
+                let user = match b.kind {
+                    "client" => format!("{other:?}"),
+                    kind => format!("the {kind} port of {other:?}"),
+                };
+                return Err(format!(
+                    "duplicate address {address:?} (first used by {user} on line {first})"
+                ));
+            }
+            self.addresses.push(Bound {
+                host: hp.host,
+                port: hp.port,
+                server: index,
+                kind,
+            });
         }
         self.servers.push(ServerSpec {
             name: name.to_string(),
-            host: host_text.to_string(),
+            host,
             port,
             line,
-            peer: None,
-            tls: None,
+            peer,
+            tls,
         });
-        self.server_origins.push((line, id));
         Ok(())
     }
 
@@ -420,14 +493,109 @@ impl Reader {
             places.key_env = key_env;
         }
         places.ca = self.ca.map(|(_, path)| path);
+        let tls = tls_files(self.tls_cert, self.tls_key, self.tls_ca)?;
+        check_tls(&self.servers, tls.as_ref())?;
         Ok(Herd {
             servers: self.servers,
             links,
             places,
             secret_env: self.secret_env.map(|(_, var)| var),
-            tls: None,
+            tls,
         })
     }
+}
+
+/// The usage of a `server` line.
+const SERVER_FORM: &str = "server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]";
+
+/// `path` of a directive, relative to the config file's folder, not to
+/// wherever the herd is started.
+fn relative(file: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    match file.parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// All three TLS files, or none; some of them is an error on the line of
+/// the first one given.
+fn tls_files(
+    cert: Once<PathBuf>,
+    key: Once<PathBuf>,
+    ca: Once<PathBuf>,
+) -> Result<Option<TlsFiles>, (usize, String)> {
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles { cert, key, ca })),
+        (cert, key, ca) => {
+            let given = [("tls_cert", &cert), ("tls_key", &key), ("tls_ca", &ca)];
+            let line = given
+                .iter()
+                .filter_map(|(_, slot)| slot.as_ref().map(|(line, _)| *line))
+                .min()
+                .unwrap_or(0);
+            let missing: Vec<&str> = given
+                .iter()
+                .filter(|(_, slot)| slot.is_none())
+                .map(|(directive, _)| *directive)
+                .collect();
+            Err((
+                line,
+                format!(
+                    "incomplete TLS settings: {} missing (TLS needs tls_cert, tls_key and tls_ca)",
+                    missing.join(" and ")
+                ),
+            ))
+        }
+    }
+}
+
+/// What TLS asks of the servers: with the files, a `peer` port somewhere
+/// (links go to peer ports) and NAMEs that a certificate can carry as DNS
+/// names; without them, no `tls` port.
+fn check_tls(servers: &[ServerSpec], tls: Option<&TlsFiles>) -> Result<(), (usize, String)> {
+    let Some(files) = tls else {
+        return match servers.iter().find(|s| s.tls.is_some()) {
+            Some(s) => Err((
+                s.line,
+                format!(
+                    "server {:?} has a tls port, which needs tls_cert, tls_key and tls_ca",
+                    s.name
+                ),
+            )),
+            None => Ok(()),
+        };
+    };
+    let first = files.cert.0.min(files.key.0).min(files.ca.0);
+    if servers.iter().all(|s| s.peer.is_none()) {
+        return Err((
+            first,
+            "TLS settings but no server has a peer port (TLS herd links go to peer ports)"
+                .to_string(),
+        ));
+    }
+    for s in servers {
+        if !is_dns_name(&s.name) {
+            return Err((
+                s.line,
+                format!(
+                    "server name {:?} is not a DNS name, which TLS needs: certificates name servers as DNS names",
+                    s.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is a DNS name as certificates carry them (and as
+/// [`crate::tls::cert_names`] looks for it), not an IP address.
+pub fn is_dns_name(name: &str) -> bool {
+    matches!(
+        rustls_pki_types::ServerName::try_from(name),
+        Ok(rustls_pki_types::ServerName::DnsName(_))
+    )
 }
 
 /// A directive's arguments as an array of the expected length.

@@ -10,13 +10,14 @@
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use herd::config::Herd;
 use herd::logging;
 use herd::metrics::Endpoint;
 use herd::server::{self, Limits, ServerConfig};
+use herd::tls::HerdTls;
 
 /// Writes a line to standard error, ignoring failure: the banner and the
 /// error lines must never take a server down (a full disk under a redirected
@@ -34,7 +35,7 @@ herd: an application-server herd for fast-moving location data
 USAGE:
     herd NAME [NAME ...] [--config FILE] [--log-dir DIR] [--state-dir DIR]
          [--fsync-ms N] [--log-level LEVEL] [--metrics HOST:PORT] [LIMITS]
-    herd --check-config [--config FILE]
+    herd --check-config [--config FILE] [NAME ...]
 
 Runs the named servers of the herd described in FILE, each with its own event
 loop, in one process. Each listens on its own address from the config, dials
@@ -57,7 +58,9 @@ OPTIONS:
                          process, from a thread of its own [default: off]
     --check-config       read and check FILE, print what it describes (servers,
                          addresses, links, Places, secret, TLS) and exit: 0 if it is
-                         good, 2 with FILE:LINE: what is wrong if not; listens on nothing
+                         good, 2 with FILE:LINE: what is wrong if not; listens on nothing.
+                         With tls_cert/tls_key/tls_ca it also reads and checks the TLS
+                         files of each NAME given, or of every server when none is
 LIMITS (see README; every one has a default):
     --max-clients N      client connections per server; past it new ones are
                          accepted and closed at once [default: what the open-file
@@ -100,15 +103,23 @@ its journal, and the line `herd: ready` once every journal is replayed and every
 server accepts clients. SIGINT or SIGTERM
 stops every server cleanly: listeners closed, logs flushed, exit status 0.
 SIGHUP reads FILE again: links added, removed or readdressed take effect at
-once, Places settings and the secret are re-read (the secret for links opened
-after it); no client is dropped. A reload that is invalid, removes a server of
-this process or moves its address is refused with FILE:LINE on standard error
-and in the logs, and changes nothing.
+once, Places settings, the secret and the TLS files are re-read (the secret for
+links opened after it); no client is dropped. A reload that is invalid, removes
+a server of this process, moves one of its addresses (client, peer or tls port),
+has a TLS file that does not load, or turns TLS on or off is refused with
+FILE:LINE on standard error and in the logs, and changes nothing.
 SIGUSR1 reopens every NAME.log (for logrotate). When the journal cannot be
 written (disk full), AT replies are held until it can, and retried every 250 ms.
-A bad config or an unknown NAME exits with status 2 and FILE:LINE: what is wrong.
+A bad config, a TLS file that does not load or an unknown NAME exits with
+status 2 and FILE:LINE: what is wrong, before anything listens.
 The Places API key is read from the variable named by places_key_env
 (default GOOGLE_PLACES_API_KEY) and never logged.
+
+TLS (herd.conf: tls_cert PATH, tls_key PATH, tls_ca PATH, all three or none; {name}
+in tls_cert and tls_key stands for each server's NAME): herd links use mutual
+TLS 1.3 on peer ports (server NAME HOST:PORT peer HOST:PORT), each server's
+certificate naming its NAME as a DNS name and chaining to tls_ca; a tls port
+(server ... tls HOST:PORT) serves clients over TLS.
 ";
 
 /// Descriptors kept aside for links, Places connections, log files and the like.
@@ -278,13 +289,37 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // The TLS files, read before anything listens: for the servers this
+    // process runs, or for --check-config those named, or every server.
+    let tls_names: Vec<&str> = if args.names.is_empty() {
+        herd.servers.iter().map(|s| s.name.as_str()).collect()
+    } else {
+        args.names.iter().map(String::as_str).collect()
+    };
+    let mut tls = Vec::new();
+    for name in &tls_names {
+        let loaded = match &herd.tls {
+            Some(files) => match herd::tls::settings::load(files, &args.config, name) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => {
+                    say!("herd: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            None => None,
+        };
+        tls.push(loaded);
+    }
     if args.check {
         // Names given with --check-config were checked just above.
         let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
         print!("{}", herd::check::summary(&herd, &args.config, set));
+        if herd.tls.is_some() {
+            print!("{}", herd::check::tls_checked(&tls_names));
+        }
         return ExitCode::SUCCESS;
     }
-    match run(&args, &herd) {
+    match run(&args, &herd, &tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say!("herd: {e}");
@@ -299,7 +334,8 @@ enum Event {
     Exited(String, std::io::Result<()>),
 }
 
-fn run(args: &Args, herd: &Herd) -> Result<(), String> {
+/// Runs the servers of `args.names`; `tls` holds each one's TLS, in order.
+fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), String> {
     // A journal write past RLIMIT_FSIZE must fail with EFBIG (and be held
     // and retried), not kill the process: SIGXFSZ gets a handler.
     signal_hook::flag::register(
@@ -343,8 +379,9 @@ fn run(args: &Args, herd: &Herd) -> Result<(), String> {
     let mut running = Vec::new();
     let mut listening = Vec::new();
     let mut stats = Vec::new();
-    for name in &args.names {
+    for (name, tls) in args.names.iter().zip(tls) {
         let (mut config, addr) = ServerConfig::from_herd(herd, name)?;
+        config.tls = tls.clone();
         config.limits = Limits {
             max_clients: if args.limits.max_clients > 0 {
                 args.limits.max_clients

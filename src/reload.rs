@@ -4,18 +4,22 @@
 //! Everything that can fail happens here, on the main thread, before any
 //! loop is told anything: reading and checking the file (the same reader
 //! as at start-up), the changes a running process cannot make (a server it
-//! runs removed, or its listen address changed: those need a restart), the
-//! Places settings, the secret's variable, and resolving every neighbour's
-//! address — so a reload never makes a loop wait on DNS, and a bad file
-//! changes nothing anywhere. The loops then apply their part
-//! ([`crate::server::StopHandle::reload`]) and log each change.
+//! runs removed, one of its listen addresses changed — client, peer or tls
+//! port — or TLS turned on or off: those need a restart), the Places
+//! settings, the secret's variable, the TLS files (read again for each
+//! server, so renewed certificates are picked up), and resolving every
+//! neighbour's address — so a reload never makes a loop wait on DNS or a
+//! disk, and a bad file changes nothing anywhere. The loops then apply
+//! their part ([`crate::server::StopHandle::reload`]) and log each change.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::config::{ConfigError, Herd};
+use crate::config::{ConfigError, Endpoint, Herd};
 use crate::places;
 use crate::server::ServerConfig;
+use crate::tls;
 
 /// A checked reload: the new herd and, per server of this process (in the
 /// order of `names`), its new configuration.
@@ -43,6 +47,24 @@ pub fn prepare(
         }
         .to_string()
     };
+    // A loop's ports speak TLS or not from its start to its end.
+    match (&running.tls, &herd.tls) {
+        (None, Some(files)) => {
+            let line = files.cert.0.min(files.key.0).min(files.ca.0);
+            return Err(file(
+                line,
+                "TLS cannot be turned on by a reload; restart the servers".to_string(),
+            ));
+        }
+        (Some(_), None) => {
+            return Err(file(
+                0,
+                "TLS (tls_cert, tls_key, tls_ca) cannot be turned off by a reload; restart the servers"
+                    .to_string(),
+            ));
+        }
+        _ => {}
+    }
     let mut configs = Vec::new();
     for (name, addr) in names.iter().zip(listening) {
         let Some(i) = herd.index_of(name) else {
@@ -52,7 +74,8 @@ pub fn prepare(
             ));
         };
         let new = &herd.servers[i];
-        let old = running.index_of(name).map(|j| running.servers[j].address());
+        let was = running.index_of(name).map(|j| &running.servers[j]);
+        let old = was.map(|s| s.address());
         if old.as_deref() != Some(new.address().as_str()) {
             return Err(file(
                 new.line,
@@ -63,7 +86,27 @@ pub fn prepare(
                 ),
             ));
         }
-        let (config, _) = ServerConfig::from_herd(&herd, name).map_err(|e| file(0, e))?;
+        for (kind, before, after) in [
+            ("peer", was.and_then(|s| s.peer.as_ref()), new.peer.as_ref()),
+            ("tls", was.and_then(|s| s.tls.as_ref()), new.tls.as_ref()),
+        ] {
+            let shown = |e: Option<&Endpoint>| e.map_or("none".to_string(), Endpoint::address);
+            if shown(before) != shown(after) {
+                return Err(file(
+                    new.line,
+                    format!(
+                        "server {name}'s {kind} port cannot change by a reload (from {} to {}); restart it",
+                        shown(before),
+                        shown(after)
+                    ),
+                ));
+            }
+        }
+        let (mut config, _) = ServerConfig::from_herd(&herd, name).map_err(|e| file(0, e))?;
+        if let Some(files) = &herd.tls {
+            let loaded = tls::settings::load(files, path, name).map_err(|e| e.to_string())?;
+            config.tls = Some(Arc::new(loaded));
+        }
         configs.push(config);
     }
     if let Some(config) = configs.first() {
@@ -125,6 +168,81 @@ mod tests {
             let err = prepare(&path, &running, &names, &listening).unwrap_err();
             assert!(err.starts_with(&path.display().to_string()), "{err}");
             assert!(err.contains(want), "{err} (wanted {want})");
+        }
+    }
+
+    #[test]
+    fn peer_and_tls_ports_cannot_move_and_tls_cannot_be_switched() {
+        use crate::tls::settings::testing::TestPki;
+        let pki = TestPki::new();
+        pki.servers(&["A", "B"]);
+        let tls = pki.directives();
+        let with = |servers: &str, tls_text: &str| format!("{servers}link A B\n{tls_text}");
+        let ab = "server A 127.0.0.1:7001 peer 127.0.0.1:7101 tls 127.0.0.1:7201\n\
+                  server B 127.0.0.1:7002 peer 127.0.0.1:7102\n";
+        let conf = pki.config_file();
+        let running = Herd::parse(&with(ab, tls), &conf).unwrap();
+        let plain_ab = "server A 127.0.0.1:7001 peer 127.0.0.1:7101\n\
+                        server B 127.0.0.1:7002 peer 127.0.0.1:7102\n";
+        let plain = Herd::parse(&with(plain_ab, ""), &conf).unwrap();
+        let listening = ["127.0.0.1:7001".parse().unwrap()];
+        let names = ["A".to_string()];
+
+        // Good: the same ports, the files read again for A.
+        std::fs::write(&conf, with(ab, tls)).unwrap();
+        let plan = prepare(&conf, &running, &names, &listening).unwrap();
+        assert!(plan.configs[0].tls.is_some());
+        // B's ports are not this process's: B may move.
+        let b_moved = "server A 127.0.0.1:7001 peer 127.0.0.1:7101 tls 127.0.0.1:7201\n\
+                       server B 127.0.0.1:7002 peer 127.0.0.1:7109\n";
+        std::fs::write(&conf, with(b_moved, tls)).unwrap();
+        prepare(&conf, &running, &names, &listening).unwrap();
+        // Without TLS before or after, no TLS in the plan.
+        std::fs::write(&conf, with(plain_ab, "")).unwrap();
+        let plan = prepare(&conf, &plain, &names, &listening).unwrap();
+        assert!(plan.configs[0].tls.is_none());
+
+        let cases: [(&Herd, String, &str); 6] = [
+            (
+                &running,
+                with("server A 127.0.0.1:7001 peer 127.0.0.1:7109 tls 127.0.0.1:7201\nserver B 127.0.0.1:7002 peer 127.0.0.1:7102\n", tls),
+                ":1: server A's peer port cannot change by a reload (from 127.0.0.1:7101 to 127.0.0.1:7109); restart it",
+            ),
+            (
+                &running,
+                with("server B 127.0.0.1:7002 peer 127.0.0.1:7102\nserver A 127.0.0.1:7001 peer 127.0.0.1:7101\n", tls),
+                ":2: server A's tls port cannot change by a reload (from 127.0.0.1:7201 to none); restart it",
+            ),
+            (
+                &plain,
+                with("server A 127.0.0.1:7001\nserver B 127.0.0.1:7002 peer 127.0.0.1:7102\n", ""),
+                ":1: server A's peer port cannot change by a reload (from 127.0.0.1:7101 to none); restart it",
+            ),
+            (
+                &plain,
+                with(plain_ab, tls),
+                ":4: TLS cannot be turned on by a reload; restart the servers",
+            ),
+            (
+                &running,
+                with("server A 127.0.0.1:7001 peer 127.0.0.1:7101\nserver B 127.0.0.1:7002 peer 127.0.0.1:7102\n", ""),
+                ": TLS (tls_cert, tls_key, tls_ca) cannot be turned off by a reload; restart the servers",
+            ),
+            (
+                &running,
+                with(ab, "tls_cert {name}.pem\ntls_key B.key\ntls_ca ca.pem\n"),
+                ":5: tls_key ",
+            ),
+        ];
+        for (was, text, want) in cases {
+            std::fs::write(&conf, &text).unwrap();
+            let err = prepare(&conf, was, &names, &listening).unwrap_err();
+            let at = conf.display().to_string();
+            assert!(err.starts_with(&at), "{err}");
+            assert!(
+                err[at.len()..].starts_with(want),
+                "{err} (wanted {want})\n{text}"
+            );
         }
     }
 }

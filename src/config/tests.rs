@@ -234,9 +234,10 @@ fn errors() {
         ("", 0, "no server defined"),
         ("# nothing\n\nplaces legacy\n", 0, "no server defined"),
         // server: fields, names.
-        ("server A\n", 1, "wrong number of fields, want \"server NAME HOST:PORT\""),
-        ("server A h:1 B\n", 1, "wrong number of fields, want \"server NAME HOST:PORT\""),
-        ("server\n", 1, "wrong number of fields, want \"server NAME HOST:PORT\""),
+        ("server A\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]\""),
+        ("server A h:1 B\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]\""),
+        ("server A h:1 B C D\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]\""),
+        ("server\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]\""),
         (
             "server Gol\u{e9}man h:1\n",
             1,
@@ -301,6 +302,58 @@ fn errors() {
             "server A Kiwi.example:1\nserver B kiwi.EXAMPLE:01\n",
             2,
             "duplicate address \"kiwi.EXAMPLE:01\" (first used by \"A\" on line 1)",
+        ),
+        // server: peer and tls ports.
+        ("server A h:1 peer\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]\""),
+        (
+            "server A h:1 peer h:2 tls h:3 peer\n",
+            1,
+            "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]\"",
+        ),
+        ("server A h:1 Peer h:2\n", 1, "unknown port kind \"Peer\", want peer or tls"),
+        ("server A h:1 client h:2\n", 1, "unknown port kind \"client\", want peer or tls"),
+        ("server A h:1 peer h:2 peer h:3\n", 1, "duplicate peer port on one server line"),
+        ("server A h:1 tls h:2 peer h:3 tls h:4\n", 1, "duplicate tls port on one server line"),
+        ("server A h:1 peer h\n", 1, "bad peer address \"h\": missing :PORT"),
+        ("server A h:1 tls h:0\n", 1, "bad tls address \"h:0\": bad port \"0\", want 1 to 65535"),
+        ("server A h:1 peer ::1:2\n", 1, "bad peer address \"::1:2\": an IPv6 address goes in brackets, like [::1]:12000"),
+        // Every address of every server is used once.
+        (
+            "server A 127.0.0.1:1 peer 127.0.0.1:1\n",
+            1,
+            "duplicate address \"127.0.0.1:1\" (first used by \"A\" on line 1)",
+        ),
+        (
+            "server A h:1 peer h:2 tls H:02\n",
+            1,
+            "duplicate address \"H:02\" (first used by the peer port of \"A\" on line 1)",
+        ),
+        (
+            "server A h:1 peer h:2\nserver B h:2\n",
+            2,
+            "duplicate address \"h:2\" (first used by the peer port of \"A\" on line 1)",
+        ),
+        (
+            "server A h:1 tls [::1]:2\nserver B h:3 peer [0::1]:2\n",
+            2,
+            "duplicate address \"[0::1]:2\" (first used by the tls port of \"A\" on line 1)",
+        ),
+        (
+            "server A h:1\nserver B h:2 tls h:1\n",
+            2,
+            "duplicate address \"h:1\" (first used by \"A\" on line 1)",
+        ),
+        (
+            "server A h:1 peer h:2\nserver B h:3 peer h:4\nserver C h:5 tls h:4\n",
+            3,
+            "duplicate address \"h:4\" (first used by the peer port of \"B\" on line 2)",
+        ),
+        // The same host on another port, or another host on the same port, is fine:
+        // see `peer_and_tls_ports`. A duplicate name is reported before its addresses.
+        (
+            "server A h:1 peer h:2\nserver A h:2\n",
+            2,
+            "duplicate server name \"A\" (first on line 1)",
         ),
         // link.
         ("server A h:1\nlink A\n", 2, "wrong number of fields, want \"link NAME NAME\""),
@@ -408,6 +461,73 @@ fn errors() {
             3,
             "duplicate secret_env (first on line 2)",
         ),
+        // tls_cert, tls_key, tls_ca.
+        ("server A h:1 peer h:2\ntls_cert\n", 2, "wrong number of fields, want \"tls_cert PATH\""),
+        ("server A h:1 peer h:2\ntls_key a b\n", 2, "wrong number of fields, want \"tls_key PATH\""),
+        ("server A h:1 peer h:2\ntls_ca\n", 2, "wrong number of fields, want \"tls_ca PATH\""),
+        (
+            "server A h:1 peer h:2\ntls_cert a\ntls_cert b\n",
+            3,
+            "duplicate tls_cert (first on line 2)",
+        ),
+        (
+            "server A h:1 peer h:2\ntls_cert c\ntls_key k\ntls_ca a\ntls_key k\n",
+            5,
+            "duplicate tls_key (first on line 3)",
+        ),
+        (
+            "server A h:1 peer h:2\ntls_ca a\ntls_ca a\n",
+            3,
+            "duplicate tls_ca (first on line 2)",
+        ),
+        // Only some of the three: on the line of the first given.
+        (
+            "server A h:1 peer h:2\n\ntls_cert c\n",
+            3,
+            "incomplete TLS settings: tls_key and tls_ca missing (TLS needs tls_cert, tls_key and tls_ca)",
+        ),
+        (
+            "server A h:1 peer h:2\ntls_ca a\ntls_key k\n",
+            2,
+            "incomplete TLS settings: tls_cert missing (TLS needs tls_cert, tls_key and tls_ca)",
+        ),
+        (
+            "server A h:1 peer h:2\ntls_key k\ntls_cert c\n",
+            2,
+            "incomplete TLS settings: tls_ca missing (TLS needs tls_cert, tls_key and tls_ca)",
+        ),
+        (
+            "tls_key k\nserver A h:1 peer h:2\n",
+            1,
+            "incomplete TLS settings: tls_cert and tls_ca missing (TLS needs tls_cert, tls_key and tls_ca)",
+        ),
+        // TLS wants a peer port somewhere, and NAMEs a certificate can carry.
+        (
+            "server A h:1 tls h:3\nserver B h:2\ntls_ca a\ntls_cert c\ntls_key k\n",
+            3,
+            "TLS settings but no server has a peer port (TLS herd links go to peer ports)",
+        ),
+        (
+            "server A h:1 peer h:2\nserver B_1! h:3\ntls_cert c\ntls_key k\ntls_ca a\n",
+            2,
+            "server name \"B_1!\" is not a DNS name, which TLS needs: certificates name servers as DNS names",
+        ),
+        (
+            "server 10.0.0.1 h:1 peer h:2\ntls_cert c\ntls_key k\ntls_ca a\n",
+            1,
+            "server name \"10.0.0.1\" is not a DNS name, which TLS needs: certificates name servers as DNS names",
+        ),
+        (
+            "server A h:1 peer h:2\nserver B h:3 tls h:4\n",
+            2,
+            "server \"B\" has a tls port, which needs tls_cert, tls_key and tls_ca",
+        ),
+        // Links are checked before TLS.
+        (
+            "server A h:1\ntls_cert c\nlink A B\n",
+            3,
+            "unknown server \"B\" in link",
+        ),
         // The first error wins, and line numbers count every line.
         ("server A h:1\r\n\r\n# c\r\nbad\r\nworse\r\n", 4, "unknown directive \"bad\""),
         (
@@ -461,4 +581,104 @@ fn long_names() {
         e.message,
         format!("bad address \"{name}:1\": host name longer than 253 characters")
     );
+}
+
+#[test]
+fn peer_and_tls_ports() {
+    let text = "server A 127.0.0.1:1 peer 127.0.0.1:2 tls [::1]:1\n\
+                server B 127.0.0.1:3 tls 127.0.0.2:2 peer h:2\n\
+                server C h:3 peer h:4\n\
+                server D h:5\n\
+                tls_cert c\ntls_key k\ntls_ca a\n";
+    let herd = herd(text);
+    let endpoint = |host: &str, port| {
+        Some(Endpoint {
+            host: host.to_string(),
+            port,
+        })
+    };
+    let expected = [
+        ServerSpec {
+            peer: endpoint("127.0.0.1", 2),
+            tls: endpoint("::1", 1),
+            ..server("A", "127.0.0.1", 1)
+        },
+        ServerSpec {
+            peer: endpoint("h", 2),
+            tls: endpoint("127.0.0.2", 2),
+            ..server("B", "127.0.0.1", 3)
+        },
+        ServerSpec {
+            peer: endpoint("h", 4),
+            ..server("C", "h", 3)
+        },
+        server("D", "h", 5),
+    ];
+    assert_eq!(herd.servers, expected);
+    assert_eq!(herd.servers[0].tls.as_ref().unwrap().address(), "[::1]:1");
+    assert_eq!(herd.servers[1].peer.as_ref().unwrap().address(), "h:2");
+    assert!(herd.tls.is_some());
+    // A peer port needs no TLS.
+    let plain = self::herd("server A h:1 peer h:2\nserver B h:3\n");
+    assert_eq!(plain.servers[0].peer, endpoint("h", 2));
+    assert_eq!(plain.tls, None);
+}
+
+#[test]
+fn tls_files() {
+    let text = "server Goloman h:1 peer h:2\n\
+                server Hands h:3\n\
+                tls_key keys/{name}.key # per server\n\
+                tls_cert /etc/herd/{name}.pem\n\
+                tls_ca ca.pem\n";
+    let tls = herd(text).tls.expect("TLS files");
+    let expected = TlsFiles {
+        cert: (4, PathBuf::from("/etc/herd/{name}.pem")),
+        key: (3, PathBuf::from("conf/keys/{name}.key")),
+        ca: (5, PathBuf::from("conf/ca.pem")),
+    };
+    assert_eq!(tls, expected);
+    assert_eq!(
+        TlsFiles::for_server(&tls.key.1, "Hands"),
+        PathBuf::from("conf/keys/Hands.key")
+    );
+    assert_eq!(
+        TlsFiles::for_server(&tls.ca.1, "Hands"),
+        PathBuf::from("conf/ca.pem")
+    );
+    assert_eq!(
+        TlsFiles::for_server(Path::new("{name}/{name}.pem"), "a.b"),
+        PathBuf::from("a.b/a.b.pem")
+    );
+
+    // A config in the current folder: paths stay relative to it.
+    let here = Herd::parse(
+        "server A h:1 peer h:2\ntls_cert c.pem\ntls_key k.pem\ntls_ca a.pem\n",
+        Path::new("herd.conf"),
+    )
+    .unwrap();
+    assert_eq!(here.tls.unwrap().cert.1, PathBuf::from("c.pem"));
+}
+
+#[test]
+fn dns_names() {
+    for good in ["Goloman", "a-b.c", "x1", "kiwi.cs.ucla.edu", "a_b"] {
+        assert!(is_dns_name(good), "{good}");
+    }
+    for bad in ["127.0.0.1", "::1", "-a", "a..b", "a!", "a~b", "[x]"] {
+        assert!(!is_dns_name(bad), "{bad}");
+    }
+}
+
+#[test]
+fn numeric_dns_names() {
+    for (name, ok) in [
+        ("123", false),
+        ("a.123", false),
+        ("123.a", true),
+        ("0x1f", false),
+        ("1a", true),
+    ] {
+        assert_eq!(is_dns_name(name), ok, "{name}");
+    }
 }

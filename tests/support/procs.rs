@@ -63,6 +63,9 @@ pub struct HerdProc {
     /// Its `--metrics` endpoint.
     pub metrics: SocketAddr,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The thread reading standard error (joined when the process exits
+    /// early, so its last words are shown).
+    reader: Option<std::thread::JoinHandle<()>>,
     /// Where scrapes connect from (a host of a `netns::Net`), if not here.
     via: Option<Host>,
 }
@@ -83,7 +86,7 @@ impl HerdProc {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let pipe = child.stderr.take().expect("stderr piped");
         let lines = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { return };
                 lines.lock().unwrap().push(line);
@@ -94,6 +97,7 @@ impl HerdProc {
             pid,
             metrics: "0.0.0.0:0".parse().unwrap(),
             stderr,
+            reader: Some(reader),
             via: None,
         };
         p.wait_stderr("herd: ready", |l| l == "herd: ready");
@@ -120,10 +124,11 @@ impl HerdProc {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
-                    "herd exited ({status}) before {what}: {:#?}",
-                    self.stderr.lock().unwrap()
-                );
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                let lines = self.stderr.lock().unwrap().clone();
+                panic!("herd exited ({status}) before {what}: {lines:#?}");
             }
             assert!(
                 Instant::now() < deadline,
