@@ -274,10 +274,11 @@ impl Wait {
             match s.read(scratch) {
                 Ok(0) => return Some(Err("the server closed the connection".into())),
                 Ok(n) => {
-                    self.reader.feed(&scratch[..n], load::REPLY_LINE_LIMIT, |p| {
-                        let (Piece::Line(l) | Piece::TooLong(l)) = p;
-                        line.get_or_insert_with(|| l.to_vec());
-                    });
+                    self.reader
+                        .feed(&scratch[..n], load::REPLY_LINE_LIMIT, |p| {
+                            let (Piece::Line(l) | Piece::TooLong(l)) = p;
+                            line.get_or_insert_with(|| l.to_vec());
+                        });
                 }
                 // The rest comes with the next event.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -129,7 +129,9 @@ pub fn handshake(
             // plaintext can come before we have asked anything.
             let step = loop {
                 match s.read(&mut scratch) {
-                    Ok(0) => break Err("the server closed the connection during the handshake".into()),
+                    Ok(0) => {
+                        break Err("the server closed the connection during the handshake".into())
+                    }
                     Ok(n) => break Err(format!("{n} bytes of plaintext before any request")),
                     // Nothing more until the next event.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
@@ -137,7 +139,8 @@ pub fn handshake(
                     Err(e) => break Err(format!("TLS handshake: {e}")),
                 }
             };
-            let step = step.and_then(|()| s.send_pending().map_err(|e| format!("TLS handshake: {e}")));
+            let step =
+                step.and_then(|()| s.send_pending().map_err(|e| format!("TLS handshake: {e}")));
             match step {
                 Err(e) => {
                     result[i] = Err(e);
