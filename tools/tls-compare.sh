@@ -27,13 +27,13 @@
 # Prints every round's value, the medians, and for each figure the median
 # of the per-round ratios TLS / plaintext (a round's two runs are adjacent
 # in time, so they share the machine's background load) next to the ratio of
-# the medians. Every process it starts is stopped on exit. Defaults: 5
+# the medians. Every process it starts is stopped on exit. Defaults: 7
 # rounds of 3 s runs at --log-level info (no traffic log lines), about 5
 # minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=5
+ROUNDS=7
 DURATION=3
 WARMUP=0.5
 PORT=12400
