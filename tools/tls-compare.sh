@@ -249,6 +249,11 @@ row "propagation posted/s" prop_rate
 row "idle: server bytes/conn ($IDLE_CONNS)" idle
 row "idle: bytes/conn, first half" idle_first
 row "idle: bytes/conn, second half" idle_second
+read -r -a xs <<< "${V[idle,tls]:-}"
+read -r -a ys <<< "${V[idle,plain]:-}"
+diffs=""
+for i in "${!xs[@]}"; do diffs+=" $(( ${xs[$i]:-0} - ${ys[$i]:-0} ))"; done
+printf '%-34s %10s %10s %6s %6s   tls-plain:%s\n' "idle: TLS - plain, bytes/conn" "" "$(median <<< "$diffs")" "" "" "$diffs"
 echo
 rr=${PAIRED[rr50]}
 printf 'target: rr 50 x 1 over TLS >= 0.7 x plaintext (median of the per-round ratios): %s, %s\n' "$rr" \
