@@ -278,7 +278,11 @@ impl Engine {
         }
         let command = protocol::parse(line);
         if !self.port_allows(session, &command) {
-            return self.invalid(session, line, fx);
+            let next = self.invalid(session, line, fx);
+            // A peer port's connection that failed to become a link gets
+            // nothing more: what follows its refused HERD is not trusted.
+            let failed_herd = matches!(command, Command::Herd { .. }) && session.port == Port::Peer;
+            return if failed_herd { Next::StopReading } else { next };
         }
         match command {
             Command::Blank => Next::Continue,
@@ -435,16 +439,11 @@ impl Engine {
         let client_command = matches!(command, Command::Iamat(_) | Command::Whatsat(_));
         match session.port {
             Port::Peer if client_command => false,
-            Port::Peer => match (command, &session.cert_names) {
-                (Command::Herd { name, .. }, Some(names)) => {
-                    let named = names.iter().any(|n| n.as_bytes() == *name);
-                    if !named {
-                        log::warn!(target: &self.name, "from {}: herd link from {} refused: its certificate names {}", session.peer, escape(name), names.join(", "));
-                    }
-                    named
-                }
-                _ => true,
-            },
+            // A peer port takes updates from links only, open herd or not.
+            Port::Peer if session.role == Role::Client && herd_traffic => {
+                matches!(command, Command::Herd { .. }) && self.herd_named(session, command)
+            }
+            Port::Peer => true,
             Port::Client | Port::Tls if self.peer_port && herd_traffic => {
                 if let Command::Herd { name, .. } = command {
                     log::warn!(target: &self.name, "from {}: herd link from {} refused on the {} port: neighbours dial the peer port", session.peer, escape(name), session.port.label());
@@ -453,6 +452,19 @@ impl Engine {
             }
             Port::Client | Port::Tls => true,
         }
+    }
+
+    /// On a mutual-TLS peer port: whether `HERD NAME` names a neighbour
+    /// the connection's certificate names (always, without TLS).
+    fn herd_named(&self, session: &Session, command: &Command<'_>) -> bool {
+        let (Command::Herd { name, .. }, Some(names)) = (command, &session.cert_names) else {
+            return true;
+        };
+        let named = names.iter().any(|n| n.as_bytes() == *name);
+        if !named {
+            log::warn!(target: &self.name, "from {}: herd link from {} refused: its certificate names {}", session.peer, escape(name), names.join(", "));
+        }
+        named
     }
 
     /// Answers `line` with `? ` + the line.

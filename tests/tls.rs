@@ -375,6 +375,23 @@ fn a_dialler_refuses_a_neighbour_whose_certificate_names_someone_else() {
         !linked(&p, "Goloman", "Hands"),
         "a link to Mallory is not up"
     );
+    // Refused again and again: redialled with a growing backoff (a TCP
+    // connect that TLS then refuses does not reset it), logged once.
+    wait_for("four dials", || (mallory.accepted() >= 4).then_some(()));
+    let (t, k) = (Instant::now(), mallory.accepted());
+    wait_for("two more dials", || {
+        (mallory.accepted() >= k + 2).then_some(())
+    });
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "two redials after four refusals took only {:?}: no backoff",
+        t.elapsed()
+    );
+    assert_eq!(
+        h.count_log("run", "Goloman", is_refusal),
+        1,
+        "one refusal line per outage"
+    );
 }
 
 #[test]

@@ -199,3 +199,70 @@ fn heartbeats_are_silent_on_links_and_invalid_from_clients_and_strangers_are_ref
     let (fx, next) = run(&mut e, &mut link, b"PING");
     assert_eq!((fx, next), (vec![], Next::Continue));
 }
+
+#[test]
+fn ports_carry_their_own_traffic_once_the_server_has_a_peer_port() {
+    let mut e = engine(None);
+    e.set_peer_port(true);
+    let addr = "127.0.0.1:5000".parse().unwrap();
+    // A client port: client commands only.
+    for port in [Port::Client, Port::Tls] {
+        let mut s = Session::on(addr, port);
+        for line in [
+            "HERD Hands",
+            "AT Hands +0.1 x +1+1 1",
+            "AUTH 00",
+            "SYNC 3",
+            "PING",
+        ] {
+            let (fx, next) = run(&mut e, &mut s, line.as_bytes());
+            assert_eq!(fx, [format!("reply ? {line}\n")], "{port:?} {line}");
+            assert_eq!(next, Next::Charge(line.len() + 1));
+        }
+        assert_eq!(s.role, Role::Client);
+        let (fx, _) = run(&mut e, &mut s, b"IAMAT kiwi +1+1 1520023934.9");
+        assert!(fx[0].starts_with("reply AT Goloman "), "{fx:?}");
+    }
+    // A peer port: no client commands, and no AT before an accepted HERD.
+    let mut s = Session::on(addr, Port::Peer);
+    for line in [
+        "IAMAT kiwi +1+1 1520023934.9",
+        "AT Hands +0.1 y +1+1 1",
+        "PING",
+    ] {
+        let (fx, _) = run(&mut e, &mut s, line.as_bytes());
+        assert_eq!(fx, [format!("reply ? {line}\n")], "{line}");
+    }
+    let (fx, _) = run(&mut e, &mut s, b"HERD Hands");
+    assert_eq!(fx, ["dialled 0", "reply PING\n"]);
+    let (fx, _) = run(&mut e, &mut s, b"WHATSAT kiwi 10 5");
+    assert_eq!(fx, ["reply ? WHATSAT kiwi 10 5\n"]);
+    let (fx, _) = run(&mut e, &mut s, AT_KIWI.trim_end().as_bytes());
+    assert_eq!(fx[0], format!("journal {}", AT_KIWI.trim_end()));
+}
+
+#[test]
+fn on_a_mutual_tls_peer_port_herd_must_name_a_neighbour_the_certificate_names() {
+    let mut e = engine(None);
+    e.set_peer_port(true);
+    let addr = "127.0.0.1:5000".parse().unwrap();
+    let mut s = Session::on(addr, Port::Peer);
+    s.cert_names = Some(vec!["Hands".to_string()]);
+    let (fx, next) = run(&mut e, &mut s, b"HERD Holiday");
+    assert_eq!(fx, ["reply ? HERD Holiday\n"]);
+    assert_eq!(
+        next,
+        Next::StopReading,
+        "nothing after a refused HERD is trusted"
+    );
+    let mut s = Session::on(addr, Port::Peer);
+    s.cert_names = Some(vec!["Hands".to_string()]);
+    let (fx, next) = run(&mut e, &mut s, b"HERD Hands");
+    assert_eq!(
+        (fx, next),
+        (
+            vec!["dialled 0".to_string(), "reply PING\n".to_string()],
+            Next::Continue
+        )
+    );
+}
