@@ -207,6 +207,16 @@ fn two_servers_flood_over_mutual_tls_and_a_tls_client_is_answered() {
     let mut sink = Vec::new();
     let _ = raw.read_to_end(&mut sink);
     assert!(!sink.windows(4).any(|w| w == b"PING"), "{sink:?}");
+    // ... and it is counted for the operator (herd_refused_connections_total).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while beta.stats.snapshot().refused != [0, 0, 1] {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            beta.stats.snapshot().refused
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     alpha.stop().unwrap();
     beta.stop().unwrap();
