@@ -816,3 +816,65 @@ fn the_coords_an_at_writer_returns_split_as_position_does() {
         );
     }
 }
+
+#[test]
+fn a_canonical_at_line_parses_in_one_pass_as_parse_reads_it() {
+    let canonical: &[&[u8]] = &[
+        AT_LINE,
+        b"AT s -12.000000001 c -90+180 0",
+        b"AT s -0.000000123 c +1+1 1",
+        b"AT \xff +0.000000000 \x00\xfe -0.5-0.25 1.5",
+        b"AT s +0.000000001 c +090.000-180.0 999999999999999999.999999999",
+        b"AT s +0.000000001 c +00-000.0 000",
+    ];
+    for &line in canonical {
+        let Command::At(at) = parse(line) else {
+            panic!("{}: not an AT line", show(line));
+        };
+        let coords = Coords::of_canonical(&at);
+        assert_eq!(
+            parse_canonical_at(line),
+            Some((at, coords)),
+            "{}",
+            show(line)
+        );
+    }
+    // Not canonical, or not an AT update: left to `parse`.
+    let others: &[&[u8]] = &[
+        b"",
+        b"AT",
+        b"AT ",
+        b"AT s +0.000000001 c +1+1 1\r",
+        b"AT s +0.000000001 c +1+1 1 ",
+        b" AT s +0.000000001 c +1+1 1",
+        b"AT  s +0.000000001 c +1+1 1",
+        b"AT s +0.000000001  c +1+1 1",
+        b"AT\ts +0.000000001 c +1+1 1",
+        b"AT s\t+0.000000001 c +1+1 1",
+        b"AT s +0.000000001 c\t+1+1 1",
+        b"AT s +0.000000001 c +1+1\x0b1",
+        b"AT s +0.000000001 c +1+1\x0c1",
+        b"AT s +0.000000001 c\r+1+1 1",
+        b"AT s +0.000000001 c +1+1",
+        b"AT s +0.000000001 c +1+1 1 x",
+        b"AT s +0.00000001 c +1+1 1",
+        b"AT s +0.0000000012 c +1+1 1",
+        b"AT s 0.000000001 c +1+1 1",
+        b"AT s +0.000000001 c +91+1 1",
+        b"AT s +0.000000001 c +90.1+1 1",
+        b"AT s +0.000000001 c +1+181 1",
+        b"AT s +0.000000001 c +1+1+1 1",
+        b"AT s +0.000000001 c +1.+1 1",
+        b"AT s +0.000000001 c 1+1 1",
+        b"AT s +0.000000001 c +1+1 1.",
+        b"AT s +0.000000001 c +1+1 .1",
+        b"AT s +0.000000001 c +1+1 1.1234567890",
+        b"AT s +0.000000001 c +1+1 1234567890123456789",
+        b"AT s +0.000000001 c +1+1 1x",
+        b"IAMAT c +1+1 1",
+        b"ATs +0.000000001 c +1+1 1",
+    ];
+    for &line in others {
+        assert_eq!(parse_canonical_at(line), None, "{}", show(line));
+    }
+}
