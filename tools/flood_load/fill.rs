@@ -5,7 +5,7 @@
 //!   [`Store`] is filled with N clients, the AT lines made from IAMATs by
 //!   the protocol's own writer exactly as a server makes them;
 //! * **replay rate**: a journal of those N records is replayed into an
-//!   empty store with [`journal::replay`] (what start-up does), then the
+//!   empty store with [`journal::replay_file`] (what start-up does), then the
 //!   whole start-up ([`Journal::open`]: replay, then the compacted rewrite);
 //! * **catch-up time**: two servers A and B linked in process, A started on
 //!   that journal; B is restarted empty and a client polls B with WHATSATs
@@ -113,10 +113,7 @@ pub fn run(o: &Opts) -> io::Result<()> {
     // 2. Replay: the records alone, then the whole start-up.
     let mut store = Store::new();
     let t = Instant::now();
-    let r = journal::replay(
-        BufReader::new(File::open(dir.path().join("A.journal"))?),
-        &mut store,
-    )?;
+    let r = journal::replay_file(File::open(dir.path().join("A.journal"))?, &mut store)?;
     let replay_time = t.elapsed();
     let rate = r.records as f64 / replay_time.as_secs_f64();
     drop(store);
