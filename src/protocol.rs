@@ -335,6 +335,7 @@ fn split_decimal(text: &[u8]) -> Option<(&[u8], &[u8])> {
 /// `DIGITS [ "." DIGITS ]` at the start of `text`: (integer digits, fraction
 /// digits, bytes taken). It ends at the first byte that cannot continue it;
 /// a `.` needs a digit on each side.
+#[inline]
 fn decimal_prefix(text: &[u8]) -> Option<(&[u8], &[u8], usize)> {
     let int = digit_run(text);
     if int == 0 {
@@ -350,9 +351,55 @@ fn decimal_prefix(text: &[u8]) -> Option<(&[u8], &[u8], usize)> {
     Some((&text[..int], &text[int + 1..int + 1 + frac], int + 1 + frac))
 }
 
-/// How many ASCII digits `text` starts with.
+/// How many ASCII digits `text` starts with (read eight bytes at a time:
+/// replay reads some 50 digits a record).
+#[inline]
 fn digit_run(text: &[u8]) -> usize {
-    text.iter().take_while(|d| d.is_ascii_digit()).count()
+    let mut n = 0;
+    while let Some(word) = text[n..].first_chunk::<8>() {
+        let others = not_digits(u64::from_le_bytes(*word));
+        if others != 0 {
+            return n + (others.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + text[n..].iter().take_while(|d| d.is_ascii_digit()).count()
+}
+
+/// `0x01` in each byte of a word, and each byte's top bit.
+const ONES: u64 = u64::from_le_bytes([1; 8]);
+const TOPS: u64 = ONES << 7;
+
+/// The top bit of each byte of `word` that is not an ASCII digit. No sum
+/// or difference carries out of its byte.
+fn not_digits(word: u64) -> u64 {
+    let low = word & !TOPS;
+    // 0x80 + low - b'0' keeps its top bit exactly when low >= b'0'.
+    let below = !((low | TOPS) - u64::from(b'0') * ONES) & TOPS;
+    // low + 0x46 reaches 0x80 exactly when low > b'9'.
+    let above = (low + 0x46 * ONES) & TOPS;
+    (word & TOPS) | below | above
+}
+
+/// The value of a run of at most 19 ASCII digits, eight at a time.
+fn digits_value(digits: &[u8]) -> u64 {
+    let mut v = 0;
+    let mut rest = digits;
+    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+        v = v * 100_000_000 + eight_digits(u64::from_le_bytes(*word));
+        rest = tail;
+    }
+    rest.iter().fold(v, |v, &d| v * 10 + u64::from(d - b'0'))
+}
+
+/// The value of the eight ASCII digits of `word`, the first in its lowest
+/// byte: pairs, then fours, then all eight, each step one multiplication
+/// (D. Lemire, "Quickly parsing eight digits", 2022).
+fn eight_digits(word: u64) -> u64 {
+    let pairs =
+        ((word & 0x0f0f_0f0f_0f0f_0f0f).wrapping_mul(10 << 8 | 1) >> 8) & 0x00ff_00ff_00ff_00ff;
+    let fours = (pairs.wrapping_mul(100 << 16 | 1) >> 16) & 0x0000_ffff_0000_ffff;
+    fours.wrapping_mul(10_000 << 32 | 1) >> 32
 }
 
 fn all_digits(text: &[u8]) -> bool {
@@ -410,11 +457,8 @@ fn time_prefix(text: &[u8]) -> Option<(Nanos, usize)> {
         return None;
     }
     // 18 digits < 10^18 < u64::MAX: no overflow.
-    let secs = int.iter().fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
-    let mut nanos = frac.iter().fold(0u32, |v, &d| v * 10 + u32::from(d - b'0'));
-    for _ in frac.len()..9 {
-        nanos *= 10;
-    }
+    let secs = digits_value(int);
+    let nanos = digits_value(frac) * 10u64.pow(9 - frac.len() as u32);
     let t = Nanos::from(secs) * Nanos::from(NANOS_PER_SEC) + Nanos::from(nanos);
     Some((t, n))
 }
@@ -474,10 +518,33 @@ pub fn parse_canonical_at(line: &[u8]) -> Option<(At<'_>, Coords)> {
 /// A field of a canonical line that may hold any byte but white space, and
 /// what follows the one space after it.
 fn word(text: &[u8]) -> Option<(&[u8], &[u8])> {
-    match text.iter().position(|&b| is_space(b))? {
+    match first_space(text)? {
         0 => None,
         n => then_space(text, n),
     }
+}
+
+/// Where the first white-space byte of `text` is (read eight bytes at a
+/// time, as a client ID is some 20).
+fn first_space(text: &[u8]) -> Option<usize> {
+    let mut n = 0;
+    while let Some(word) = text[n..].first_chunk::<8>() {
+        let x = u64::from_le_bytes(*word);
+        // The top bit of the first byte up to b' ', where all white space
+        // is; the bits above it may be wrong (a borrow) and are not used.
+        let low = x.wrapping_sub(0x21 * ONES) & !x & TOPS;
+        if low == 0 {
+            n += 8;
+            continue;
+        }
+        let i = n + (low.trailing_zeros() / 8) as usize;
+        if is_space(text[i]) {
+            return Some(i);
+        }
+        // A control byte that is no white space: part of the field.
+        n = i + 1;
+    }
+    text[n..].iter().position(|&b| is_space(b)).map(|i| n + i)
 }
 
 /// `text` cut into its first `n` bytes and what follows the single space

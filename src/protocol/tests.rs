@@ -878,3 +878,52 @@ fn a_canonical_at_line_parses_in_one_pass_as_parse_reads_it() {
         assert_eq!(parse_canonical_at(line), None, "{}", show(line));
     }
 }
+
+#[test]
+fn word_at_a_time_scans_agree_with_byte_at_a_time() {
+    // Every byte value at every place of a digit run and of a field.
+    for b in 0..=255u8 {
+        for at in 0..=17 {
+            let mut digits = b"12345678901234567".to_vec();
+            let mut field = b"kiwi.cs.ucla.edu-".to_vec();
+            if at < digits.len() {
+                digits[at] = b;
+                field[at] = b;
+            }
+            for n in 0..=digits.len() {
+                let (digits, field) = (&digits[..n], &field[..n]);
+                let naive = digits.iter().take_while(|d| d.is_ascii_digit()).count();
+                assert_eq!(digit_run(digits), naive, "{}", show(digits));
+                let naive = field.iter().position(|&b| is_space(b));
+                assert_eq!(first_space(field), naive, "{}", show(field));
+            }
+        }
+    }
+    for digits in [
+        &b""[..],
+        b"0",
+        b"9",
+        b"12345678",
+        b"99999999",
+        b"000000001",
+        b"123456789012345678",
+        b"999999999999999999",
+    ] {
+        let naive = digits
+            .iter()
+            .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
+        assert_eq!(digits_value(digits), naive, "{}", show(digits));
+    }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let digits = (x % 1_000_000_000_000_000_000).to_string();
+        let digits = &digits.as_bytes()[..(x >> 59) as usize % (digits.len() + 1)];
+        let naive = digits
+            .iter()
+            .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
+        assert_eq!(digits_value(digits), naive, "{}", show(digits));
+    }
+}
