@@ -335,7 +335,7 @@ fn split_decimal(text: &[u8]) -> Option<(&[u8], &[u8])> {
 /// `DIGITS [ "." DIGITS ]` at the start of `text`: (integer digits, fraction
 /// digits, bytes taken). It ends at the first byte that cannot continue it;
 /// a `.` needs a digit on each side.
-#[inline]
+#[inline(always)]
 fn decimal_prefix(text: &[u8]) -> Option<(&[u8], &[u8], usize)> {
     let int = digit_run(text);
     if int == 0 {
@@ -353,7 +353,7 @@ fn decimal_prefix(text: &[u8]) -> Option<(&[u8], &[u8], usize)> {
 
 /// How many ASCII digits `text` starts with (read eight bytes at a time:
 /// replay reads some 50 digits a record).
-#[inline]
+#[inline(always)]
 fn digit_run(text: &[u8]) -> usize {
     let mut n = 0;
     while let Some(word) = text[n..].first_chunk::<8>() {
