@@ -34,6 +34,9 @@
 //!   stack (it stops at a seventh: no command has that many), then checks the
 //!   fields of the one command the first field names. The parsed command
 //!   borrows from the line; nothing is copied or allocated.
+//! - A journal record is an AT line already in its canonical form (single
+//!   spaces): [`parse_canonical_at`] reads one in a single pass with the
+//!   same field checks, and leaves every other line to [`parse`].
 //! - Range checks on degrees and radii compare the decimal *text* with the
 //!   bound: leading zeros are skipped, and a number with more significant
 //!   integer digits than the bound is out of range without being converted.
@@ -273,36 +276,47 @@ fn at<'a>(
 /// does this for IAMAT and AT lines; this is for a stored AT line, whose
 /// [`At`] keeps only the COORDS text.
 pub fn position(coords: &[u8]) -> Option<Position<'_>> {
-    let (&lat_sign, rest) = coords.split_first()?;
-    if !is_sign(lat_sign) {
-        return None;
-    }
-    // The second sign is the first `+` or `-` after the first byte; a sign
-    // anywhere else makes a DEG non-numeric.
-    let k = rest.iter().position(|&b| is_sign(b))?;
-    let (lat_digits, lng_signed) = rest.split_at(k);
-    let (&lng_sign, lng_digits) = lng_signed.split_first()?;
-    let (int, frac) = split_decimal(lat_digits)?;
-    if !at_most(int, frac, 90) {
-        return None;
-    }
-    let (int, frac) = split_decimal(lng_digits)?;
-    if !at_most(int, frac, 180) {
+    let (split, end) = coords_prefix(coords)?;
+    if end != coords.len() {
         return None;
     }
     // Keep a `-` (it is part of the number), drop a `+` (query strings
     // would read it as a space).
-    let lat = if lat_sign == b'-' {
-        &coords[..=k]
-    } else {
-        lat_digits
-    };
-    let lng = if lng_sign == b'-' {
-        lng_signed
-    } else {
-        lng_digits
-    };
-    Some(Position { lat, lng })
+    Some(Position {
+        lat: unsigned_plus(&coords[..split]),
+        lng: unsigned_plus(&coords[split..]),
+    })
+}
+
+/// A signed DEG without its `+`, if it has one.
+fn unsigned_plus(deg: &[u8]) -> &[u8] {
+    deg.strip_prefix(b"+").unwrap_or(deg)
+}
+
+/// COORDS at the start of `text`: (where the longitude's sign is, where
+/// COORDS ends). It ends at the first byte that cannot continue it, so
+/// what follows is for the caller to check ([`position`]: nothing).
+fn coords_prefix(text: &[u8]) -> Option<(usize, usize)> {
+    let (&lat_sign, rest) = text.split_first()?;
+    if !is_sign(lat_sign) {
+        return None;
+    }
+    let (int, frac, n) = decimal_prefix(rest)?;
+    if !at_most(int, frac, 90) {
+        return None;
+    }
+    // A DEG holds no sign, so the longitude's sign is the first `+` or `-`
+    // after the first byte, and right after the latitude.
+    let split = 1 + n;
+    let (&lng_sign, rest) = text[split..].split_first()?;
+    if !is_sign(lng_sign) {
+        return None;
+    }
+    let (int, frac, n) = decimal_prefix(rest)?;
+    if !at_most(int, frac, 180) {
+        return None;
+    }
+    Some((split, split + 1 + n))
 }
 
 fn is_sign(b: u8) -> bool {
@@ -312,20 +326,80 @@ fn is_sign(b: u8) -> bool {
 /// `DIGITS [ "." DIGITS ]` → (integer digits, fraction digits). The fraction
 /// is empty exactly when there is no `.`; a `.` needs a digit on each side.
 fn split_decimal(text: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (int, frac) = match text.iter().position(|&b| b == b'.') {
-        Some(dot) => {
-            let frac = &text[dot + 1..];
-            if frac.is_empty() {
-                return None;
-            }
-            (&text[..dot], frac)
-        }
-        None => (text, &text[text.len()..]),
-    };
-    if int.is_empty() || !all_digits(int) || !all_digits(frac) {
+    match decimal_prefix(text)? {
+        (int, frac, n) if n == text.len() => Some((int, frac)),
+        _ => None,
+    }
+}
+
+/// `DIGITS [ "." DIGITS ]` at the start of `text`: (integer digits, fraction
+/// digits, bytes taken). It ends at the first byte that cannot continue it;
+/// a `.` needs a digit on each side.
+#[inline(always)]
+fn decimal_prefix(text: &[u8]) -> Option<(&[u8], &[u8], usize)> {
+    let int = digit_run(text);
+    if int == 0 {
         return None;
     }
-    Some((int, frac))
+    if text.get(int) != Some(&b'.') {
+        return Some((&text[..int], &[], int));
+    }
+    let frac = digit_run(&text[int + 1..]);
+    if frac == 0 {
+        return None;
+    }
+    Some((&text[..int], &text[int + 1..int + 1 + frac], int + 1 + frac))
+}
+
+/// How many ASCII digits `text` starts with (read eight bytes at a time:
+/// replay reads some 50 digits a record).
+#[inline(always)]
+fn digit_run(text: &[u8]) -> usize {
+    let mut n = 0;
+    while let Some(word) = text[n..].first_chunk::<8>() {
+        let others = not_digits(u64::from_le_bytes(*word));
+        if others != 0 {
+            return n + (others.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + text[n..].iter().take_while(|d| d.is_ascii_digit()).count()
+}
+
+/// `0x01` in each byte of a word, and each byte's top bit.
+const ONES: u64 = u64::from_le_bytes([1; 8]);
+const TOPS: u64 = ONES << 7;
+
+/// The top bit of each byte of `word` that is not an ASCII digit. No sum
+/// or difference carries out of its byte.
+fn not_digits(word: u64) -> u64 {
+    let low = word & !TOPS;
+    // 0x80 + low - b'0' keeps its top bit exactly when low >= b'0'.
+    let below = !((low | TOPS) - u64::from(b'0') * ONES) & TOPS;
+    // low + 0x46 reaches 0x80 exactly when low > b'9'.
+    let above = (low + 0x46 * ONES) & TOPS;
+    (word & TOPS) | below | above
+}
+
+/// The value of a run of at most 19 ASCII digits, eight at a time.
+fn digits_value(digits: &[u8]) -> u64 {
+    let mut v = 0;
+    let mut rest = digits;
+    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+        v = v * 100_000_000 + eight_digits(u64::from_le_bytes(*word));
+        rest = tail;
+    }
+    rest.iter().fold(v, |v, &d| v * 10 + u64::from(d - b'0'))
+}
+
+/// The value of the eight ASCII digits of `word`, the first in its lowest
+/// byte: pairs, then fours, then all eight, each step one multiplication
+/// (D. Lemire, "Quickly parsing eight digits", 2022).
+fn eight_digits(word: u64) -> u64 {
+    let pairs =
+        ((word & 0x0f0f_0f0f_0f0f_0f0f).wrapping_mul(10 << 8 | 1) >> 8) & 0x00ff_00ff_00ff_00ff;
+    let fours = (pairs.wrapping_mul(100 << 16 | 1) >> 16) & 0x0000_ffff_0000_ffff;
+    fours.wrapping_mul(10_000 << 32 | 1) >> 32
 }
 
 fn all_digits(text: &[u8]) -> bool {
@@ -370,28 +444,113 @@ fn information_bound(text: &[u8]) -> Option<u8> {
 
 /// TIME in nanoseconds: up to 18 integer digits, up to 9 fraction digits.
 fn timestamp(text: &[u8]) -> Option<Nanos> {
-    let (int, frac) = split_decimal(text)?;
+    match time_prefix(text)? {
+        (t, n) if n == text.len() => Some(t),
+        _ => None,
+    }
+}
+
+/// TIME at the start of `text`: (its value in nanoseconds, bytes taken).
+fn time_prefix(text: &[u8]) -> Option<(Nanos, usize)> {
+    let (int, frac, n) = decimal_prefix(text)?;
     if int.len() > 18 || frac.len() > 9 {
         return None;
     }
     // 18 digits < 10^18 < u64::MAX: no overflow.
-    let secs = int.iter().fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
-    let mut nanos = frac.iter().fold(0u32, |v, &d| v * 10 + u32::from(d - b'0'));
-    for _ in frac.len()..9 {
-        nanos *= 10;
-    }
-    Some(Nanos::from(secs) * Nanos::from(NANOS_PER_SEC) + Nanos::from(nanos))
+    let secs = digits_value(int);
+    let nanos = digits_value(frac) * 10u64.pow(9 - frac.len() as u32);
+    let t = Nanos::from(secs) * Nanos::from(NANOS_PER_SEC) + Nanos::from(nanos);
+    Some((t, n))
 }
 
 /// DIFF: `SIGN DIGITS "." 9DIGIT`. Not converted, only copied, so the integer
 /// part needs no cap.
 fn is_diff(text: &[u8]) -> bool {
-    match text.split_first() {
-        Some((&sign, rest)) if is_sign(sign) => {
-            matches!(split_decimal(rest), Some((_, frac)) if frac.len() == 9)
-        }
-        _ => false,
+    diff_prefix(text) == Some(text.len())
+}
+
+/// DIFF at the start of `text`: the bytes it takes.
+fn diff_prefix(text: &[u8]) -> Option<usize> {
+    let (&sign, rest) = text.split_first()?;
+    if !is_sign(sign) {
+        return None;
     }
+    match decimal_prefix(rest)? {
+        (_, frac, n) if frac.len() == 9 => Some(1 + n),
+        _ => None,
+    }
+}
+
+/// Parses a journal record: an AT line in the canonical form
+/// [`write_at_update`] writes (the six fields joined by single spaces,
+/// without the `\n`), in one pass, and says where COORDS sits in it.
+/// `Some` exactly when [`parse`] reads `line` as that AT update *and* the
+/// line is canonical; `None` for any other line, which the caller then
+/// gives to [`parse`]. The fields are checked by the same functions.
+pub fn parse_canonical_at(line: &[u8]) -> Option<(At<'_>, Coords)> {
+    let rest = line.strip_prefix(b"AT ")?;
+    let (server, rest) = word(rest)?;
+    let (diff, rest) = then_space(rest, diff_prefix(rest)?)?;
+    let (client, rest) = word(rest)?;
+    let start = line.len() - rest.len();
+    let (split, end) = coords_prefix(rest)?;
+    let (coords, time) = then_space(rest, end)?;
+    let (sent_at, n) = time_prefix(time)?;
+    if n != time.len() {
+        return None;
+    }
+    let at = At {
+        server,
+        diff,
+        client,
+        coords,
+        time,
+        sent_at,
+    };
+    let coords = Coords {
+        start: start as u32,
+        split: (start + split) as u32,
+        end: (start + end) as u32,
+    };
+    Some((at, coords))
+}
+
+/// A field of a canonical line that may hold any byte but white space, and
+/// what follows the one space after it.
+fn word(text: &[u8]) -> Option<(&[u8], &[u8])> {
+    match first_space(text)? {
+        0 => None,
+        n => then_space(text, n),
+    }
+}
+
+/// Where the first white-space byte of `text` is (read eight bytes at a
+/// time, as a client ID is some 20).
+fn first_space(text: &[u8]) -> Option<usize> {
+    let mut n = 0;
+    while let Some(word) = text[n..].first_chunk::<8>() {
+        let x = u64::from_le_bytes(*word);
+        // The top bit of the first byte up to b' ', where all white space
+        // is; the bits above it may be wrong (a borrow) and are not used.
+        let low = x.wrapping_sub(0x21 * ONES) & !x & TOPS;
+        if low == 0 {
+            n += 8;
+            continue;
+        }
+        let i = n + (low.trailing_zeros() / 8) as usize;
+        if is_space(text[i]) {
+            return Some(i);
+        }
+        // A control byte that is no white space: part of the field.
+        n = i + 1;
+    }
+    text[n..].iter().position(|&b| is_space(b)).map(|i| n + i)
+}
+
+/// `text` cut into its first `n` bytes and what follows the single space
+/// that must come right after them.
+fn then_space(text: &[u8], n: usize) -> Option<(&[u8], &[u8])> {
+    (text.get(n) == Some(&b' ')).then(|| (&text[..n], &text[n + 1..]))
 }
 
 /// Where a COORDS field sits in a line: bytes `start..end`, the longitude's

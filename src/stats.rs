@@ -51,6 +51,10 @@ pub enum Source {
 /// The label values of [`Source`], by index.
 pub const SOURCES: [&str; 2] = ["client", "link"];
 
+/// The `port` label values of `herd_refused_connections_total`, in the
+/// order of [`crate::engine::Port`].
+pub const PORTS: [&str; 3] = ["client", "tls", "peer"];
+
 /// Places reply statuses (`places::Reply::status`), the `outcome` label.
 /// Anything else is counted as `UNKNOWN_ERROR`.
 pub const OUTCOMES: [&str; 5] = [
@@ -230,6 +234,7 @@ pub struct ServerStats {
     updates_stored: [AtomicU64; 2],
     evictions: AtomicU64,
     expiries: AtomicU64,
+    refused: [AtomicU64; 3],
     places: [AtomicU64; OUTCOMES.len()],
     places_latency: Histogram,
     links: Mutex<Vec<Arc<LinkStats>>>,
@@ -249,6 +254,7 @@ impl ServerStats {
             updates_stored: Default::default(),
             evictions: AtomicU64::new(0),
             expiries: AtomicU64::new(0),
+            refused: Default::default(),
             places: Default::default(),
             places_latency: Histogram::default(),
             links: Mutex::new(Vec::new()),
@@ -304,6 +310,13 @@ impl ServerStats {
         } else {
             self.peer_connections.fetch_sub(1, Relaxed);
         }
+    }
+
+    /// A connection to `port` was refused: its TLS handshake failed or
+    /// timed out, its certificate named no neighbour, or on a peer port it
+    /// never became a link.
+    pub fn refused(&self, port: crate::engine::Port) {
+        self.refused[port as usize].fetch_add(1, Relaxed);
     }
 
     /// A client line of `kind` was answered.
@@ -375,6 +388,7 @@ impl ServerStats {
             updates_stored: self.updates_stored.each_ref().map(load),
             evictions: load(&self.evictions),
             expiries: load(&self.expiries),
+            refused: self.refused.each_ref().map(load),
             places: self.places.each_ref().map(load),
             places_latency: self.places_latency.snapshot(),
             links: self
@@ -452,6 +466,8 @@ pub struct ServerSnapshot {
     pub evictions: u64,
     /// Positions expired.
     pub expiries: u64,
+    /// Connections refused, by [`PORTS`].
+    pub refused: [u64; 3],
     /// Places requests answered, by [`OUTCOMES`].
     pub places: [u64; OUTCOMES.len()],
     /// Places latency.

@@ -3,7 +3,8 @@
 //! `support/grammar.rs`, on arbitrary bytes and on command-shaped lines;
 //! generated valid IAMATs parse to their exact fields; `write_at` re-parses
 //! as the AT it should be, its DIFF checked with digit arithmetic of its
-//! own; `write_invalid` is `? ` and the line.
+//! own; `write_invalid` is `? ` and the line; replay's one-pass parse of a
+//! journal record agrees with `parse` and `write_at_update`.
 //!
 //! Failures print the minimal input (bytes escaped); nothing is persisted to
 //! disk. `PROPTEST_CASES` overrides every case count.
@@ -132,6 +133,43 @@ fn shaped_fields() -> impl Strategy<Value = Vec<B>> {
     })
 }
 
+/// A journal-shaped line: an AT update joined by single spaces, each field
+/// valid most of the time, then sometimes one byte inserted, replaced or
+/// dropped (white space, signs, dots, digits and others are likely).
+fn journal_line() -> impl Strategy<Value = B> {
+    let diff = prop_oneof![4 => diff_text().prop_map(|d| d.0), 1 => numberish()];
+    let coords = prop_oneof![4 => coords().prop_map(|c| c.text.0), 1 => coordsish()];
+    let time = prop_oneof![4 => time().prop_map(|t| t.0 .0), 1 => numberish()];
+    let byte = prop_oneof![
+        select(b" \t\r\x0b\x0c+-.09".to_vec()),
+        any::<u8>().prop_filter("not LF", |&b| b != b'\n'),
+    ];
+    (
+        client_id(),
+        diff,
+        client_id(),
+        coords,
+        time,
+        any::<u8>(),
+        any::<Index>(),
+        byte,
+    )
+        .prop_map(|(server, diff, client, coords, time, mutate, at, byte)| {
+            let mut line = [&b"AT"[..], &server.0, &diff, &client.0, &coords, &time].join(&b' ');
+            let i = at.index(line.len() + 1);
+            match mutate {
+                0..=127 => {}
+                128..=191 => line.insert(i, byte),
+                192..=223 if i < line.len() => line[i] = byte,
+                _ if i < line.len() => {
+                    line.remove(i);
+                }
+                _ => line.push(byte),
+            }
+            B(line)
+        })
+}
+
 // ---------------------------------------------------------------------------
 // Pure level: parser and formatters.
 
@@ -165,6 +203,38 @@ proptest! {
         prop_assert_eq!(protocol::parse(&a), oracle(&a), "{}", show(&a));
         // Which white space separates or surrounds the fields does not matter.
         prop_assert_eq!(protocol::parse(&a), protocol::parse(&b), "{} vs {}", show(&a), show(&b));
+    }
+}
+
+proptest! {
+    #![proptest_config(config(4096))]
+
+    /// Replay's one-pass parse of a journal record is `parse` on canonical
+    /// lines, and declines every other line (replay gives those to `parse`).
+    #[test]
+    fn a_journal_record_parses_in_one_pass_exactly_when_parse_reads_a_canonical_at(
+        line in prop_oneof![
+            3 => journal_line(),
+            1 => (shaped_fields(), prop::option::of(separators(SPACES))).prop_map(|(fields, seps)| {
+                let fields: Vec<&[u8]> = fields.iter().map(|f| &f.0[..]).collect();
+                match seps {
+                    Some(seps) if fields.len() <= 6 => B(join(&fields, &seps)),
+                    _ => B(fields.join(&b' ')),
+                }
+            }),
+            1 => prop::collection::vec(any::<u8>(), 0..96).prop_map(B),
+        ]
+    ) {
+        let line = &line.0;
+        let expected = match protocol::parse(line) {
+            Command::At(at) => {
+                let mut canonical = Vec::new();
+                let coords = protocol::write_at_update(&mut canonical, &at);
+                (canonical[..canonical.len() - 1] == line[..]).then_some((at, coords))
+            }
+            _ => None,
+        };
+        prop_assert_eq!(protocol::parse_canonical_at(line), expected, "{}", show(line));
     }
 }
 

@@ -327,14 +327,19 @@ fn a_peer_port_takes_a_neighbour_by_its_certificate_and_refuses_any_other_name()
             Err(_) => {}
             Ok(mut c) => {
                 let _ = c.try_send(format!("HERD {name}\n{SPOOF}\n").as_bytes());
-                refused_link(&mut c, what);
+                let got = refused_link(&mut c, what);
+                // Closed, or the AT line answered: either way it was read.
+                assert_eq!(
+                    at_hands.known("spoofed"),
+                    None,
+                    "{what}: an update taken from a refused connection (it got {got:?})"
+                );
             }
         }
     }
     wait_for("both refusals in Hands's log", || {
         (h.count_log("run", "Hands", is_refusal) >= before + 2).then_some(())
     });
-    assert_eq!(at_hands.known("spoofed"), None);
 }
 
 #[test]
@@ -369,6 +374,23 @@ fn a_dialler_refuses_a_neighbour_whose_certificate_names_someone_else() {
     assert!(
         !linked(&p, "Goloman", "Hands"),
         "a link to Mallory is not up"
+    );
+    // Refused again and again: redialled with a growing backoff (a TCP
+    // connect that TLS then refuses does not reset it), logged once.
+    wait_for("four dials", || (mallory.accepted() >= 4).then_some(()));
+    let (t, k) = (Instant::now(), mallory.accepted());
+    wait_for("two more dials", || {
+        (mallory.accepted() >= k + 2).then_some(())
+    });
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "two redials after four refusals took only {:?}: no backoff",
+        t.elapsed()
+    );
+    assert_eq!(
+        h.count_log("run", "Goloman", is_refusal),
+        1,
+        "one refusal line per outage"
     );
 }
 

@@ -207,7 +207,80 @@ fn two_servers_flood_over_mutual_tls_and_a_tls_client_is_answered() {
     let mut sink = Vec::new();
     let _ = raw.read_to_end(&mut sink);
     assert!(!sink.windows(4).any(|w| w == b"PING"), "{sink:?}");
+    // ... and it is counted for the operator (herd_refused_connections_total).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while beta.stats.snapshot().refused != [0, 0, 1] {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            beta.stats.snapshot().refused
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     alpha.stop().unwrap();
     beta.stop().unwrap();
+}
+
+#[test]
+fn a_tls_client_that_never_reads_is_stopped_by_its_output_cap_and_stalls_no_one() {
+    let ca = Ca::new();
+    let (client, tls) = (local(), local());
+    let (plain_addr, tls_addr) = (client.local_addr().unwrap(), tls.local_addr().unwrap());
+    let lonely = Neighbour {
+        name: "Beta".to_string(),
+        addr: "127.0.0.1:1".parse().unwrap(),
+        tls: true,
+    };
+    let alpha = server::spawn(
+        config("Alpha", lonely, ca.herd_tls("Alpha")),
+        Listeners {
+            client,
+            peer: None,
+            tls: Some(tls),
+        },
+    )
+    .unwrap();
+
+    // It pipelines IAMATs and reads nothing: once its unread replies pass
+    // the output cap the server stops reading it, and its writes block.
+    let mut hog = tls_client(tls_addr, &ca);
+    hog.sock
+        // (A blocked write ends the loop: a short stall only ends it sooner.)
+        .set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let line = b"IAMAT hog +34.068930-118.445127 1621464827.959498503\n".repeat(256);
+    let mut sent = 0usize;
+    let bound = 256 << 20;
+    while sent < bound {
+        match hog.write(&line) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        sent < bound,
+        "{sent} bytes taken from a client that reads nothing"
+    );
+
+    // Meanwhile others are served, over TLS and not.
+    let mut c = BufReader::new(tls_client(tls_addr, &ca));
+    c.get_mut()
+        .write_all(b"IAMAT other +1+1 1621464827.5\n")
+        .unwrap();
+    let mut reply = String::new();
+    c.read_line(&mut reply).unwrap();
+    assert!(reply.starts_with("AT Alpha "), "{reply:?}");
+    let mut p = BufReader::new(TcpStream::connect(plain_addr).unwrap());
+    p.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    p.get_mut()
+        .write_all(b"IAMAT plain +1+1 1621464827.5\n")
+        .unwrap();
+    reply.clear();
+    p.read_line(&mut reply).unwrap();
+    assert!(reply.starts_with("AT Alpha "), "{reply:?}");
+    drop(hog);
+    alpha.stop().unwrap();
 }

@@ -347,8 +347,11 @@ impl Links {
                             // first one is what makes the link count as up.
                             if live.heard(now) && handshake.is_none() {
                                 log::info!(target: server, "link to {} {} ({})", link.name, if link.was_up { "re-established" } else { "up" }, link.addr);
+                                // (`counted_up`, field by field: the state is borrowed.)
                                 link.was_up = true;
                                 link.stats.set_up(true);
+                                link.outage_logged = false;
+                                link.backoff.reset();
                             }
                             match handshake.as_deref_mut() {
                                 Some(h) => {
@@ -625,9 +628,10 @@ impl Link {
             }
         };
         let _ = stream.tcp().set_nodelay(true);
-        self.outage_logged = false;
+        // The backoff and the outage are over only once the neighbour
+        // answers (`counted_up`): a TCP connect that TLS or the handshake
+        // then refuses must not make us redial at once, nor log each time.
         self.overflowed = false;
-        self.backoff.reset();
         self.out = Output::default();
         self.catchup = None;
         liveness::tune_socket(stream.tcp(), timeout);
@@ -672,9 +676,16 @@ impl Link {
         }
         self.out.buf().extend_from_slice(auth_line);
         log::info!(target: server, "link to {} {}, authenticated ({})", self.name, if self.was_up { "re-established" } else { "up" }, self.addr);
+        self.counted_up();
+        self.ready(now);
+    }
+
+    /// The neighbour answered: the link is up, its outage and backoff over.
+    fn counted_up(&mut self) {
         self.was_up = true;
         self.stats.set_up(true);
-        self.ready(now);
+        self.outage_logged = false;
+        self.backoff.reset();
     }
 
     /// The link carries updates from now on, starting with catch-up of the
@@ -717,8 +728,12 @@ impl Link {
         self.deregister(registry);
         if refused {
             // The TLS handshake failed: the certificate did not chain to
-            // tls_ca, did not name the neighbour, or it refused ours.
-            log::warn!(target: server, "link to {} ({}) refused: {why}", self.name, self.addr);
+            // tls_ca, did not name the neighbour, or it refused ours. Once
+            // per outage, like a failed connect.
+            if !self.outage_logged {
+                self.outage_logged = true;
+                log::warn!(target: server, "link to {} ({}) refused: {why}; retrying every {} ms at most", self.name, self.addr, Backoff::MAX.as_millis());
+            }
         } else {
             log::info!(target: server, "link to {} down: {why}", self.name);
         }

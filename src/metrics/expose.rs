@@ -12,7 +12,7 @@
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::stats::{ServerSnapshot, KINDS, OUTCOMES, PLACES_BUCKETS, SOURCES};
+use crate::stats::{ServerSnapshot, KINDS, OUTCOMES, PLACES_BUCKETS, PORTS, SOURCES};
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -28,6 +28,7 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("herd_updates_stored_total", "counter", "Updates stored because they were newer, by source: client (IAMAT) or link (AT from the herd)."),
     ("herd_evictions_total", "counter", "Clients evicted from a full store."),
     ("herd_expiries_total", "counter", "Client positions forgotten after --position-ttl."),
+    ("herd_refused_connections_total", "counter", "Connections refused, by port: a TLS handshake that failed or timed out, a certificate naming no neighbour, a peer-port connection that never became a link."),
     ("herd_link_up", "gauge", "1 while the outbound link to the neighbour carries updates, else 0."),
     ("herd_link_queued_bytes", "gauge", "Bytes queued for the neighbour on the outbound link after its last write."),
     ("herd_link_catchups_total", "counter", "Catch-ups (the whole store) sent to the neighbour."),
@@ -109,6 +110,11 @@ fn family(out: &mut String, name: &str, s: &ServerSnapshot) {
         }
         "herd_evictions_total" => one(out, s.evictions),
         "herd_expiries_total" => one(out, s.expiries),
+        "herd_refused_connections_total" => {
+            for (port, v) in PORTS.iter().zip(s.refused) {
+                sample(out, name, server, Some(("port", port)), v);
+            }
+        }
         "herd_link_up" => {
             for l in &s.links {
                 sample(

@@ -816,3 +816,114 @@ fn the_coords_an_at_writer_returns_split_as_position_does() {
         );
     }
 }
+
+#[test]
+fn a_canonical_at_line_parses_in_one_pass_as_parse_reads_it() {
+    let canonical: &[&[u8]] = &[
+        AT_LINE,
+        b"AT s -12.000000001 c -90+180 0",
+        b"AT s -0.000000123 c +1+1 1",
+        b"AT \xff +0.000000000 \x00\xfe -0.5-0.25 1.5",
+        b"AT s +0.000000001 c +090.000-180.0 999999999999999999.999999999",
+        b"AT s +0.000000001 c +00-000.0 000",
+    ];
+    for &line in canonical {
+        let Command::At(at) = parse(line) else {
+            panic!("{}: not an AT line", show(line));
+        };
+        let coords = Coords::of_canonical(&at);
+        assert_eq!(
+            parse_canonical_at(line),
+            Some((at, coords)),
+            "{}",
+            show(line)
+        );
+    }
+    // Not canonical, or not an AT update: left to `parse`.
+    let others: &[&[u8]] = &[
+        b"",
+        b"AT",
+        b"AT ",
+        b"AT s +0.000000001 c +1+1 1\r",
+        b"AT s +0.000000001 c +1+1 1 ",
+        b" AT s +0.000000001 c +1+1 1",
+        b"AT  s +0.000000001 c +1+1 1",
+        b"AT s +0.000000001  c +1+1 1",
+        b"AT\ts +0.000000001 c +1+1 1",
+        b"AT s\t+0.000000001 c +1+1 1",
+        b"AT s +0.000000001 c\t+1+1 1",
+        b"AT s +0.000000001 c +1+1\x0b1",
+        b"AT s +0.000000001 c +1+1\x0c1",
+        b"AT s +0.000000001 c\r+1+1 1",
+        b"AT s +0.000000001 c +1+1",
+        b"AT s +0.000000001 c +1+1 1 x",
+        b"AT s +0.00000001 c +1+1 1",
+        b"AT s +0.0000000012 c +1+1 1",
+        b"AT s 0.000000001 c +1+1 1",
+        b"AT s +0.000000001 c +91+1 1",
+        b"AT s +0.000000001 c +90.1+1 1",
+        b"AT s +0.000000001 c +1+181 1",
+        b"AT s +0.000000001 c +1+1+1 1",
+        b"AT s +0.000000001 c +1.+1 1",
+        b"AT s +0.000000001 c 1+1 1",
+        b"AT s +0.000000001 c +1+1 1.",
+        b"AT s +0.000000001 c +1+1 .1",
+        b"AT s +0.000000001 c +1+1 1.1234567890",
+        b"AT s +0.000000001 c +1+1 1234567890123456789",
+        b"AT s +0.000000001 c +1+1 1x",
+        b"IAMAT c +1+1 1",
+        b"ATs +0.000000001 c +1+1 1",
+    ];
+    for &line in others {
+        assert_eq!(parse_canonical_at(line), None, "{}", show(line));
+    }
+}
+
+#[test]
+fn word_at_a_time_scans_agree_with_byte_at_a_time() {
+    // Every byte value at every place of a digit run and of a field.
+    for b in 0..=255u8 {
+        for at in 0..=17 {
+            let mut digits = b"12345678901234567".to_vec();
+            let mut field = b"kiwi.cs.ucla.edu-".to_vec();
+            if at < digits.len() {
+                digits[at] = b;
+                field[at] = b;
+            }
+            for n in 0..=digits.len() {
+                let (digits, field) = (&digits[..n], &field[..n]);
+                let naive = digits.iter().take_while(|d| d.is_ascii_digit()).count();
+                assert_eq!(digit_run(digits), naive, "{}", show(digits));
+                let naive = field.iter().position(|&b| is_space(b));
+                assert_eq!(first_space(field), naive, "{}", show(field));
+            }
+        }
+    }
+    for digits in [
+        &b""[..],
+        b"0",
+        b"9",
+        b"12345678",
+        b"99999999",
+        b"000000001",
+        b"123456789012345678",
+        b"999999999999999999",
+    ] {
+        let naive = digits
+            .iter()
+            .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
+        assert_eq!(digits_value(digits), naive, "{}", show(digits));
+    }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let digits = (x % 1_000_000_000_000_000_000).to_string();
+        let digits = &digits.as_bytes()[..(x >> 59) as usize % (digits.len() + 1)];
+        let naive = digits
+            .iter()
+            .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
+        assert_eq!(digits_value(digits), naive, "{}", show(digits));
+    }
+}

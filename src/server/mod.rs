@@ -485,6 +485,7 @@ impl Server {
         let name = &self.name;
         let peer = conn.peer();
         if refused {
+            self.engine.stats().refused(conn.session.port);
             // A TLS handshake that failed or never finished, or a peer-port
             // connection that never became a herd link.
             log::warn!(target: name, "{} port: refused {peer}: {why}", conn.session.port.label());

@@ -1,3 +1,5 @@
+use proptest::prelude::*;
+
 use super::*;
 use crate::protocol::Command;
 
@@ -187,5 +189,67 @@ fn many_updates_keep_the_heap_and_the_arena_small() {
     for e in s.iter() {
         let client = field(e.line, 3).unwrap();
         assert_eq!(s.get(client).unwrap(), e);
+    }
+}
+
+/// A slot's entry as a test compares it.
+type Stored<'a> = Option<(Nanos, Vec<u8>, Position<'a>)>;
+
+/// A store's whole state as a test compares it: every slot's entry, and
+/// what it evicted and expired.
+fn contents(s: &Store) -> (Vec<Stored<'_>>, u64, u64) {
+    let entries = (0..s.slot_end())
+        .map(|i| {
+            s.entry(i)
+                .map(|e| (e.sent_at, e.line.to_vec(), e.position()))
+        })
+        .collect();
+    (entries, s.evicted(), s.expired())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..Default::default()
+    })]
+
+    /// `offer_all` is `offer` one update after another, whatever the
+    /// updates: duplicates, older and equal timestamps, ties, a store that
+    /// fills and evicts, a TTL; with room reserved or not.
+    #[test]
+    fn offer_all_is_offer_one_after_another(
+        updates in prop::collection::vec((0u8..40, 0u64..60, 0u8..3), 0..200),
+        limit in prop_oneof![Just(1000usize), 1usize..30],
+        ttl in prop::option::of(1u64..30),
+        reserve in prop::option::of((0usize..300, 0usize..30_000)),
+    ) {
+        let lines: Vec<Vec<u8>> = updates
+            .iter()
+            .map(|&(c, t, server)| format!("AT S{server} +0.000000001 c{c} -{c}.5+{server} {t}").into_bytes())
+            .collect();
+        let updates: Vec<Update<'_>> = lines
+            .iter()
+            .map(|line| {
+                let (at, coords) = protocol::parse_canonical_at(line).expect("canonical");
+                Update { client: at.client, sent_at: at.sent_at, line, coords }
+            })
+            .collect();
+        let now = 50 * NANOS_PER_SEC;
+        let ttl = ttl.map(|t| Nanos::from(t) * NANOS_PER_SEC);
+        let (mut one, mut all) = (Store::with_bounds(limit, ttl), Store::with_bounds(limit, ttl));
+        if let Some((clients, bytes)) = reserve {
+            all.reserve(clients, bytes);
+        }
+        let stored = updates
+            .iter()
+            .filter(|u| one.offer(u.client, u.sent_at, u.line, u.coords, now))
+            .count();
+        prop_assert_eq!(all.offer_all(&updates, now), stored);
+        all.shrink_to_fit();
+        prop_assert_eq!(contents(&all), contents(&one));
+        for u in &updates {
+            prop_assert_eq!(all.get(u.client), one.get(u.client));
+        }
     }
 }

@@ -24,12 +24,22 @@ use super::netns::Host;
 pub const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
 /// A free port on 127.0.0.1 (bound and released: good enough for tests
-/// that start their servers at once).
+/// that start their servers at once), never one this test process was
+/// given before: the kernel may hand a released port out again at once,
+/// and a herd.conf with one address twice does not start.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Writes `text` to `dir/name` and returns the path.

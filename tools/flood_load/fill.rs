@@ -5,8 +5,11 @@
 //!   [`Store`] is filled with N clients, the AT lines made from IAMATs by
 //!   the protocol's own writer exactly as a server makes them;
 //! * **replay rate**: a journal of those N records is replayed into an
-//!   empty store with [`journal::replay`] (what start-up does), then the
-//!   whole start-up ([`Journal::open`]: replay, then the compacted rewrite);
+//!   empty store with [`journal::replay_file`] (what start-up does), then the
+//!   whole start-up ([`Journal::open`]: replay, then the compacted rewrite).
+//!   The replay's CPU time is printed beside its wall-clock time (which, on
+//!   a shared machine, also counts other processes' turns), and the memory
+//!   the replayed store took;
 //! * **catch-up time**: two servers A and B linked in process, A started on
 //!   that journal; B is restarted empty and a client polls B with WHATSATs
 //!   for the first and the last client A streams, until B knows them.
@@ -50,6 +53,19 @@ fn rss() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// The CPU time this thread has run for (zero where /proc is missing): on
+/// a shared machine, the part of a wall-clock time that was this work.
+fn thread_cpu() -> Duration {
+    // The first field of schedstat: nanoseconds on the CPU.
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns = stat
+        .split_whitespace()
+        .next()
+        .and_then(|ns| ns.parse().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
 }
 
 /// The AT line (without `\n`) server `server` would store for client `i`.
@@ -111,14 +127,13 @@ pub fn run(o: &Opts) -> io::Result<()> {
     drop(records);
 
     // 2. Replay: the records alone, then the whole start-up.
+    let before = rss();
     let mut store = Store::new();
-    let t = Instant::now();
-    let r = journal::replay(
-        BufReader::new(File::open(dir.path().join("A.journal"))?),
-        &mut store,
-    )?;
-    let replay_time = t.elapsed();
+    let (t, cpu) = (Instant::now(), thread_cpu());
+    let r = journal::replay_file(File::open(dir.path().join("A.journal"))?, &mut store)?;
+    let (replay_time, replay_cpu) = (t.elapsed(), thread_cpu().saturating_sub(cpu));
     let rate = r.records as f64 / replay_time.as_secs_f64();
+    let replay_per_client = rss().saturating_sub(before) as f64 / n as f64;
     drop(store);
     let mut store = Store::new();
     let t = Instant::now();
@@ -127,9 +142,10 @@ pub fn run(o: &Opts) -> io::Result<()> {
     drop(j);
     drop(store);
     println!(
-        "replay      {} records in {:.0} ms: {:.2} M records/s; start-up with the compacted rewrite {:.0} ms",
+        "replay      {} records in {:.0} ms ({:.0} ms on the CPU): {:.2} M records/s, {replay_per_client:.0} bytes per stored client; start-up with the compacted rewrite {:.0} ms",
         r.records,
         replay_time.as_secs_f64() * 1e3,
+        replay_cpu.as_secs_f64() * 1e3,
         rate / 1e6,
         open_time.as_secs_f64() * 1e3
     );
@@ -161,10 +177,11 @@ pub fn run(o: &Opts) -> io::Result<()> {
     );
     drop(herd);
     println!(
-        "summary mode=fill clients={n} bytes_per_client={per_client:.0} line_bytes={line_bytes:.0} replay_mps={:.2} startup_ms={:.0} catchup_first_ms={first_ms:.0} catchup_all_ms={all_ms:.0} catchup_stream_ms={:.0}",
+        "summary mode=fill clients={n} bytes_per_client={per_client:.0} line_bytes={line_bytes:.0} replay_mps={:.2} startup_ms={:.0} catchup_first_ms={first_ms:.0} catchup_all_ms={all_ms:.0} catchup_stream_ms={:.0} replay_cpu_ms={:.0} replay_bytes_per_client={replay_per_client:.0}",
         rate / 1e6,
         open_time.as_secs_f64() * 1e3,
-        all_ms - first_ms
+        all_ms - first_ms,
+        replay_cpu.as_secs_f64() * 1e3
     );
     Ok(())
 }
