@@ -284,3 +284,81 @@ fn a_tls_client_that_never_reads_is_stopped_by_its_output_cap_and_stalls_no_one(
     drop(hog);
     alpha.stop().unwrap();
 }
+
+#[test]
+fn a_tls_client_pipelining_in_odd_chunks_gets_every_reply_in_order() {
+    let ca = Ca::new();
+    let (client, tls) = (local(), local());
+    let tls_addr = tls.local_addr().unwrap();
+    let lonely = Neighbour {
+        name: "Beta".to_string(),
+        addr: "127.0.0.1:1".parse().unwrap(),
+        tls: true,
+    };
+    let alpha = server::spawn(
+        config("Alpha", lonely, ca.herd_tls("Alpha")),
+        Listeners {
+            client,
+            peer: None,
+            tls: Some(tls),
+        },
+    )
+    .unwrap();
+    // Requests in chunks of 1 byte to 40 KiB, many records per read and
+    // reads that end inside a record: every reply comes, in order (a read
+    // taken as "drained" too early would leave some unanswered).
+    let n = 20_000;
+    let mut input = Vec::new();
+    for i in 0..n {
+        input.extend_from_slice(format!("IAMAT c{i} +1+1 1621464827.5\n").as_bytes());
+    }
+    let mut s = tls_client(tls_addr, &ca);
+    let mut chunks = Vec::new();
+    let (mut at, mut size) = (0, 1usize);
+    while at < input.len() {
+        let end = (at + size).min(input.len());
+        chunks.push(input[at..end].to_vec());
+        at = end;
+        size = (size * 7 + 13) % 40_000 + 1;
+    }
+    // One thread of ours drives the session: write a chunk, read what came.
+    s.sock.set_nonblocking(false).unwrap();
+    let mut reader_buf = Vec::new();
+    let mut got = [0u8; 65536];
+    for chunk in &chunks {
+        s.write_all(chunk).unwrap();
+        s.flush().unwrap();
+        // Read what is there without waiting long.
+        s.sock
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        while let Ok(k) = s.read(&mut got) {
+            if k == 0 {
+                break;
+            }
+            reader_buf.extend_from_slice(&got[..k]);
+        }
+    }
+    s.sock
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let replies = loop {
+        let replies = reader_buf.iter().filter(|&&b| b == b'\n').count();
+        if replies >= n {
+            break replies;
+        }
+        let k = s.read(&mut got).expect("every reply within the deadline");
+        assert!(k > 0, "closed after {replies} replies");
+        reader_buf.extend_from_slice(&got[..k]);
+    };
+    let text = String::from_utf8(reader_buf).unwrap();
+    for (i, line) in text.lines().enumerate() {
+        assert!(line.starts_with("AT Alpha "), "{line:?}");
+        assert!(
+            line.contains(&format!(" c{i} ")),
+            "reply {i} out of order: {line:?}"
+        );
+    }
+    assert_eq!(replies, n);
+    alpha.stop().unwrap();
+}

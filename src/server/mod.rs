@@ -322,9 +322,7 @@ impl Server {
                     // A plain readable edge: a read that does not fill the
                     // scratch buffer took everything there was, and new data
                     // brings a new edge. With EOF or an error pending, read on.
-                    // (TLS records make a short read prove nothing.)
-                    let short_drains = !(event.is_read_closed() || event.is_error())
-                        && self.conns[key].stream.short_read_drains();
+                    let short_drains = !(event.is_read_closed() || event.is_error());
                     self.read(key, short_drains);
                 }
                 if event.is_writable() {

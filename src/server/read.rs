@@ -288,7 +288,7 @@ fn read_conn(
                         return ReadOutcome::Throttled(pause);
                     }
                 }
-                if short_drains && n < scratch.len() {
+                if short_drains && conn.stream.drained_by(n, scratch.len()) {
                     return ReadOutcome::Drained;
                 }
             }

@@ -71,6 +71,27 @@ pub struct TlsStream {
     tls: rustls::Connection,
     /// The socket said EOF: nothing more will come.
     eof: bool,
+    /// The last read from the socket got less than it asked for (or would
+    /// block): the socket was drained then, as after a short plain read.
+    drained: bool,
+}
+
+/// The socket as `read_tls` sees it, noting what its one read asked for
+/// and got: rustls asks for all the room in its buffer, so a short read
+/// means the kernel had no more.
+struct Counted<'a> {
+    sock: &'a mut TcpStream,
+    asked: usize,
+    got: usize,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.asked = buf.len();
+        let n = self.sock.read(buf)?;
+        self.got = n;
+        Ok(n)
+    }
 }
 
 impl TlsStream {
@@ -82,6 +103,7 @@ impl TlsStream {
             sock,
             tls: tls.into(),
             eof: false,
+            drained: false,
         }
     }
 
@@ -134,13 +156,24 @@ impl TlsStream {
     /// had nothing (`WouldBlock`).
     fn pull(&mut self) -> Result<bool, TlsError> {
         let got = loop {
-            match self.tls.read_tls(&mut self.sock) {
+            let mut counted = Counted {
+                sock: &mut self.sock,
+                asked: 0,
+                got: 0,
+            };
+            match self.tls.read_tls(&mut counted) {
                 Ok(0) => {
                     self.eof = true;
                     break true;
                 }
-                Ok(_) => break true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Ok(_) => {
+                    self.drained = counted.got < counted.asked;
+                    break true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.drained = true;
+                    break false;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(TlsError::Io(e)),
             }
@@ -174,8 +207,9 @@ impl TlsStream {
 
     /// Reads plaintext into `buf` like `Read::read` on a nonblocking
     /// socket: `Ok(n > 0)`, `Ok(0)` at the end, `WouldBlock` when the
-    /// socket is drained. A short read does not mean the socket is drained
-    /// (the plaintext came in records): callers read until `WouldBlock`.
+    /// socket is drained. A short read alone does not mean the socket is
+    /// drained (the plaintext came in records): [`Stream::drained_by`] says
+    /// when it does, saving the read that would only say `WouldBlock`.
     pub fn read_plain(&mut self, buf: &mut [u8]) -> Result<usize, TlsError> {
         loop {
             if let Some(n) = self.take_plaintext(buf)? {
@@ -266,10 +300,15 @@ impl Stream {
         }
     }
 
-    /// Whether a read shorter than the buffer proves the socket drained
-    /// (true of a plain socket, not of TLS records).
-    pub fn short_read_drains(&self) -> bool {
-        matches!(self, Stream::Plain(_))
+    /// Whether a read of `n` plaintext bytes into a buffer of `asked`
+    /// proves the socket drained, so that the next read would only say
+    /// `WouldBlock` (a plain socket: a short read; TLS: a short read of
+    /// plaintext — rustls had no more — after a short read of the socket).
+    pub fn drained_by(&self, n: usize, asked: usize) -> bool {
+        match self {
+            Stream::Plain(_) => n < asked,
+            Stream::Tls(t) => n < asked && t.drained,
+        }
     }
 
     /// Whether bytes wait below our own output (TLS records): the socket
