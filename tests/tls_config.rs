@@ -3,53 +3,21 @@
 //! about, and a server whose files do not load exits 2 with FILE:LINE
 //! before it listens.
 
+mod support;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-
-const HERD: &str = env!("CARGO_BIN_EXE_herd");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::certs::Ca;
+use support::procs::{free_port, HERD};
 
 /// `ca.pem` and `NAME.pem`/`NAME.key` for each of `names` in `dir`.
 fn write_pki(dir: &Path, names: &[&str]) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "herd CA");
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_key = KeyPair::generate().unwrap();
-    std::fs::write(
-        dir.join("ca.pem"),
-        params.self_signed(&ca_key).unwrap().pem(),
-    )
-    .unwrap();
-    let issuer = Issuer::new(params, ca_key);
+    let ca = Ca::new("herd CA");
+    ca.write(&dir.join("ca.pem"));
     for name in names {
-        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        ca.leaf(&[name]).write(dir, name);
     }
 }
 

@@ -8,93 +8,46 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod support;
+
 use herd::config::PlacesConfig;
 use herd::links::Neighbour;
 use herd::server::{self, Limits, Listeners, ServerConfig};
 use herd::tls::HerdTls;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::server::WebPkiClientVerifier;
-use rustls::RootCertStore;
 
-struct Ca {
-    der: CertificateDer<'static>,
-    issuer: Issuer<'static, KeyPair>,
-}
+use support::certs::Ca;
 
-impl Ca {
-    fn new() -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "herd CA");
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Ca {
-            der: cert.der().clone(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A certificate for `name`, good as a server's and as a client's.
-    fn leaf(&self, name: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
-        params.use_authority_key_identifier_extension = true;
-        params.key_usages.push(KeyUsagePurpose::DigitalSignature);
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        (cert.der().clone(), key)
-    }
-
-    fn roots(&self) -> Arc<RootCertStore> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.der.clone()).unwrap();
-        Arc::new(roots)
-    }
-
-    /// The three configurations of server `name`.
-    fn herd_tls(&self, name: &str) -> HerdTls {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let (cert, key) = self.leaf(name);
-        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots(), provider.clone())
-            .build()
-            .unwrap();
-        let peer = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![cert.clone()], key.clone_key())
-            .unwrap();
-        let clients = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key.clone_key())
-            .unwrap();
-        let dial = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(self.roots())
-            .with_client_auth_cert(vec![cert], key)
-            .unwrap();
-        HerdTls {
-            peer: Arc::new(peer),
-            clients: Arc::new(clients),
-            dial: Arc::new(dial),
-        }
+/// The three configurations of server `name`, its certificate from `ca`.
+fn herd_tls(ca: &Ca, name: &str) -> HerdTls {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let leaf = ca.leaf(&[name]);
+    let verifier = WebPkiClientVerifier::builder_with_provider(ca.roots(), provider.clone())
+        .build()
+        .unwrap();
+    let peer = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![leaf.cert()], leaf.key())
+        .unwrap();
+    let clients = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.cert()], leaf.key())
+        .unwrap();
+    let dial = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(ca.roots())
+        .with_client_auth_cert(vec![leaf.cert()], leaf.key())
+        .unwrap();
+    HerdTls {
+        peer: Arc::new(peer),
+        clients: Arc::new(clients),
+        dial: Arc::new(dial),
     }
 }
 
@@ -118,6 +71,28 @@ fn config(name: &str, neighbour: Neighbour, tls: HerdTls) -> ServerConfig {
     }
 }
 
+/// Alpha alone (its one neighbour never answers), with a plaintext and a
+/// TLS client port: the server, and their addresses.
+fn lone_alpha(ca: &Ca) -> (server::Running, SocketAddr, SocketAddr) {
+    let (client, tls) = (local(), local());
+    let (plain_addr, tls_addr) = (client.local_addr().unwrap(), tls.local_addr().unwrap());
+    let lonely = Neighbour {
+        name: "Beta".to_string(),
+        addr: "127.0.0.1:1".parse().unwrap(),
+        tls: true,
+    };
+    let alpha = server::spawn(
+        config("Alpha", lonely, herd_tls(ca, "Alpha")),
+        Listeners {
+            client,
+            peer: None,
+            tls: Some(tls),
+        },
+    )
+    .unwrap();
+    (alpha, plain_addr, tls_addr)
+}
+
 /// A blocking TLS client of a `tls` port, trusting `ca`.
 fn tls_client(
     addr: SocketAddr,
@@ -139,7 +114,7 @@ fn tls_client(
 
 #[test]
 fn two_servers_flood_over_mutual_tls_and_a_tls_client_is_answered() {
-    let ca = Ca::new();
+    let ca = Ca::new("herd CA");
     let (a, b) = (local(), local());
     let (a_peer, b_peer) = (local(), local());
     let a_tls = local();
@@ -155,7 +130,7 @@ fn two_servers_flood_over_mutual_tls_and_a_tls_client_is_answered() {
         tls: true,
     };
     let alpha = server::spawn(
-        config("Alpha", to("Beta", b_peer_addr), ca.herd_tls("Alpha")),
+        config("Alpha", to("Beta", b_peer_addr), herd_tls(&ca, "Alpha")),
         Listeners {
             client: a,
             peer: Some(a_peer),
@@ -164,7 +139,7 @@ fn two_servers_flood_over_mutual_tls_and_a_tls_client_is_answered() {
     )
     .unwrap();
     let beta = server::spawn(
-        config("Beta", to("Alpha", a_peer_addr), ca.herd_tls("Beta")),
+        config("Beta", to("Alpha", a_peer_addr), herd_tls(&ca, "Beta")),
         Listeners {
             client: b,
             peer: Some(b_peer),
@@ -224,23 +199,8 @@ fn two_servers_flood_over_mutual_tls_and_a_tls_client_is_answered() {
 
 #[test]
 fn a_tls_client_that_never_reads_is_stopped_by_its_output_cap_and_stalls_no_one() {
-    let ca = Ca::new();
-    let (client, tls) = (local(), local());
-    let (plain_addr, tls_addr) = (client.local_addr().unwrap(), tls.local_addr().unwrap());
-    let lonely = Neighbour {
-        name: "Beta".to_string(),
-        addr: "127.0.0.1:1".parse().unwrap(),
-        tls: true,
-    };
-    let alpha = server::spawn(
-        config("Alpha", lonely, ca.herd_tls("Alpha")),
-        Listeners {
-            client,
-            peer: None,
-            tls: Some(tls),
-        },
-    )
-    .unwrap();
+    let ca = Ca::new("herd CA");
+    let (alpha, plain_addr, tls_addr) = lone_alpha(&ca);
 
     // It pipelines IAMATs and reads nothing: once its unread replies pass
     // the output cap the server stops reading it, and its writes block.
@@ -287,23 +247,8 @@ fn a_tls_client_that_never_reads_is_stopped_by_its_output_cap_and_stalls_no_one(
 
 #[test]
 fn a_tls_client_pipelining_in_odd_chunks_gets_every_reply_in_order() {
-    let ca = Ca::new();
-    let (client, tls) = (local(), local());
-    let tls_addr = tls.local_addr().unwrap();
-    let lonely = Neighbour {
-        name: "Beta".to_string(),
-        addr: "127.0.0.1:1".parse().unwrap(),
-        tls: true,
-    };
-    let alpha = server::spawn(
-        config("Alpha", lonely, ca.herd_tls("Alpha")),
-        Listeners {
-            client,
-            peer: None,
-            tls: Some(tls),
-        },
-    )
-    .unwrap();
+    let ca = Ca::new("herd CA");
+    let (alpha, _, tls_addr) = lone_alpha(&ca);
     // Requests in chunks of 1 byte to 40 KiB, many records per read and
     // reads that end inside a record: every reply comes, in order (a read
     // taken as "drained" too early would leave some unanswered).
