@@ -145,7 +145,7 @@ impl Server {
         let poll = Poll::new()?;
         let mut bound = Vec::new();
         for (port, listener) in listeners.into_ports() {
-            if port != Port::Client && port != Port::Peer && config.tls.is_none() {
+            if port == Port::Tls && config.tls.is_none() {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     "a tls port needs tls_cert, tls_key and tls_ca",
