@@ -55,6 +55,10 @@ pub const SOURCES: [&str; 2] = ["client", "link"];
 /// order of [`crate::engine::Port`].
 pub const PORTS: [&str; 3] = ["client", "tls", "peer"];
 
+/// The `kind` label values of `herd_tls_handshakes_total`: a full handshake
+/// (certificate, signature, key exchange) or one resumed from a ticket.
+pub const HANDSHAKES: [&str; 2] = ["full", "resumed"];
+
 /// Places reply statuses (`places::Reply::status`), the `outcome` label.
 /// Anything else is counted as `UNKNOWN_ERROR`.
 pub const OUTCOMES: [&str; 5] = [
@@ -235,6 +239,8 @@ pub struct ServerStats {
     evictions: AtomicU64,
     expiries: AtomicU64,
     refused: [AtomicU64; 3],
+    /// TLS handshakes done, by port ([`PORTS`]) and [`HANDSHAKES`].
+    handshakes: [[AtomicU64; 2]; PORTS.len()],
     places: [AtomicU64; OUTCOMES.len()],
     places_latency: Histogram,
     links: Mutex<Vec<Arc<LinkStats>>>,
@@ -255,6 +261,7 @@ impl ServerStats {
             evictions: AtomicU64::new(0),
             expiries: AtomicU64::new(0),
             refused: Default::default(),
+            handshakes: Default::default(),
             places: Default::default(),
             places_latency: Histogram::default(),
             links: Mutex::new(Vec::new()),
@@ -317,6 +324,14 @@ impl ServerStats {
     /// never became a link.
     pub fn refused(&self, port: crate::engine::Port) {
         self.refused[port as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A TLS handshake on `port` is done: in full, or `resumed` from a
+    /// ticket or the session cache.
+    pub fn handshake(&self, port: crate::engine::Port, resumed: bool) {
+        if let Some(by_kind) = self.handshakes.get(port as usize) {
+            by_kind[usize::from(resumed)].fetch_add(1, Relaxed);
+        }
     }
 
     /// A client line of `kind` was answered.
@@ -389,6 +404,7 @@ impl ServerStats {
             evictions: load(&self.evictions),
             expiries: load(&self.expiries),
             refused: self.refused.each_ref().map(load),
+            handshakes: self.handshakes.each_ref().map(|k| k.each_ref().map(load)),
             places: self.places.each_ref().map(load),
             places_latency: self.places_latency.snapshot(),
             links: self
@@ -468,6 +484,8 @@ pub struct ServerSnapshot {
     pub expiries: u64,
     /// Connections refused, by [`PORTS`].
     pub refused: [u64; 3],
+    /// TLS handshakes done, by [`PORTS`] then [`HANDSHAKES`].
+    pub handshakes: [[u64; 2]; PORTS.len()],
     /// Places requests answered, by [`OUTCOMES`].
     pub places: [u64; OUTCOMES.len()],
     /// Places latency.

@@ -12,7 +12,7 @@
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::stats::{ServerSnapshot, KINDS, OUTCOMES, PLACES_BUCKETS, PORTS, SOURCES};
+use crate::stats::{ServerSnapshot, HANDSHAKES, KINDS, OUTCOMES, PLACES_BUCKETS, PORTS, SOURCES};
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -29,6 +29,7 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("herd_evictions_total", "counter", "Clients evicted from a full store."),
     ("herd_expiries_total", "counter", "Client positions forgotten after --position-ttl."),
     ("herd_refused_connections_total", "counter", "Connections refused, by port: a TLS handshake that failed or timed out, a certificate naming no neighbour, a peer-port connection that never became a link."),
+    ("herd_tls_handshakes_total", "counter", "TLS handshakes done, by port (tls, peer) and kind: full (certificate and signature) or resumed (from a session ticket)."),
     ("herd_link_up", "gauge", "1 while the outbound link to the neighbour carries updates, else 0."),
     ("herd_link_queued_bytes", "gauge", "Bytes queued for the neighbour on the outbound link after its last write."),
     ("herd_link_catchups_total", "counter", "Catch-ups (the whole store) sent to the neighbour."),
@@ -115,6 +116,20 @@ fn family(out: &mut String, name: &str, s: &ServerSnapshot) {
                 sample(out, name, server, Some(("port", port)), v);
             }
         }
+        "herd_tls_handshakes_total" => {
+            for (port, kinds) in PORTS.iter().zip(s.handshakes) {
+                // The plaintext client port never makes one.
+                if *port == "client" {
+                    continue;
+                }
+                for (kind, v) in HANDSHAKES.iter().zip(kinds) {
+                    out.push_str(name);
+                    out.push_str("{server=\"");
+                    label(out, server);
+                    let _ = writeln!(out, "\",port=\"{port}\",kind=\"{kind}\"}} {v}");
+                }
+            }
+        }
         "herd_link_up" => {
             for l in &s.links {
                 sample(
@@ -198,6 +213,7 @@ mod tests {
             listening: true,
             client_connections: 3,
             requests: [5, 2, 1],
+            handshakes: [[0, 0], [3, 7], [1, 0]],
             links: vec![LinkSnapshot {
                 neighbour: "Hands".into(),
                 up: true,
@@ -233,6 +249,8 @@ mod tests {
         let want = [
             "herd_requests_total{server=\"Go\\\"l\\\\oman\",kind=\"iamat\"} 5\n",
             "herd_link_queued_bytes{server=\"Go\\\"l\\\\oman\",neighbour=\"Hands\"} 42\n",
+            "herd_tls_handshakes_total{server=\"Go\\\"l\\\\oman\",port=\"tls\",kind=\"resumed\"} 7\n",
+            "herd_tls_handshakes_total{server=\"Go\\\"l\\\\oman\",port=\"peer\",kind=\"full\"} 1\n",
             "herd_places_request_duration_seconds_bucket{server=\"Go\\\"l\\\\oman\",le=\"0.005\"} 1\n",
             "herd_places_request_duration_seconds_bucket{server=\"Go\\\"l\\\\oman\",le=\"+Inf\"} 1\n",
             "herd_places_request_duration_seconds_sum{server=\"Go\\\"l\\\\oman\"} 0.004\n",
@@ -243,6 +261,7 @@ mod tests {
         for w in want {
             assert!(text.contains(w), "{w} missing from\n{text}");
         }
+        assert!(!text.contains("port=\"client\",kind="));
         assert!(text.ends_with('\n'));
     }
 

@@ -46,6 +46,10 @@ impl Server {
             short_drains,
             self.epoch,
         );
+        if let Some(kind) = conn.stream.handshake_done() {
+            let resumed = kind == rustls::HandshakeKind::Resumed;
+            self.engine.stats().handshake(conn.session.port, resumed);
+        }
         if let Role::Peer(p) = &mut conn.session.role {
             if p.live.is_none() {
                 // It just said HERD: from now on it must show life.
@@ -204,7 +208,7 @@ fn learn_cert_names(engine: &Engine, conn: &mut Conn) -> io::Result<()> {
             "its certificate names none of our neighbours",
         ));
     }
-    conn.session.cert_names = Some(names);
+    conn.session.cert_names = Some(names.into());
     Ok(())
 }
 

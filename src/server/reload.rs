@@ -55,7 +55,11 @@ impl Server {
         // Certificates re-read by the reload: for connections from now on.
         self.links
             .set_tls(config.tls.as_ref().map(|t| std::sync::Arc::clone(&t.dial)));
-        self.tls = config.tls.clone();
+        // Phones' tickets survive the reload; links' do not (see tls::tickets).
+        self.tls = match (&config.tls, &self.tls) {
+            (Some(new), Some(old)) => Some(std::sync::Arc::new(new.after_reload(old))),
+            (new, _) => new.clone(),
+        };
         let registry = self.poll.registry();
         match self.places.reconfigure(
             &config.places,

@@ -5,6 +5,7 @@
 //! - `settings`: `tls_cert`, `tls_key` and `tls_ca` read into the three
 //!   rustls configurations a server needs ([`HerdTls`]), with every error
 //!   naming the config file and line.
+//! - `tickets`: session resumption, stateless tickets under rotating keys.
 //! - `stream`: one TCP connection with its rustls session, client or
 //!   server side, driven over a nonblocking mio socket: the one piece of
 //!   TLS driving in the repository, used by client connections, herd links
@@ -16,6 +17,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 pub mod settings;
 pub mod stream;
+pub mod tickets;
 
 /// What a server needs for TLS, built once from the config's files (at
 /// start and on SIGHUP).
@@ -30,6 +32,21 @@ pub struct HerdTls {
     /// Dialling neighbours: TLS 1.3, `tls_ca` as the only root, our
     /// certificate as the client certificate.
     pub dial: Arc<rustls::ClientConfig>,
+}
+
+impl HerdTls {
+    /// These configurations, just loaded by a reload that replaces `old`:
+    /// the client configuration keeps `old`'s ticket keys, so the phones'
+    /// tickets still open; the peer port's are new (see [`tickets`]).
+    pub fn after_reload(&self, old: &HerdTls) -> HerdTls {
+        let mut clients = (*self.clients).clone();
+        clients.ticketer = Arc::clone(&old.clients.ticketer);
+        HerdTls {
+            peer: Arc::clone(&self.peer),
+            clients: Arc::new(clients),
+            dial: Arc::clone(&self.dial),
+        }
+    }
 }
 
 /// Whether `cert` (an end-entity certificate already verified against

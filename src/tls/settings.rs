@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::ServerCertVerifier;
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -30,6 +30,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, InconsistentKeys, RootCertStore};
 
+use super::tickets::{self, TicketKeys};
 use super::HerdTls;
 use crate::config::{ConfigError, TlsFiles};
 
@@ -129,24 +130,31 @@ pub fn load(files: &TlsFiles, config_file: &Path, server: &str) -> Result<HerdTl
     // What is left to fail is rustls's own set-up, after the checks above:
     // put on the key's line, where the files meet.
     let setup = |e: rustls::Error| at(&key, format!("TLS set-up: {e}"));
-    let peer = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let mut peer = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(setup)?
         .with_client_cert_verifier(as_client)
         .with_single_cert(chain.clone(), key_der.clone_key())
         .map_err(setup)?;
-    let clients = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let mut clients = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(setup)?
         .with_no_client_auth()
         .with_single_cert(chain.clone(), key_der.clone_key())
         .map_err(setup)?;
-    let dial = rustls::ClientConfig::builder_with_provider(provider)
+    // Each its own ticket keys: a ticket of the tls port never opens on
+    // the peer port, where it would carry no client certificate.
+    tickets::resume_with(&mut peer, TicketKeys::new().map_err(setup)?);
+    tickets::resume_with(&mut clients, TicketKeys::new().map_err(setup)?);
+    // Links resume too, from a store of sessions per dial configuration
+    // (so per server, and new with each reload).
+    let mut dial = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(setup)?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key_der)
         .map_err(setup)?;
+    dial.resumption = Resumption::in_memory_sessions(tickets::DIAL_SESSION_NAMES);
     Ok(HerdTls {
         peer: Arc::new(peer),
         clients: Arc::new(clients),

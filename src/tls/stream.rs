@@ -74,6 +74,8 @@ pub struct TlsStream {
     /// The last read from the socket got less than it asked for (or would
     /// block): the socket was drained then, as after a short plain read.
     drained: bool,
+    /// [`TlsStream::handshake_done`] has told how the handshake went.
+    told: bool,
 }
 
 /// The socket as `read_tls` sees it, noting what its one read asked for
@@ -104,6 +106,7 @@ impl TlsStream {
             tls: tls.into(),
             eof: false,
             drained: false,
+            told: false,
         }
     }
 
@@ -126,9 +129,26 @@ impl TlsStream {
     }
 
     /// The peer's certificate chain, end entity first, once the handshake
-    /// is done (for a server side: only if it asked for one).
+    /// is done (for a server side: only if it asked for one). A resumed
+    /// session has the chain its first handshake verified: rustls keeps it
+    /// in the ticket.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         self.tls.peer_certificates()
+    }
+
+    /// How the handshake went (full, or resumed from a ticket), once known.
+    pub fn handshake_kind(&self) -> Option<rustls::HandshakeKind> {
+        self.tls.handshake_kind()
+    }
+
+    /// How the handshake went, once, the first time it is asked after the
+    /// handshake is done (for counting); `None` before and after that.
+    pub fn handshake_done(&mut self) -> Option<rustls::HandshakeKind> {
+        if self.told || self.tls.is_handshaking() {
+            return None;
+        }
+        self.told = true;
+        self.tls.handshake_kind()
     }
 
     /// Queues plaintext; rustls holds it until the handshake is done. For
@@ -317,6 +337,15 @@ impl Stream {
         match self {
             Stream::Plain(_) => false,
             Stream::Tls(t) => t.wants_write(),
+        }
+    }
+
+    /// How a TLS handshake went, once, when it is done; see
+    /// [`TlsStream::handshake_done`].
+    pub fn handshake_done(&mut self) -> Option<rustls::HandshakeKind> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => t.handshake_done(),
         }
     }
 

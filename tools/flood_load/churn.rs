@@ -22,11 +22,13 @@ pub fn run(o: &Opts) -> io::Result<()> {
     let out = load::run_churn(&s, !o.quiet)?;
     print_outcome("connections", &out);
     println!(
-        "summary mode=churn conns={} threads={} rate={:.0} {} errors={}",
+        "summary mode=churn conns={} threads={} rate={:.0} {} tls_full={} tls_resumed={} errors={}",
         s.conns,
         s.threads,
         out.rate(),
         out.iamat.summary_fields(""),
+        out.tls_full,
+        out.tls_resumed,
         out.errors
     );
     Ok(())

@@ -67,6 +67,10 @@ OPTIONS:
                          certificates in CA_PEM (the herd's tls_ca); rr finishes
                          every handshake before the warm-up, churn's cycles each
                          make one
+    --tls-resume         with --tls: connections resume TLS sessions from the
+                         tickets earlier ones got (a phone reconnecting);
+                         without it every handshake is a full one (churn and rr
+                         print how many of each)
     --tls-name NAME      the name the server's certificate must carry: its herd
                          NAME [default: Goloman, the server at the default --addr]
     --quiet              no progress lines
@@ -149,6 +153,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
     };
     let mut tls_ca: Option<PathBuf> = None;
     let mut tls_name = String::from("Goloman");
+    let mut tls_resume = false;
     let secs = |v: f64| -> Result<Duration, lexopt::Error> {
         Duration::try_from_secs_f64(v).map_err(|e| e.to_string().into())
     };
@@ -194,6 +199,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
             Long("metrics") => o.metrics = Some(p.value()?.parse()?),
             Long("tls") => tls_ca = Some(p.value()?.into()),
             Long("tls-name") => tls_name = p.value()?.string()?,
+            Long("tls-resume") => tls_resume = true,
             _ => return Err(arg.unexpected()),
         }
     }
@@ -204,7 +210,9 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         ) {
             return Err("--tls: only rr, churn, idle and propagation connect over TLS".into());
         }
-        o.tls = Some(TlsClient::new(&ca, &tls_name)?);
+        o.tls = Some(TlsClient::new(&ca, &tls_name, tls_resume)?);
+    } else if tls_resume {
+        return Err("--tls-resume: only with --tls".into());
     }
     Ok(Some(o))
 }

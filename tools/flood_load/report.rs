@@ -44,6 +44,12 @@ pub fn print_outcome(what: &str, out: &Outcome) {
             out.late
         );
     }
+    if out.tls_full + out.tls_resumed > 0 {
+        println!(
+            "TLS         {} full handshakes, {} resumed",
+            out.tls_full, out.tls_resumed
+        );
+    }
     println!("errors      {}", out.errors);
     for e in &out.error_samples {
         println!("  e.g.      {e}");

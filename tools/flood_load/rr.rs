@@ -19,7 +19,7 @@ pub fn run(o: &Opts) -> io::Result<()> {
     print_outcome("replies", &out);
     server_figures::report(o.metrics, before.as_ref(), out.done, out.sent);
     println!(
-        "summary mode=rr conns={} inflight={} threads={} target_rate={} rate={:.0} {} whatsat_p99_us={} errors={}",
+        "summary mode=rr conns={} inflight={} threads={} target_rate={} rate={:.0} {} whatsat_p99_us={} tls_full={} tls_resumed={} errors={}",
         s.conns,
         s.inflight,
         s.threads,
@@ -27,6 +27,8 @@ pub fn run(o: &Opts) -> io::Result<()> {
         out.rate(),
         out.iamat.summary_fields(""),
         us(out.whatsat.quantile(0.99)),
+        out.tls_full,
+        out.tls_resumed,
         out.errors
     );
     Ok(())

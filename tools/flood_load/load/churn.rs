@@ -14,7 +14,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::client::{wall_ns, ClientId};
 use super::net::{connect_nonblocking, source};
-use super::tls::stream;
+use super::tls::{count_handshake, stream};
 use super::{show, Kind, Outcome, Progress, Spec, Tally};
 
 /// One connection cycle of the churn load.
@@ -195,7 +195,12 @@ pub fn churn_thread(
             if let Some(mut cycle) = cycles[slot].take() {
                 let _ = poll.registry().deregister(cycle.stream.tcp_mut());
                 match result {
-                    Ok(()) => tally.completed(Kind::Iamat, cycle.started, now),
+                    Ok(()) => {
+                        if now >= tally.measure_from {
+                            count_handshake(&cycle.stream, &mut tally.out);
+                        }
+                        tally.completed(Kind::Iamat, cycle.started, now)
+                    }
                     Err(e) => tally.out.error(e),
                 }
             }

@@ -91,6 +91,10 @@ pub struct Outcome {
     /// matching with what the Probe saw); (0, 0) if none.
     pub window_wall_ns: (u128, u128),
     pub window: Duration,
+    /// TLS handshakes completed in full, and resumed from a ticket (churn:
+    /// of the cycles completed in the window; rr: at the start).
+    pub tls_full: u64,
+    pub tls_resumed: u64,
 }
 
 impl Outcome {
@@ -114,6 +118,8 @@ impl Outcome {
             }
         }
         self.connected += other.connected;
+        self.tls_full += other.tls_full;
+        self.tls_resumed += other.tls_resumed;
         self.window = other.window;
         self.window_wall_ns = match (self.window_wall_ns, other.window_wall_ns) {
             ((0, 0), w) | (w, (0, 0)) => w,

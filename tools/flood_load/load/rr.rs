@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::client::{mix, wall_ns, ClientId};
 use super::net::{connect_blocking, source};
-use super::tls::{handshake, stream};
+use super::tls::{count_handshake, handshake, stream};
 use super::{show, Kind, Outcome, Progress, Spec, Tally, REPLY_LINE_LIMIT};
 
 /// A request written and not yet answered.
@@ -189,6 +189,7 @@ pub fn rr_thread(
     for (i, ((mut stream, k), ready)) in streams.into_iter().zip(ids).zip(ready).enumerate() {
         match ready {
             Ok(()) => {
+                count_handshake(&stream, &mut tally.out);
                 // Tokens are indexes into the connections that made it.
                 if conns.len() != i {
                     poll.registry().reregister(

@@ -16,8 +16,15 @@ use std::time::{Duration, Instant};
 use herd::tls::stream::{Stream, TlsStream};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::client::Resumption;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::HandshakeKind;
+
+use super::Outcome;
+
+/// Server names whose sessions the load keeps for resuming (one is used).
+pub const RESUME_SESSIONS: usize = 16;
 
 /// What a TLS connection of the load is made with.
 #[derive(Clone)]
@@ -31,8 +38,12 @@ impl TlsClient {
     /// A client trusting only the certificates in `ca_pem` (the herd's
     /// `tls_ca`), checking that the server's certificate names `name`:
     /// TLS 1.3 or 1.2 as the server offers, ring's default suites, no
-    /// client certificate (phones have none).
-    pub fn new(ca_pem: &Path, name: &str) -> Result<TlsClient, String> {
+    /// client certificate (phones have none). With `resume`
+    /// (`--tls-resume`), a new connection resumes a session from a ticket
+    /// an earlier one got, as a phone reconnecting does (rustls's
+    /// in-memory store, [`RESUME_SESSIONS`] server names); without it,
+    /// every connection makes a full handshake.
+    pub fn new(ca_pem: &Path, name: &str, resume: bool) -> Result<TlsClient, String> {
         let what = |e: &dyn std::fmt::Display| format!("--tls {}: {e}", ca_pem.display());
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(ca_pem).map_err(|e| what(&e))? {
@@ -44,11 +55,16 @@ impl TlsClient {
             return Err(what(&"no certificate in the file"));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| what(&e))?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        config.resumption = if resume {
+            Resumption::in_memory_sessions(RESUME_SESSIONS)
+        } else {
+            Resumption::disabled()
+        };
         let name = ServerName::try_from(name.to_string())
             .map_err(|e| format!("--tls-name {name:?}: {e}"))?;
         Ok(TlsClient {
@@ -62,6 +78,15 @@ impl TlsClient {
         let conn = rustls::ClientConnection::new(self.config.clone(), self.name.clone())
             .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
         Ok(Stream::Tls(Box::new(TlsStream::new(sock, conn))))
+    }
+}
+
+/// Counts how `stream`'s handshake went, if it is TLS and done.
+pub fn count_handshake(stream: &Stream, out: &mut Outcome) {
+    match stream.tls().and_then(|t| t.handshake_kind()) {
+        Some(HandshakeKind::Resumed) => out.tls_resumed += 1,
+        Some(_) => out.tls_full += 1,
+        None => {}
     }
 }
 
