@@ -30,6 +30,9 @@ use crate::places::RequestId;
 /// a connection that once had a burst goes back to costing a few bytes.
 const KEEP_CAPACITY: usize = 4096;
 
+/// The most a [`Conn`] may take in the slab, in bytes (a test holds it).
+pub const CONN_BUDGET: usize = 200;
+
 /// One unit the [`LineReader`] hands out.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Piece<'a> {
@@ -348,7 +351,7 @@ impl Conn {
     /// True while its client is owed more than `output` bytes or has
     /// `whatsats` WHATSATs in flight: then it is not read.
     pub fn over(&self, output: usize, whatsats: usize) -> bool {
-        self.replies.backlog() >= output || self.replies.in_flight >= whatsats
+        self.replies.backlog() >= output || self.replies.in_flight() >= whatsats
     }
 
     /// Reading → Backpressured.
@@ -406,10 +409,9 @@ impl Conn {
 #[derive(Debug, Default)]
 pub struct Replies {
     pub out: Output,
-    /// Replies waiting for an earlier WHATSAT; empty when none is in flight.
-    pub queue: VecDeque<Slot>,
-    /// WHATSATs not yet answered by Places.
-    pub in_flight: usize,
+    /// Replies waiting for an earlier WHATSAT; `None` (nothing allocated:
+    /// most connections never wait) when none is in flight.
+    waiting: Option<Box<Waiting>>,
     /// The journal sequence number of the last record its replies
     /// acknowledge: none of its output leaves before the journal has
     /// written that far (docs/PROTOCOL.md §5).
@@ -418,13 +420,25 @@ pub struct Replies {
     pub held: bool,
 }
 
+/// The replies behind WHATSATs in flight.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// Never empty while the [`Replies`] keep it.
+    queue: VecDeque<Slot>,
+    /// WHATSATs not yet answered by Places.
+    in_flight: usize,
+}
+
 impl Replies {
     /// Appends a reply, behind any WHATSAT still in flight.
     pub fn reply(&mut self, bytes: &[u8]) {
-        match self.queue.back_mut() {
-            None => self.out.buf().extend_from_slice(bytes),
+        let Some(waiting) = self.waiting.as_deref_mut() else {
+            self.out.buf().extend_from_slice(bytes);
+            return;
+        };
+        match waiting.queue.back_mut() {
             Some(slot) if slot.waiting.is_none() => slot.bytes.extend_from_slice(bytes),
-            Some(_) => self.queue.push_back(Slot {
+            _ => waiting.queue.push_back(Slot {
                 waiting: None,
                 bytes: bytes.to_vec(),
             }),
@@ -434,8 +448,9 @@ impl Replies {
     /// Reserves the place of a WHATSAT's reply; `head` (the AT line) is
     /// already known, Places' body follows when it comes.
     pub fn wait_for(&mut self, id: RequestId, head: Vec<u8>) {
-        self.in_flight += 1;
-        self.queue.push_back(Slot {
+        let waiting = self.waiting.get_or_insert_with(Box::default);
+        waiting.in_flight += 1;
+        waiting.queue.push_back(Slot {
             waiting: Some(id),
             bytes: head,
         });
@@ -444,28 +459,43 @@ impl Replies {
     /// Fills the slot of request `id` and releases every reply now at the
     /// front of the queue into the output. False if no slot waits for `id`.
     pub fn complete(&mut self, id: RequestId, body: &[u8]) -> bool {
-        let Some(slot) = self.queue.iter_mut().find(|s| s.waiting == Some(id)) else {
+        let Some(waiting) = self.waiting.as_deref_mut() else {
+            return false;
+        };
+        let Some(slot) = waiting.queue.iter_mut().find(|s| s.waiting == Some(id)) else {
             return false;
         };
         slot.waiting = None;
         slot.bytes.extend_from_slice(body);
-        self.in_flight -= 1;
-        while self.queue.front().is_some_and(|s| s.waiting.is_none()) {
-            if let Some(slot) = self.queue.pop_front() {
+        waiting.in_flight -= 1;
+        while waiting.queue.front().is_some_and(|s| s.waiting.is_none()) {
+            if let Some(slot) = waiting.queue.pop_front() {
                 self.out.buf().extend_from_slice(&slot.bytes);
             }
+        }
+        if waiting.queue.is_empty() {
+            self.waiting = None;
         }
         true
     }
 
+    /// WHATSATs not yet answered by Places.
+    pub fn in_flight(&self) -> usize {
+        self.waiting.as_ref().map_or(0, |w| w.in_flight)
+    }
+
     /// Bytes this connection holds for its client: output and queued replies.
     pub fn backlog(&self) -> usize {
-        self.out.len() + self.queue.iter().map(|s| s.bytes.len()).sum::<usize>()
+        let queued = self
+            .waiting
+            .as_ref()
+            .map_or(0, |w| w.queue.iter().map(|s| s.bytes.len()).sum::<usize>());
+        self.out.len() + queued
     }
 
     /// True when nothing remains to be sent or awaited.
     pub fn is_drained(&self) -> bool {
-        self.out.is_empty() && self.queue.is_empty()
+        self.out.is_empty() && self.waiting.is_none()
     }
 }
 
@@ -608,6 +638,18 @@ mod tests {
         // 100 ms later, past the wrap: 100 bytes leaked.
         assert_eq!(t.charge(100, 89, 1000), None);
         assert_eq!(t.charge(1, 89, 1000), Some(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn a_connection_costs_at_most_its_budget() {
+        // What every idle connection costs in the slab (docs/PERFORMANCE.md:
+        // idle plaintext connections at most 200 B each, all told). What
+        // only TLS, links or WHATSATs need is boxed, off this struct.
+        let size = std::mem::size_of::<Conn>();
+        assert!(
+            size <= CONN_BUDGET,
+            "Conn is {size} bytes, over {CONN_BUDGET}"
+        );
     }
 
     #[test]

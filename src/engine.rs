@@ -103,7 +103,7 @@ pub struct Session {
     /// On a peer port speaking mutual TLS: the neighbours its verified
     /// certificate names, learnt when its first plaintext arrives. `HERD
     /// NAME` must be one of them.
-    pub cert_names: Option<Vec<String>>,
+    pub cert_names: Option<Box<[String]>>,
 }
 
 impl Session {
