@@ -127,6 +127,10 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// What a loop thread's batch is allocated with: a full batch and the
+/// lines of the turn that fills it, mostly.
+const BATCH_CAPACITY: usize = LOG_BATCH_BYTES + 16 * 1024;
+
 /// The longest a loop thread's line waits in its batch.
 pub const LOG_BATCH_DELAY: Duration = Duration::from_millis(100);
 /// A batch this large goes to the writer at once.
@@ -197,6 +201,10 @@ struct Batch {
     prefix: Vec<u8>,
     fresh: bool,
     dropped: u64,
+    /// The last traffic line's peer, and its address as written: the lines
+    /// of one connection come in runs (its requests, then their replies).
+    peer: Option<SocketAddr>,
+    peer_text: Vec<u8>,
 }
 
 impl Batch {
@@ -216,7 +224,9 @@ impl Batch {
                 self.dropped = 0;
             }
         }
-        let lines = std::mem::take(&mut self.buf);
+        // The next batch starts with room for a whole batch, so it is not
+        // copied again and again as it grows.
+        let lines = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH_CAPACITY));
         if let Err(Msg::Lines(lost)) = self.queue.offer(Msg::Lines(lines)) {
             let n = lost.iter().filter(|&&b| b == b'\n').count() as u64;
             self.dropped += n;
@@ -333,7 +343,13 @@ impl LogFile {
                 self.write();
                 self.rotate();
             }
-            self.buf.extend_from_slice(chunk);
+            if self.buf.is_empty() && chunk.len() >= LOG_WRITE_CHUNK / 2 {
+                // A loop's batch, large enough to write as it is rather
+                // than copy first.
+                self.write_out(chunk);
+            } else {
+                self.buf.extend_from_slice(chunk);
+            }
             bytes = rest;
         }
     }
@@ -343,17 +359,26 @@ impl LogFile {
         if self.buf.is_empty() {
             return;
         }
+        let buf = std::mem::take(&mut self.buf);
+        self.write_out(&buf);
+        self.buf = buf;
+        self.buf.clear();
+    }
+
+    /// Writes `bytes` (whole lines) to the file; on failure they are
+    /// dropped and counted.
+    fn write_out(&mut self, bytes: &[u8]) {
         if self.file.is_none() {
             self.reopen();
         }
         let result = match &mut self.file {
-            Some(f) => f.write_all(&self.buf),
+            Some(f) => f.write_all(bytes),
             None => Err(io::ErrorKind::NotFound.into()),
         };
         match result {
-            Ok(()) => self.size += self.buf.len() as u64,
+            Ok(()) => self.size += bytes.len() as u64,
             Err(_) => {
-                let lines = self.buf.iter().filter(|&&b| b == b'\n').count() as u64;
+                let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
                 self.dropped.fetch_add(lines, Ordering::Relaxed);
                 // Part may have gone in: take the size from the file.
                 if let Some(len) = self.file.as_ref().and_then(|f| f.metadata().ok()) {
@@ -361,7 +386,6 @@ impl LogFile {
                 }
             }
         }
-        self.buf.clear();
     }
 
     fn numbered(&self, k: usize) -> PathBuf {
@@ -561,6 +585,8 @@ pub fn attach_loop(name: &str) -> bool {
             prefix: Vec::new(),
             fresh: false,
             dropped: 0,
+            peer: None,
+            peer_text: Vec::new(),
         })
     });
     traffic
@@ -584,11 +610,16 @@ pub fn traffic(verb: &str, peer: &SocketAddr, bytes: &[u8], suffix: &str) {
             batch.fresh = true;
         }
         batch.since.get_or_insert_with(Instant::now);
+        if batch.peer != Some(*peer) {
+            batch.peer = Some(*peer);
+            batch.peer_text.clear();
+            write_addr(&mut batch.peer_text, peer);
+        }
         let buf = &mut batch.buf;
         buf.extend_from_slice(&batch.prefix);
         buf.extend_from_slice(verb.as_bytes());
         buf.push(b' ');
-        write_addr(buf, peer);
+        buf.extend_from_slice(&batch.peer_text);
         buf.extend_from_slice(b": ");
         write_escaped(buf, bytes);
         buf.extend_from_slice(suffix.as_bytes());
@@ -644,7 +675,9 @@ pub fn flush_loop() {
 /// Appends `bytes` escaped as [`Escaped`] does, without `fmt`.
 pub fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'\\';
-    if bytes.iter().all(|&b| plain(b)) {
+    // Without stopping at the first byte to escape: a loop the compiler
+    // makes wide, for lines that almost never have one.
+    if bytes.iter().fold(true, |all, &b| all & plain(b)) {
         out.extend_from_slice(bytes);
         return;
     }
