@@ -28,6 +28,11 @@
 # instead compares this tree's herd with the herd of commit REV (built in a
 # temporary worktree), both with debug and with info logging, alternating,
 # and reports this/REV per load row and log level.
+#
+#   tools/compare.sh --baseline-bin PATH [--rounds N] ...
+#
+# the same, against a herd binary already built (PATH), e.g. one kept from
+# before a change, without building a worktree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +43,7 @@ PORT=12100
 THREADS=1
 METRICS_MODE=
 BASELINE=
+BASE_BIN=
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS=$2; shift 2 ;;
@@ -46,7 +52,8 @@ while [ $# -gt 0 ]; do
         --threads) THREADS=$2; shift 2 ;;
         --metrics) METRICS_MODE=1; shift ;;
         --baseline) BASELINE=$2; shift 2 ;;
-        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --baseline-bin) BASE_BIN=$2; BASELINE=$2; shift 2 ;;
+        -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -69,8 +76,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-BASE_BIN=
-if [ -n "$BASELINE" ]; then
+if [ -n "$BASELINE" ] && [ -z "$BASE_BIN" ]; then
     echo "building $BASELINE in a worktree..." >&2
     git worktree add -q --detach "$WORK/base" "$BASELINE"
     CARGO_TARGET_DIR=$PWD/target/baseline cargo build --release --bin herd -q --manifest-path "$WORK/base/Cargo.toml"
@@ -209,7 +215,7 @@ if [ -n "$BASELINE" ]; then
     ELAPSED=$(( $(date +%s) - START ))
     echo
     echo "herd compare --baseline $BASELINE: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "this tree at $(git rev-parse --short HEAD 2>/dev/null || echo '?') against $(git rev-parse --short "$BASELINE"); $ROUNDS rounds, ${DURATION} s per run (+${WARMUP} s warm-up), alternating; took ${ELAPSED} s"
+    echo "this tree at $(git rev-parse --short HEAD 2>/dev/null || echo '?') against $(git rev-parse --short "$BASELINE" 2>/dev/null || echo "$BASELINE"); $ROUNDS rounds, ${DURATION} s per run (+${WARMUP} s warm-up), alternating; took ${ELAPSED} s"
     echo
     printf '%-26s %12s %12s %8s   %s\n' "load (replies/s, median)" "baseline" "this" "ratio" "(per-round ratios this/baseline)"
     for row in "${ROWS[@]}"; do

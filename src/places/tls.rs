@@ -36,7 +36,7 @@ pub(crate) fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>
             return Err(what(&"no PEM certificate in the file"));
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(crate::tls::provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up: {e}"))?

@@ -34,6 +34,30 @@ pub struct HerdTls {
     pub dial: Arc<rustls::ClientConfig>,
 }
 
+/// ring's provider with the TLS 1.3 suites in the order phones with AES
+/// hardware use (Android's and iOS's TLS stacks): AES-128-GCM with SHA-256
+/// first, then ChaCha20-Poly1305, then AES-256-GCM with SHA-384; TLS 1.2
+/// suites after them as ring orders them. rustls's own default puts
+/// AES-256 first, whose SHA-384 key schedule costs a handshake several
+/// times what SHA-256's does where the CPU computes SHA-256 in hardware.
+/// A server still takes the client's order; herd's own ends (links, the
+/// Places client, flood_load) offer this one.
+pub fn provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring::cipher_suite as suite;
+    let mut provider = rustls::crypto::ring::default_provider();
+    let first = [
+        suite::TLS13_AES_128_GCM_SHA256,
+        suite::TLS13_CHACHA20_POLY1305_SHA256,
+        suite::TLS13_AES_256_GCM_SHA384,
+    ];
+    let rest = provider
+        .cipher_suites
+        .iter()
+        .filter(|s| !first.iter().any(|f| f.suite() == s.suite()));
+    provider.cipher_suites = first.iter().chain(rest).copied().collect();
+    provider
+}
+
 impl HerdTls {
     /// These configurations, just loaded by a reload that replaces `old`:
     /// the client configuration keeps `old`'s ticket keys, so the phones'

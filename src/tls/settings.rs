@@ -67,7 +67,7 @@ pub fn load(files: &TlsFiles, config_file: &Path, server: &str) -> Result<HerdTl
             .map_err(|e| at(&ca, format!("not a usable root certificate: {e}")))?;
     }
     let roots = Arc::new(roots);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(super::provider());
 
     let end_entity = &chain[0];
     if let Err(e) = webpki::EndEntityCert::try_from(end_entity) {

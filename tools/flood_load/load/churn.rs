@@ -101,6 +101,10 @@ pub fn churn_thread(
     let mut events = Events::with_capacity(1024);
     let mut reported = (0, 0);
     let mut to_open: Vec<usize> = (0..slots).collect();
+    // Each slot is a phone reconnecting, with its own sessions.
+    let phones: Vec<_> = (0..slots)
+        .map(|_| spec.tls.as_ref().map(|t| t.own_sessions()))
+        .collect();
     loop {
         let now = Instant::now();
         if now >= end {
@@ -116,7 +120,7 @@ pub fn churn_thread(
                     Token(slot),
                     Interest::READABLE | Interest::WRITABLE,
                 )?;
-                stream(spec.tls.as_ref(), s)
+                stream(phones[slot].as_ref(), s)
             }) {
                 Ok(stream) => {
                     cycles[slot] = Some(Cycle {

@@ -23,7 +23,7 @@ use rustls::HandshakeKind;
 
 use super::Outcome;
 
-/// Server names whose sessions the load keeps for resuming (one is used).
+/// Server names whose sessions a phone of the load keeps (one is used).
 pub const RESUME_SESSIONS: usize = 16;
 
 /// What a TLS connection of the load is made with.
@@ -32,12 +32,15 @@ pub struct TlsClient {
     config: Arc<rustls::ClientConfig>,
     /// The name the server's certificate must carry (its herd NAME).
     name: ServerName<'static>,
+    /// `--tls-resume`.
+    resumes: bool,
 }
 
 impl TlsClient {
     /// A client trusting only the certificates in `ca_pem` (the herd's
     /// `tls_ca`), checking that the server's certificate names `name`:
-    /// TLS 1.3 or 1.2 as the server offers, ring's default suites, no
+    /// TLS 1.3 or 1.2 as the server offers, ring's suites in the order
+    /// phones offer them ([`herd::tls::provider`]), no
     /// client certificate (phones have none). With `resume`
     /// (`--tls-resume`), a new connection resumes a session from a ticket
     /// an earlier one got, as a phone reconnecting does (rustls's
@@ -54,7 +57,8 @@ impl TlsClient {
         if roots.is_empty() {
             return Err(what(&"no certificate in the file"));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // Suites in the order a phone offers them.
+        let provider = Arc::new(herd::tls::provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| what(&e))?
@@ -70,7 +74,25 @@ impl TlsClient {
         Ok(TlsClient {
             config: Arc::new(config),
             name,
+            resumes: resume,
         })
+    }
+
+    /// The same client with a store of sessions of its own (if it resumes
+    /// at all): one phone among the load's many. One store for all would
+    /// hold only a few tickets per server (rustls keeps 8), so cycles
+    /// starting together would find none, as separate phones would not.
+    pub fn own_sessions(&self) -> TlsClient {
+        if !self.resumes {
+            return self.clone();
+        }
+        let mut config = (*self.config).clone();
+        config.resumption = Resumption::in_memory_sessions(RESUME_SESSIONS);
+        TlsClient {
+            config: Arc::new(config),
+            name: self.name.clone(),
+            resumes: self.resumes,
+        }
     }
 
     /// `sock` with a new client session (its ClientHello queued, not sent).
