@@ -31,7 +31,7 @@ use crate::places::RequestId;
 const KEEP_CAPACITY: usize = 4096;
 
 /// The most a [`Conn`] may take in the slab, in bytes (a test holds it).
-pub const CONN_BUDGET: usize = 200;
+pub const CONN_BUDGET: usize = 184;
 
 /// One unit the [`LineReader`] hands out.
 #[derive(Debug, PartialEq, Eq)]
@@ -318,8 +318,8 @@ pub struct Conn {
     state: ReadState,
     /// When it last sent something, in seconds since its loop started.
     pub active: u32,
-    /// Its invalid input.
-    pub throttle: Throttle,
+    /// Its invalid input, once it has sent some (most never do).
+    throttle: Option<Box<Throttle>>,
 }
 
 impl Conn {
@@ -334,8 +334,21 @@ impl Conn {
             interest: Interest::READABLE,
             state: ReadState::Reading,
             active: 0,
-            throttle: Throttle::default(),
+            throttle: None,
         }
+    }
+
+    /// Charges `bytes` of invalid input to its [`Throttle`]; how long
+    /// reading must pause, if it must.
+    pub fn charge_invalid(&mut self, bytes: usize, now_ms: u32, rate: usize) -> Option<Duration> {
+        self.throttle
+            .get_or_insert_with(Box::default)
+            .charge(bytes, now_ms, rate)
+    }
+
+    /// Times reading it was paused for invalid input.
+    pub fn pauses(&self) -> u32 {
+        self.throttle.as_ref().map_or(0, |t| t.pauses)
     }
 
     /// Its address.

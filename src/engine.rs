@@ -103,7 +103,20 @@ pub struct Session {
     /// On a peer port speaking mutual TLS: the neighbours its verified
     /// certificate names, learnt when its first plaintext arrives. `HERD
     /// NAME` must be one of them.
-    pub cert_names: Option<Box<[String]>>,
+    pub cert_names: Option<Box<CertNames>>,
+}
+
+/// The neighbours a peer-port connection's certificate names: boxed in its
+/// [`Session`], so that connections without one pay a pointer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertNames(pub Vec<String>);
+
+impl std::ops::Deref for CertNames {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
 }
 
 impl Session {

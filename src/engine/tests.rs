@@ -247,7 +247,7 @@ fn on_a_mutual_tls_peer_port_herd_must_name_a_neighbour_the_certificate_names() 
     e.set_peer_port(true);
     let addr = "127.0.0.1:5000".parse().unwrap();
     let mut s = Session::on(addr, Port::Peer);
-    s.cert_names = Some(vec!["Hands".to_string()].into());
+    s.cert_names = Some(Box::new(CertNames(vec!["Hands".to_string()])));
     let (fx, next) = run(&mut e, &mut s, b"HERD Holiday");
     assert_eq!(fx, ["reply ? HERD Holiday\n"]);
     assert_eq!(
@@ -256,7 +256,7 @@ fn on_a_mutual_tls_peer_port_herd_must_name_a_neighbour_the_certificate_names() 
         "nothing after a refused HERD is trusted"
     );
     let mut s = Session::on(addr, Port::Peer);
-    s.cert_names = Some(vec!["Hands".to_string()].into());
+    s.cert_names = Some(Box::new(CertNames(vec!["Hands".to_string()])));
     let (fx, next) = run(&mut e, &mut s, b"HERD Hands");
     assert_eq!(
         (fx, next),

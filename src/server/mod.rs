@@ -490,8 +490,8 @@ impl Server {
             return;
         }
         match &conn.session.role {
-            Role::Client if conn.throttle.pauses > 0 => {
-                log::info!(target: name, "client {peer} disconnected: {why}; paused {} times for invalid input", conn.throttle.pauses)
+            Role::Client if conn.pauses() > 0 => {
+                log::info!(target: name, "client {peer} disconnected: {why}; paused {} times for invalid input", conn.pauses())
             }
             Role::Client => log::info!(target: name, "client {peer} disconnected: {why}"),
             Role::Peer(p) => {

@@ -10,7 +10,7 @@ use mio::Registry;
 
 use super::{Limits, Server, Wait, READS_PER_TURN};
 use crate::conn::{Conn, ReadState, Replies};
-use crate::engine::{Clock, Effects, Engine, Next, Port, Role};
+use crate::engine::{CertNames, Clock, Effects, Engine, Next, Port, Role};
 use crate::journal::Journal;
 use crate::links::liveness::{self, Check, Liveness};
 use crate::links::Links;
@@ -64,7 +64,7 @@ impl Server {
         match outcome {
             ReadOutcome::Drained => {}
             ReadOutcome::Throttled(pause) => {
-                if conn.throttle.pauses == 1 {
+                if conn.pauses() == 1 {
                     log::warn!(target: &self.name, "client {} sends invalid input faster than {} bytes/s: reading it paused for {} ms (logged once per connection)", conn.peer(), self.limits.invalid_rate, pause.as_millis());
                 }
                 self.timers
@@ -208,7 +208,7 @@ fn learn_cert_names(engine: &Engine, conn: &mut Conn) -> io::Result<()> {
             "its certificate names none of our neighbours",
         ));
     }
-    conn.session.cert_names = Some(names.into());
+    conn.session.cert_names = Some(Box::new(CertNames(names)));
     Ok(())
 }
 
@@ -287,7 +287,7 @@ fn read_conn(
                 if invalid > 0 && limits.invalid_rate > 0 {
                     let now_ms = epoch.elapsed().as_millis() as u32;
                     let rate = limits.invalid_rate;
-                    if let Some(pause) = conn.throttle.charge(invalid, now_ms, rate) {
+                    if let Some(pause) = conn.charge_invalid(invalid, now_ms, rate) {
                         conn.throttled();
                         return ReadOutcome::Throttled(pause);
                     }
