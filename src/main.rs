@@ -451,7 +451,10 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
                 "herd: metrics     http://{0}/metrics, http://{0}/healthz",
                 e.addr()
             );
-            say!("herd: console     http://{0}/ (its data: /status.json)", e.addr());
+            say!(
+                "herd: console     http://{0}/ (its data: /status.json)",
+                e.addr()
+            );
             Some(e)
         }
         None => None,

@@ -107,7 +107,10 @@ fn status_json_has_every_documented_field_with_its_type() {
     let a = &doc["servers"][0];
     assert_eq!(a["name"], "A");
     assert_eq!(a["listening"], true);
-    assert_eq!(a["requests"], json!({"iamat": 1, "whatsat": 0, "invalid": 1}));
+    assert_eq!(
+        a["requests"],
+        json!({"iamat": 1, "whatsat": 0, "invalid": 1})
+    );
     assert_eq!(a["stored_clients"], 1);
     assert_eq!(a["connected_clients"], 1);
     assert_eq!(a["journal"], "ok");
@@ -131,8 +134,17 @@ fn status_json_has_every_documented_field_with_its_type() {
     assert_eq!(code, 200);
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
     assert_eq!(page, herd::metrics::CONSOLE);
-    for outside in ["src=\"http", "href=\"http", "url(http", "@import", "//fonts."] {
-        assert!(!page.contains(outside), "the page refers outside: {outside}");
+    for outside in [
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "@import",
+        "//fonts.",
+    ] {
+        assert!(
+            !page.contains(outside),
+            "the page refers outside: {outside}"
+        );
     }
 }
 
@@ -224,12 +236,16 @@ fn browser_shows_links_down_within_two_seconds_and_up_again() {
     let url = format!("http://{}/", ab.metrics);
     page.call("Page.navigate", json!({ "url": url }));
 
-    let all = ["A \u{2014} B", "B \u{2014} A", "A \u{2014} C", "B \u{2014} C"];
+    let all = [
+        "A \u{2014} B",
+        "B \u{2014} A",
+        "A \u{2014} C",
+        "B \u{2014} C",
+    ];
     let to_c = ["A \u{2014} C", "B \u{2014} C"];
     page.wait_for("every link up", LINKS, PATIENCE, |v| shows(v, &all, "up"));
-    let servers = page.eval(
-        "[...document.querySelectorAll('#mesh [data-server]')].map(e => e.textContent)",
-    );
+    let servers =
+        page.eval("[...document.querySelectorAll('#mesh [data-server]')].map(e => e.textContent)");
     assert_eq!(
         servers,
         json!(["Alistening", "Blistening", "Canother process"]),
@@ -248,7 +264,8 @@ fn browser_shows_links_down_within_two_seconds_and_up_again() {
         "[...document.querySelectorAll('section[data-server=\"A\"] tr')].find(r => r.textContent.startsWith('IAMAT')).lastChild.textContent",
     );
     assert!(
-        rate.as_str().is_some_and(|r| r.ends_with("/s") && r != "0.00/s"),
+        rate.as_str()
+            .is_some_and(|r| r.ends_with("/s") && r != "0.00/s"),
         "A's IAMAT rate: {rate}"
     );
     let picture = std::env::var_os("HERD_CONSOLE_PNG");
@@ -268,11 +285,17 @@ fn browser_shows_links_down_within_two_seconds_and_up_again() {
         "links to a killed neighbour shown down after {took:?}: {shown}"
     );
     eprintln!("console: links to the killed neighbour shown down after {took:?}");
-    assert!(shows(&shown, &["A \u{2014} B", "B \u{2014} A"], "up"), "{shown}");
+    assert!(
+        shows(&shown, &["A \u{2014} B", "B \u{2014} A"], "up"),
+        "{shown}"
+    );
     drop(c);
 
     // The picture: both states, in words.
-    let height = page.eval("document.documentElement.scrollHeight").as_f64().unwrap();
+    let height = page
+        .eval("document.documentElement.scrollHeight")
+        .as_f64()
+        .unwrap();
     page.call(
         "Emulation.setDeviceMetricsOverride",
         json!({"width": 1280, "height": height as u64, "deviceScaleFactor": 1, "mobile": false}),
@@ -287,7 +310,9 @@ fn browser_shows_links_down_within_two_seconds_and_up_again() {
 
     // Restarted: up again.
     let c = start_c();
-    page.wait_for("links to C up again", LINKS, PATIENCE, |v| shows(v, &all, "up"));
+    page.wait_for("links to C up again", LINKS, PATIENCE, |v| {
+        shows(v, &all, "up")
+    });
     page.pump(Duration::from_millis(200));
 
     stop.store(true, Ordering::Relaxed);
@@ -301,10 +326,19 @@ fn browser_shows_links_down_within_two_seconds_and_up_again() {
     let requests: Vec<String> = page
         .events_named("Network.requestWillBeSent")
         .iter()
-        .map(|e| e["params"]["request"]["url"].as_str().unwrap_or("").to_string())
+        .map(|e| {
+            e["params"]["request"]["url"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
         .collect();
     assert!(
-        requests.iter().filter(|u| u.ends_with("/status.json")).count() >= 3,
+        requests
+            .iter()
+            .filter(|u| u.ends_with("/status.json"))
+            .count()
+            >= 3,
         "the page polls /status.json: {requests:?}"
     );
     let mut herd_ws: Vec<String> = Vec::new();
@@ -324,7 +358,10 @@ fn browser_shows_links_down_within_two_seconds_and_up_again() {
     }
     for e in page.events_named("Network.webSocketCreated") {
         let u = e["params"]["url"].as_str().unwrap_or("");
-        assert!(herd_ws.iter().any(|w| u.starts_with(w.as_str())), "the page opened {u}");
+        assert!(
+            herd_ws.iter().any(|w| u.starts_with(w.as_str())),
+            "the page opened {u}"
+        );
     }
     // The browser's console: no error, no exception.
     let errors: Vec<&Value> = page

@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn fields_are_documented_in_the_operators_guide() {
-        let guide = include_str!("../../README.md");
+        let guide = include_str!("../../docs/OPERATING.md");
         for &(path, ty, _) in FIELDS {
             let row = format!("| `{path}` | {} |", ty.replace('|', " or "));
             assert!(guide.contains(&row), "no row {row:?} in the guide");

@@ -24,10 +24,14 @@ pub fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CHROMIUM") {
         return Some(PathBuf::from(p));
     }
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 /// A running headless browser; killed and reaped when dropped.
@@ -254,7 +258,10 @@ impl Page {
 
     /// The events with `method`.
     pub fn events_named(&self, method: &str) -> Vec<&Value> {
-        self.events.iter().filter(|e| e["method"] == method).collect()
+        self.events
+            .iter()
+            .filter(|e| e["method"] == method)
+            .collect()
     }
 }
 
