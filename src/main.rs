@@ -308,13 +308,23 @@ fn main() -> ExitCode {
             },
             None => None,
         };
-        tls.push(loaded);
+        let public = match &herd.public {
+            Some(files) => match herd::tls::settings::load_public(files, &args.config, name) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    say!("herd: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            None => None,
+        };
+        tls.push((loaded, public));
     }
     if args.check {
         // Names given with --check-config were checked just above.
         let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
         print!("{}", herd::check::summary(&herd, &args.config, set));
-        if herd.tls.is_some() {
+        if herd.tls.is_some() || herd.public.is_some() {
             print!("{}", herd::check::tls_checked(&tls_names));
         }
         return ExitCode::SUCCESS;
@@ -335,7 +345,11 @@ enum Event {
 }
 
 /// Runs the servers of `args.names`; `tls` holds each one's TLS, in order.
-fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), String> {
+/// The TLS a server of this process loads before it listens: the herd's
+/// (links, peer port) and what its client-facing TLS ports present.
+type LoadedTls = (Option<Arc<HerdTls>>, Option<Arc<rustls::ServerConfig>>);
+
+fn run(args: &Args, herd: &Herd, tls: &[LoadedTls]) -> Result<(), String> {
     // A journal write past RLIMIT_FSIZE must fail with EFBIG (and be held
     // and retried), not kill the process: SIGXFSZ gets a handler.
     signal_hook::flag::register(
@@ -379,9 +393,10 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
     let mut running = Vec::new();
     let mut listening = Vec::new();
     let mut stats = Vec::new();
-    for (name, tls) in args.names.iter().zip(tls) {
+    for (name, (tls, public)) in args.names.iter().zip(tls) {
         let (mut config, addr) = ServerConfig::from_herd(herd, name)?;
         config.tls = tls.clone();
+        config.public_tls = public.clone();
         config.limits = Limits {
             max_clients: if args.limits.max_clients > 0 {
                 args.limits.max_clients
@@ -400,6 +415,7 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
         }
         let neighbours = banner_neighbours(&config.neighbours);
         let (peer, tls) = (config.peer_listen, config.tls_listen);
+        let (http, https) = (config.http_listen, config.https_listen);
         let mutual = if config.tls.is_some() {
             " (mutual TLS)"
         } else {
@@ -412,6 +428,12 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
         say!("herd:   clients     {addr}");
         if let Some(tls) = tls {
             say!("herd:   tls clients {tls}");
+        }
+        if let Some(http) = http {
+            say!("herd:   http        {http}");
+        }
+        if let Some(https) = https {
+            say!("herd:   https       {https}");
         }
         if let Some(peer) = peer {
             say!("herd:   herd links  {peer}{mutual}");

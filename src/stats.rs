@@ -53,7 +53,7 @@ pub const SOURCES: [&str; 2] = ["client", "link"];
 
 /// The `port` label values of `herd_refused_connections_total`, in the
 /// order of [`crate::engine::Port`].
-pub const PORTS: [&str; 3] = ["client", "tls", "peer"];
+pub const PORTS: [&str; 5] = ["client", "tls", "peer", "http", "https"];
 
 /// Places reply statuses (`places::Reply::status`), the `outcome` label.
 /// Anything else is counted as `UNKNOWN_ERROR`.
@@ -234,7 +234,7 @@ pub struct ServerStats {
     updates_stored: [AtomicU64; 2],
     evictions: AtomicU64,
     expiries: AtomicU64,
-    refused: [AtomicU64; 3],
+    refused: [AtomicU64; PORTS.len()],
     places: [AtomicU64; OUTCOMES.len()],
     places_latency: Histogram,
     links: Mutex<Vec<Arc<LinkStats>>>,
@@ -467,7 +467,7 @@ pub struct ServerSnapshot {
     /// Positions expired.
     pub expiries: u64,
     /// Connections refused, by [`PORTS`].
-    pub refused: [u64; 3],
+    pub refused: [u64; PORTS.len()],
     /// Places requests answered, by [`OUTCOMES`].
     pub places: [u64; OUTCOMES.len()],
     /// Places latency.

@@ -88,7 +88,7 @@ impl Server {
             return;
         }
         let tls = match (port, &self.tls) {
-            (Port::Tls, Some(tls)) => Some(&tls.clients),
+            (Port::Tls | Port::Https, _) => self.client_tls.as_ref(),
             (Port::Peer, Some(tls)) => Some(&tls.peer),
             _ => None,
         };

@@ -91,8 +91,12 @@ pub struct Server {
     poll: Poll,
     /// The client port's listener, and the peer and TLS ports' if it has them.
     listeners: Vec<(Port, TcpListener)>,
-    /// The herd's TLS, for the TLS and peer ports (and links, in `links`).
+    /// The herd's TLS, for the peer port (and links, in `links`).
     tls: Option<Arc<HerdTls>>,
+    /// What the `tls` and `https` ports present.
+    client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The token HTTP requests must carry, if any.
+    api_token: Option<crate::front::Token>,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     /// A reloaded configuration handed over by a [`StopHandle`].
@@ -145,10 +149,13 @@ impl Server {
         let poll = Poll::new()?;
         let mut bound = Vec::new();
         for (port, listener) in listeners.into_ports() {
-            if port == Port::Tls && config.tls.is_none() {
+            if matches!(port, Port::Tls | Port::Https) && config.client_tls().is_none() {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    "a tls port needs tls_cert, tls_key and tls_ca",
+                    format!(
+                        "a {} port needs a certificate: public_cert and public_key, or tls_cert, tls_key and tls_ca",
+                        port.label()
+                    ),
                 ));
             }
             listener.set_nonblocking(true)?;
@@ -158,6 +165,7 @@ impl Server {
             bound.push((port, listener));
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let client_tls = config.client_tls().cloned();
         let places = Places::with_limits(
             &config.places,
             config.places_key.clone(),
@@ -217,6 +225,8 @@ impl Server {
         Ok(Server {
             poll,
             listeners: bound,
+            client_tls,
+            api_token: config.api_token.clone(),
             tls: config.tls,
             waker,
             stop: Arc::new(AtomicBool::new(false)),
@@ -264,10 +274,15 @@ impl Server {
         for (port, listener) in &self.listeners {
             let tls = match (port, &self.tls) {
                 (Port::Peer, Some(_)) => " (mutual TLS)",
-                (Port::Tls, _) => " (TLS)",
+                (Port::Tls | Port::Https, _) => " (TLS)",
                 _ => "",
             };
-            log::info!(target: &name, "listening on {} for {}{tls}", listener.local_addr()?, if *port == Port::Peer { "herd links" } else { "clients" });
+            let what = match port {
+                Port::Peer => "herd links",
+                Port::Http | Port::Https => "HTTP and WebSocket clients",
+                Port::Client | Port::Tls => "clients",
+            };
+            log::info!(target: &name, "listening on {} for {what}{tls}", listener.local_addr()?);
         }
         log::info!(target: &name, "{} neighbours", self.links.len());
         self.engine.stats().set_listening(true);
@@ -353,7 +368,7 @@ impl Server {
             }
         }
         if self.accept_more {
-            for port in [Port::Client, Port::Peer, Port::Tls] {
+            for port in Port::ALL {
                 self.accept(port);
             }
         }
