@@ -232,6 +232,11 @@ impl Engine {
             .collect()
     }
 
+    /// The server's name (its log target).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// What it counts: requests by kind, updates stored by source.
     pub fn stats(&self) -> &Arc<ServerStats> {
         &self.stats

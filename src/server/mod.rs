@@ -55,6 +55,7 @@ use slab::Slab;
 
 use crate::conn::{Conn, Flush, ReadState};
 use crate::engine::{Engine, Port, Role};
+use crate::front::Front;
 use crate::journal::Journal;
 use crate::links::Links;
 use crate::logging::{self, escape};
@@ -84,6 +85,8 @@ enum Wait {
     Handshake(usize, u64),
     /// Once a second: expire old positions, log evictions and expiries.
     Bounds,
+    /// An HTTP connection (key, serial): its request or idle deadline.
+    Front(usize, u64),
 }
 
 /// One server: its poll loop and everything the loop owns.
@@ -138,6 +141,8 @@ pub struct Server {
     held: Vec<usize>,
     /// Evictions and expiries already logged.
     bounds_logged: (u64, u64),
+    /// An HTTP response being gathered (reused between requests).
+    gathered: read::Gathered,
 }
 
 impl Server {
@@ -254,6 +259,7 @@ impl Server {
             epoch: now,
             held: Vec::new(),
             bounds_logged: (0, 0),
+            gathered: read::Gathered::default(),
         })
     }
 
@@ -365,6 +371,7 @@ impl Server {
                 Wait::Peer(key, serial) => self.check_peer(key, serial, now),
                 Wait::Handshake(key, serial) => self.handshake_due(key, serial),
                 Wait::Bounds => self.bounds(now),
+                Wait::Front(key, serial) => self.front_due(key, serial, now),
             }
         }
         if self.accept_more {
@@ -490,6 +497,9 @@ impl Server {
         };
         let refused = conn.stream.is_handshaking()
             || (conn.session.port == Port::Peer && conn.session.role == Role::Client);
+        if conn.front.as_deref().is_some_and(Front::is_ws) {
+            self.engine.stats().websocket(false);
+        }
         conn.stream.close_notify();
         let _ = self.poll.registry().deregister(conn.stream.tcp_mut());
         self.engine
