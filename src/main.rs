@@ -83,6 +83,11 @@ LIMITS (see README; every one has a default):
     --handshake-timeout DURATION  a connection to a tls or peer port that has not
                          finished its TLS handshake (on a peer port: said HERD) by
                          then is closed [default: 10s]
+    --request-timeout DURATION  an HTTP request (head and body) not whole this long
+                         after its first byte, or after the connection opened, gets
+                         408 and the connection closes [default: 10s]
+    --keepalive-timeout DURATION  an HTTP keep-alive connection with no request
+                         under way is closed after this [default: 60s]
     --store-limit N      clients a server stores; when full, a newer update evicts the
                          client with the oldest timestamp [default: 2000000]
     --position-ttl DURATION  forget positions whose client timestamp is older than
@@ -203,6 +208,24 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
                     return Err("--handshake-timeout: at least 100ms".into());
                 }
                 args.limits.handshake_timeout = d;
+            }
+            Long("request-timeout") | Long("keepalive-timeout") => {
+                let flag = if let Long(f) = arg {
+                    f.to_string()
+                } else {
+                    String::new()
+                };
+                let text: String = parser.value()?.parse()?;
+                let d = humantime::parse_duration(&text)
+                    .map_err(|e| format!("--{flag} {text:?}: {e}"))?;
+                if d < Duration::from_millis(100) {
+                    return Err(format!("--{flag}: at least 100ms").into());
+                }
+                if flag == "request-timeout" {
+                    args.limits.request_timeout = d;
+                } else {
+                    args.limits.keepalive_timeout = d;
+                }
             }
             Long("idle-timeout") => {
                 let secs: u64 = parser.value()?.parse()?;

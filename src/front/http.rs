@@ -46,6 +46,23 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// An emptied head buffer larger than this is freed rather than kept.
 const KEEP_CAPACITY: usize = 1024;
 
+/// How long a request may take and a kept-alive connection may idle
+/// (`--request-timeout`, `--keepalive-timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub request: Duration,
+    pub keepalive: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            request: REQUEST_TIMEOUT,
+            keepalive: KEEPALIVE_TIMEOUT,
+        }
+    }
+}
+
 /// What an HTTP connection keeps between reads.
 #[derive(Debug)]
 pub struct Http {
@@ -119,18 +136,18 @@ impl Http {
     }
 
     /// The deadline that applies now.
-    fn due(&self) -> Instant {
+    fn due(&self, t: Timeouts) -> Instant {
         let wait = if self.in_request {
-            REQUEST_TIMEOUT
+            t.request
         } else {
-            KEEPALIVE_TIMEOUT
+            t.keepalive
         };
         self.since + wait
     }
 
     /// The deadline to arm a timer for, if none is armed at or before it.
-    pub fn rearm(&mut self) -> Option<Instant> {
-        let due = self.due();
+    pub fn rearm(&mut self, t: Timeouts) -> Option<Instant> {
+        let due = self.due(t);
         match self.armed {
             Some(armed) if armed <= due => None,
             _ => {
@@ -142,15 +159,17 @@ impl Http {
 
     /// The armed timer fired at `now`; `busy`: responses are still owed
     /// (an idle connection waiting for Places is not idle).
-    pub fn expired(&mut self, now: Instant, busy: bool, sink: &mut impl Sink) -> Expired {
+    pub fn expired(
+        &mut self,
+        now: Instant,
+        t: Timeouts,
+        busy: bool,
+        sink: &mut impl Sink,
+    ) -> Expired {
         self.armed = None;
-        let due = self.due();
+        let due = self.due(t);
         if now < due || (busy && !self.in_request) {
-            let at = if now < due {
-                due
-            } else {
-                now + KEEPALIVE_TIMEOUT
-            };
+            let at = if now < due { due } else { now + t.keepalive };
             self.since = if now < due { self.since } else { now };
             self.armed = Some(at);
             return Expired::No(at);

@@ -101,9 +101,9 @@ impl Front {
 
     /// The deadline to arm a timer for, if it is earlier than the one
     /// armed (then it counts as armed).
-    pub fn rearm(&mut self) -> Option<Instant> {
+    pub fn rearm(&mut self, t: http::Timeouts) -> Option<Instant> {
         match self {
-            Front::Http(h) => h.rearm(),
+            Front::Http(h) => h.rearm(t),
             Front::Ws(_) => None,
         }
     }

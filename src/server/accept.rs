@@ -112,7 +112,7 @@ impl Server {
         conn.active = self.epoch.elapsed().as_secs() as u32;
         if port.is_http() {
             let mut front = Front::http(Instant::now());
-            if let Some(due) = front.rearm() {
+            if let Some(due) = front.rearm(self.limits.http_timeouts()) {
                 self.timers.schedule(due, Wait::Front(key, serial));
             }
             conn.front = Some(Box::new(front));

@@ -51,7 +51,8 @@ impl Server {
             short_drains,
             self.epoch,
         );
-        if let Some(at) = conn.front.as_deref_mut().and_then(Front::rearm) {
+        let timeouts = self.limits.http_timeouts();
+        if let Some(at) = conn.front.as_deref_mut().and_then(|f| f.rearm(timeouts)) {
             self.timers.schedule(at, Wait::Front(key, conn.serial));
         }
         if let Role::Peer(p) = &mut conn.session.role {
@@ -145,10 +146,10 @@ impl Server {
             shared: &mut shared,
             mode: Mode::Lines,
         };
-        match http.expired(now, busy, &mut apply) {
+        match http.expired(now, self.limits.http_timeouts(), busy, &mut apply) {
             Expired::No(at) => self.timers.schedule(at, Wait::Front(key, serial)),
             Expired::Request => {
-                log::info!(target: &self.name, "client {}: no whole request in {} s: 408", conn.peer(), crate::front::http::REQUEST_TIMEOUT.as_secs());
+                log::info!(target: &self.name, "client {}: no whole request in {} ms: 408", conn.peer(), self.limits.request_timeout.as_millis());
                 self.engine.stats().http(Route::Other, 408);
                 conn.stop_reading();
                 self.dirty.push(key);

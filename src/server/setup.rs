@@ -48,7 +48,17 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often refused connections and idle connections are looked at.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Per-server limits; every one is documented in README.
+impl Limits {
+    /// The HTTP deadlines.
+    pub fn http_timeouts(&self) -> crate::front::http::Timeouts {
+        crate::front::http::Timeouts {
+            request: self.request_timeout,
+            keepalive: self.keepalive_timeout,
+        }
+    }
+}
+
+/// Per-server limits; every one is documented in docs/OPERATING.md.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Longest line accepted, in bytes, without its `\n`.
@@ -72,6 +82,12 @@ pub struct Limits {
     /// Close client connections silent for this long (`None`: never; phones
     /// keep connections idle for long, so this is off by default).
     pub idle_timeout: Option<Duration>,
+    /// An HTTP request must be whole this long after its first byte (or
+    /// after the connection opened), or it gets `408`.
+    pub request_timeout: Duration,
+    /// An HTTP keep-alive connection with no request under way is closed
+    /// after this.
+    pub keepalive_timeout: Duration,
     /// The Places client's limits (requests in flight, queue, body, deadline).
     pub places: places::Limits,
     /// Clients the store holds; past it the oldest is evicted (`--store-limit`).
@@ -93,6 +109,8 @@ impl Default for Limits {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             invalid_rate: DEFAULT_INVALID_RATE,
             idle_timeout: None,
+            request_timeout: crate::front::http::REQUEST_TIMEOUT,
+            keepalive_timeout: crate::front::http::KEEPALIVE_TIMEOUT,
             places: places::Limits::default(),
             store_limit: crate::store::DEFAULT_STORE_LIMIT,
             position_ttl: None,
