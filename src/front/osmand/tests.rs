@@ -7,6 +7,9 @@ const NOW: Nanos = 1_520_023_934_918_963_997;
 const JSON: Option<&[u8]> = Some(b"application/json");
 const FORM: Option<&[u8]> = Some(b"application/x-www-form-urlencoded");
 
+/// The IAMAT lines a request should make, or the reason it is refused.
+type Expected = Result<Vec<&'static str>, &'static str>;
+
 /// The IAMAT lines of a request (each checked against the line protocol).
 fn lines(query: &str, content_type: Option<&[u8]>, body: &str) -> Result<Vec<String>, String> {
     let reports =
@@ -302,7 +305,7 @@ fn rejections() {
 
 #[test]
 fn form_bodies() {
-    let table: [(&str, Option<&[u8]>, &str, Result<Vec<&str>, &str>); 7] = [
+    let table: [(&str, Option<&[u8]>, &str, Expected); 7] = [
         (
             "",
             FORM,
@@ -391,7 +394,7 @@ fn json_bodies() {
     let one = |coords: &str, rest: &str| {
         format!(r#"{{"device_id":"kiwi","location":{{"coords":{{{coords}}}{rest}}}}}"#)
     };
-    let table: Vec<(String, &str, Result<Vec<&str>, &str>)> = vec![
+    let table: Vec<(String, &str, Expected)> = vec![
         (one(r#""latitude":3.4e1,"longitude":-1.2E+2"#, r#","timestamp":"2016-01-27T18:55:47Z""#), "", Ok(vec!["IAMAT kiwi +34-120 1453920947"])),
         (one(r#""latitude":"34.5","longitude":"-118""#, r#","timestamp":1520023934"#), "", Ok(vec!["IAMAT kiwi +34.5-118 1520023934"])),
         (one(r#""latitude":34.5,"longitude":-118"#, r#","timestamp":1442068686579"#), "", Ok(vec!["IAMAT kiwi +34.5-118 1442068686.579"])),

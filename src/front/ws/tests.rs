@@ -470,7 +470,11 @@ fn written_closes() {
 
 /// One generated message: text or binary, its fragments, and a ping to
 /// send before each fragment or not.
-fn messages() -> impl Strategy<Value = Vec<(bool, Vec<Vec<u8>>, Vec<bool>, [u8; 4])>> {
+/// A generated message: text or not, its fragments, a ping before each
+/// fragment or not, the mask.
+type Message = (bool, Vec<Vec<u8>>, Vec<bool>, [u8; 4]);
+
+fn messages() -> impl Strategy<Value = Vec<Message>> {
     proptest::collection::vec(
         (
             any::<bool>(),
