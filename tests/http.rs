@@ -583,7 +583,10 @@ fn read_response(r: &mut BufReader<TcpStream>) -> (u16, String) {
 fn closed(r: &mut BufReader<TcpStream>) -> bool {
     r.get_ref().set_read_timeout(Some(PATIENCE)).unwrap();
     let mut rest = Vec::new();
-    matches!(r.read_to_end(&mut rest), Ok(_)) || rest.is_empty()
+    match r.read_to_end(&mut rest) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
 }
 
 /// Sends `bytes` on a fresh connection to `addr`.
