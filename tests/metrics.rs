@@ -338,6 +338,8 @@ fn config(name: &str, neighbours: Vec<(String, SocketAddr)>, state: Option<&Path
             .collect(),
         peer_listen: None,
         tls_listen: None,
+        http_listen: None,
+        https_listen: None,
         places: PlacesConfig::default(),
         places_key: None,
         limits: Limits::default(),
@@ -345,6 +347,8 @@ fn config(name: &str, neighbours: Vec<(String, SocketAddr)>, state: Option<&Path
         fsync: None,
         secret: None,
         tls: None,
+        public_tls: None,
+        api_token: None,
     }
 }
 

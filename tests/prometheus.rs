@@ -74,6 +74,8 @@ fn promtool_accepts_the_exposition() {
         neighbours: vec![herd::links::Neighbour::plain(neighbour.0, neighbour.1)],
         peer_listen: None,
         tls_listen: None,
+        http_listen: None,
+        https_listen: None,
         places: PlacesConfig::default(),
         places_key: None,
         limits: Limits::default(),
@@ -81,6 +83,8 @@ fn promtool_accepts_the_exposition() {
         fsync: None,
         secret: None,
         tls: None,
+        public_tls: None,
+        api_token: None,
     };
     let a = server::spawn(config("Alpha", ("Beta", ab)), la).unwrap();
     let b = server::spawn(config("Beta", ("Alpha", aa)), lb).unwrap();
