@@ -24,6 +24,7 @@ use crate::tls::stream::Stream;
 use mio::Interest;
 
 use crate::engine::{Port, Session};
+use crate::front::{Envelope, Front};
 use crate::places::RequestId;
 
 /// Capacity above which an emptied buffer is freed instead of kept, so that
@@ -31,7 +32,7 @@ use crate::places::RequestId;
 const KEEP_CAPACITY: usize = 4096;
 
 /// The most a [`Conn`] may take in the slab, in bytes (a test holds it).
-pub const CONN_BUDGET: usize = 184;
+pub const CONN_BUDGET: usize = 192;
 
 /// One unit the [`LineReader`] hands out.
 #[derive(Debug, PartialEq, Eq)]
@@ -266,12 +267,17 @@ impl Output {
     }
 }
 
-/// A reply slot behind a WHATSAT in flight.
+/// Replies waiting in line behind a WHATSAT in flight: bytes with holes
+/// where Places answers go, and the envelope they leave in once the last
+/// hole is filled (as they are on a line port; as one WebSocket message;
+/// as one HTTP response, whose length is known only then).
 #[derive(Debug)]
 pub struct Slot {
-    /// The Places request this slot waits for; `None` once filled.
-    pub waiting: Option<RequestId>,
-    pub bytes: Vec<u8>,
+    /// The Places requests it waits for, each with the offset in `bytes`
+    /// where its answer goes, in increasing order.
+    holes: Vec<(RequestId, usize)>,
+    bytes: Vec<u8>,
+    envelope: Envelope,
 }
 
 /// Whether, and why not, a connection is read. The legal moves:
@@ -320,6 +326,9 @@ pub struct Conn {
     pub active: u32,
     /// Its invalid input, once it has sent some (most never do).
     throttle: Option<Box<Throttle>>,
+    /// On an HTTP or HTTPS port: the HTTP or WebSocket state (boxed, so
+    /// that a line connection pays one pointer for it).
+    pub front: Option<Box<Front>>,
 }
 
 impl Conn {
@@ -335,6 +344,7 @@ impl Conn {
             state: ReadState::Reading,
             active: 0,
             throttle: None,
+            front: None,
         }
     }
 
@@ -422,8 +432,8 @@ impl Conn {
 #[derive(Debug, Default)]
 pub struct Replies {
     pub out: Output,
-    /// Replies waiting for an earlier WHATSAT; `None` (nothing allocated:
-    /// most connections never wait) when none is in flight.
+    /// Replies waiting for earlier WHATSATs, and how many are in flight;
+    /// `None` (nothing allocated: most connections never wait) when none is.
     waiting: Option<Box<Waiting>>,
     /// The journal sequence number of the last record its replies
     /// acknowledge: none of its output leaves before the journal has
@@ -436,60 +446,133 @@ pub struct Replies {
 /// The replies behind WHATSATs in flight.
 #[derive(Debug, Default)]
 struct Waiting {
-    /// Never empty while the [`Replies`] keep it.
     queue: VecDeque<Slot>,
     /// WHATSATs not yet answered by Places.
     in_flight: usize,
 }
 
 impl Replies {
-    /// Appends a reply, behind any WHATSAT still in flight.
+    /// Appends a reply, as it is, behind any WHATSAT still in flight.
     pub fn reply(&mut self, bytes: &[u8]) {
-        let Some(waiting) = self.waiting.as_deref_mut() else {
-            self.out.buf().extend_from_slice(bytes);
-            return;
+        let queue = match self.waiting.as_deref_mut() {
+            Some(w) if !w.queue.is_empty() => &mut w.queue,
+            _ => {
+                self.out.buf().extend_from_slice(bytes);
+                return;
+            }
         };
-        match waiting.queue.back_mut() {
-            Some(slot) if slot.waiting.is_none() => slot.bytes.extend_from_slice(bytes),
-            _ => waiting.queue.push_back(Slot {
-                waiting: None,
+        match queue.back_mut() {
+            Some(slot) if matches!(slot.envelope, Envelope::Raw) => {
+                slot.bytes.extend_from_slice(bytes)
+            }
+            _ => queue.push_back(Slot {
+                holes: Vec::new(),
                 bytes: bytes.to_vec(),
+                envelope: Envelope::Raw,
             }),
         }
     }
 
+    /// Appends `bytes` in `envelope` (a WebSocket message, an HTTP
+    /// response), behind any WHATSAT still in flight.
+    pub fn reply_in(&mut self, bytes: &[u8], envelope: &Envelope) {
+        if !self.queued() {
+            envelope.seal(self.out.buf(), bytes);
+        } else {
+            let mut sealed = Vec::new();
+            envelope.seal(&mut sealed, bytes);
+            self.reply(&sealed);
+        }
+    }
+
     /// Reserves the place of a WHATSAT's reply; `head` (the AT line) is
-    /// already known, Places' body follows when it comes.
-    pub fn wait_for(&mut self, id: RequestId, head: Vec<u8>) {
-        let waiting = self.waiting.get_or_insert_with(Box::default);
-        waiting.in_flight += 1;
-        waiting.queue.push_back(Slot {
-            waiting: Some(id),
-            bytes: head,
+    /// already known, Places' body follows when it comes. On a line port
+    /// (`envelope` raw) the replies after it join its slot; otherwise the
+    /// reply is an envelope of its own (a WebSocket message).
+    pub fn wait_for(&mut self, id: RequestId, head: &[u8], envelope: Envelope) {
+        let w = self.waiting.get_or_insert_with(Box::default);
+        w.in_flight += 1;
+        if let (Envelope::Raw, Some(slot)) = (&envelope, w.queue.back_mut()) {
+            if matches!(slot.envelope, Envelope::Raw) {
+                slot.bytes.extend_from_slice(head);
+                slot.holes.push((id, slot.bytes.len()));
+                return;
+            }
+        }
+        w.queue.push_back(Slot {
+            holes: vec![(id, head.len())],
+            bytes: head.to_vec(),
+            envelope,
         });
     }
 
-    /// Fills the slot of request `id` and releases every reply now at the
-    /// front of the queue into the output. False if no slot waits for `id`.
+    /// Queues one envelope gathered elsewhere (an HTTP response): `bytes`
+    /// with `holes` where the answers of the Places requests it counted
+    /// in with [`Replies::counted`] go. Sealed and written at once when it
+    /// waits for nothing and nothing waits before it.
+    pub fn enclose(&mut self, bytes: &[u8], holes: &[(RequestId, usize)], envelope: Envelope) {
+        if holes.is_empty() && !self.queued() {
+            envelope.seal(self.out.buf(), bytes);
+            return;
+        }
+        let w = self.waiting.get_or_insert_with(Box::default);
+        w.queue.push_back(Slot {
+            holes: holes.to_vec(),
+            bytes: bytes.to_vec(),
+            envelope,
+        });
+        self.release();
+    }
+
+    /// A WHATSAT whose hole is in an envelope still being gathered (see
+    /// [`Replies::enclose`]): counted against the connection's limit now.
+    pub fn counted(&mut self) {
+        self.waiting.get_or_insert_with(Box::default).in_flight += 1;
+    }
+
+    /// Fills the hole of request `id` and releases every envelope now
+    /// complete at the front of the queue into the output. False if no
+    /// slot waits for `id`.
     pub fn complete(&mut self, id: RequestId, body: &[u8]) -> bool {
-        let Some(waiting) = self.waiting.as_deref_mut() else {
+        let Some(w) = self.waiting.as_deref_mut() else {
             return false;
         };
-        let Some(slot) = waiting.queue.iter_mut().find(|s| s.waiting == Some(id)) else {
+        let found = w.queue.iter_mut().find_map(|s| {
+            let i = s.holes.iter().position(|&(hole, _)| hole == id)?;
+            Some((s, i))
+        });
+        let Some((slot, i)) = found else {
             return false;
         };
-        slot.waiting = None;
-        slot.bytes.extend_from_slice(body);
-        waiting.in_flight -= 1;
-        while waiting.queue.front().is_some_and(|s| s.waiting.is_none()) {
-            if let Some(slot) = waiting.queue.pop_front() {
-                self.out.buf().extend_from_slice(&slot.bytes);
+        let (_, at) = slot.holes.remove(i);
+        slot.bytes.splice(at..at, body.iter().copied());
+        for (_, later) in &mut slot.holes[i..] {
+            *later += body.len();
+        }
+        w.in_flight -= 1;
+        self.release();
+        true
+    }
+
+    /// Moves the complete envelopes at the front of the queue to the output.
+    /// Once nothing waits any more, the queue is given back.
+    fn release(&mut self) {
+        let Some(w) = self.waiting.as_deref_mut() else {
+            return;
+        };
+        while w.queue.front().is_some_and(|s| s.holes.is_empty()) {
+            if let Some(slot) = w.queue.pop_front() {
+                slot.envelope.seal(self.out.buf(), &slot.bytes);
             }
         }
-        if waiting.queue.is_empty() {
+        if w.queue.is_empty() && w.in_flight == 0 {
             self.waiting = None;
         }
-        true
+    }
+
+    /// Replies wait behind a WHATSAT.
+    fn queued(&self) -> bool {
+        self.waiting.as_ref().is_some_and(|w| !w.queue.is_empty())
     }
 
     /// WHATSATs not yet answered by Places.
@@ -508,7 +591,7 @@ impl Replies {
 
     /// True when nothing remains to be sent or awaited.
     pub fn is_drained(&self) -> bool {
-        self.out.is_empty() && self.waiting.is_none()
+        self.out.is_empty() && !self.queued()
     }
 }
 
@@ -657,7 +740,7 @@ mod tests {
     fn a_connection_costs_at_most_its_budget() {
         // What every idle connection costs in the slab (docs/PERFORMANCE.md:
         // idle plaintext connections at most 200 B each, all told). What
-        // only TLS, links or WHATSATs need is boxed, off this struct.
+        // only TLS, links, WHATSATs, invalid input or HTTP need is boxed.
         let size = std::mem::size_of::<Conn>();
         assert!(
             size <= CONN_BUDGET,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use herd::config::Herd;
 use herd::logging;
 use herd::metrics::Endpoint;
+use herd::notify;
 use herd::server::{self, Limits, ServerConfig};
 use herd::tls::HerdTls;
 
@@ -53,9 +54,10 @@ OPTIONS:
     --fsync-ms N         also fdatasync the journal every N ms (0: never, the default;
                          the journal survives a crash of herd either way, fsync is
                          for power cuts)
-    --metrics HOST:PORT  serve GET /metrics (Prometheus text format) and GET /healthz
-                         (200 ok, or 503 and the problems) for every server of this
-                         process, from a thread of its own [default: off]
+    --metrics HOST:PORT  serve GET /metrics (Prometheus text format), GET /healthz
+                         (200 ok, or 503 and the problems), the console GET / (a page
+                         for a browser) and its data GET /status.json, for every
+                         server of this process, from a thread of its own [default: off]
     --check-config       read and check FILE, print what it describes (servers,
                          addresses, links, Places, secret, TLS) and exit: 0 if it is
                          good, 2 with FILE:LINE: what is wrong if not; listens on nothing.
@@ -83,6 +85,11 @@ LIMITS (see README; every one has a default):
     --handshake-timeout DURATION  a connection to a tls or peer port that has not
                          finished its TLS handshake (on a peer port: said HERD) by
                          then is closed [default: 10s]
+    --request-timeout DURATION  an HTTP request (head and body) not whole this long
+                         after its first byte, or after the connection opened, gets
+                         408 and the connection closes [default: 10s]
+    --keepalive-timeout DURATION  an HTTP keep-alive connection with no request
+                         under way is closed after this [default: 60s]
     --store-limit N      clients a server stores; when full, a newer update evicts the
                          client with the oldest timestamp [default: 2000000]
     --position-ttl DURATION  forget positions whose client timestamp is older than
@@ -108,7 +115,9 @@ links opened after it); no client is dropped. A reload that is invalid, removes
 a server of this process, moves one of its addresses (client, peer or tls port),
 has a TLS file that does not load, or turns TLS on or off is refused with
 FILE:LINE on standard error and in the logs, and changes nothing.
-SIGUSR1 reopens every NAME.log (for logrotate). When the journal cannot be
+SIGUSR1 reopens every NAME.log (for logrotate). With NOTIFY_SOCKET set (systemd,
+Type=notify; contrib/herd.service) it sends READY=1 at `herd: ready`,
+RELOADING=1 then READY=1 around a SIGHUP, and STOPPING=1 on SIGINT or SIGTERM. When the journal cannot be
 written (disk full), AT replies are held until it can, and retried every 250 ms.
 A bad config, a TLS file that does not load or an unknown NAME exits with
 status 2 and FILE:LINE: what is wrong, before anything listens.
@@ -203,6 +212,24 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
                     return Err("--handshake-timeout: at least 100ms".into());
                 }
                 args.limits.handshake_timeout = d;
+            }
+            Long("request-timeout") | Long("keepalive-timeout") => {
+                let flag = if let Long(f) = arg {
+                    f.to_string()
+                } else {
+                    String::new()
+                };
+                let text: String = parser.value()?.parse()?;
+                let d = humantime::parse_duration(&text)
+                    .map_err(|e| format!("--{flag} {text:?}: {e}"))?;
+                if d < Duration::from_millis(100) {
+                    return Err(format!("--{flag}: at least 100ms").into());
+                }
+                if flag == "request-timeout" {
+                    args.limits.request_timeout = d;
+                } else {
+                    args.limits.keepalive_timeout = d;
+                }
             }
             Long("idle-timeout") => {
                 let secs: u64 = parser.value()?.parse()?;
@@ -308,13 +335,23 @@ fn main() -> ExitCode {
             },
             None => None,
         };
-        tls.push(loaded);
+        let public = match &herd.public {
+            Some(files) => match herd::tls::settings::load_public(files, &args.config, name) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    say!("herd: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            None => None,
+        };
+        tls.push((loaded, public));
     }
     if args.check {
         // Names given with --check-config were checked just above.
         let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
         print!("{}", herd::check::summary(&herd, &args.config, set));
-        if herd.tls.is_some() {
+        if herd.tls.is_some() || herd.public.is_some() {
             print!("{}", herd::check::tls_checked(&tls_names));
         }
         return ExitCode::SUCCESS;
@@ -335,7 +372,11 @@ enum Event {
 }
 
 /// Runs the servers of `args.names`; `tls` holds each one's TLS, in order.
-fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), String> {
+/// The TLS a server of this process loads before it listens: the herd's
+/// (links, peer port) and what its client-facing TLS ports present.
+type LoadedTls = (Option<Arc<HerdTls>>, Option<Arc<rustls::ServerConfig>>);
+
+fn run(args: &Args, herd: &Herd, tls: &[LoadedTls]) -> Result<(), String> {
     // A journal write past RLIMIT_FSIZE must fail with EFBIG (and be held
     // and retried), not kill the process: SIGXFSZ gets a handler.
     signal_hook::flag::register(
@@ -379,9 +420,10 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
     let mut running = Vec::new();
     let mut listening = Vec::new();
     let mut stats = Vec::new();
-    for (name, tls) in args.names.iter().zip(tls) {
+    for (name, (tls, public)) in args.names.iter().zip(tls) {
         let (mut config, addr) = ServerConfig::from_herd(herd, name)?;
         config.tls = tls.clone();
+        config.public_tls = public.clone();
         config.limits = Limits {
             max_clients: if args.limits.max_clients > 0 {
                 args.limits.max_clients
@@ -400,6 +442,7 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
         }
         let neighbours = banner_neighbours(&config.neighbours);
         let (peer, tls) = (config.peer_listen, config.tls_listen);
+        let (http, https) = (config.http_listen, config.https_listen);
         let mutual = if config.tls.is_some() {
             " (mutual TLS)"
         } else {
@@ -412,6 +455,12 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
         say!("herd:   clients     {addr}");
         if let Some(tls) = tls {
             say!("herd:   tls clients {tls}");
+        }
+        if let Some(http) = http {
+            say!("herd:   http        {http}");
+        }
+        if let Some(https) = https {
+            say!("herd:   https       {https}");
         }
         if let Some(peer) = peer {
             say!("herd:   herd links  {peer}{mutual}");
@@ -447,6 +496,10 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
                 "herd: metrics     http://{0}/metrics, http://{0}/healthz",
                 e.addr()
             );
+            say!(
+                "herd: console     http://{0}/ (its data: /status.json)",
+                e.addr()
+            );
             Some(e)
         }
         None => None,
@@ -477,6 +530,7 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
     }
     if first.is_none() {
         say!("herd: ready");
+        notify::ready(&format!("serving {}", args.names.join(", ")));
     }
     let mut herd = herd.clone();
     let mut next = first;
@@ -487,9 +541,12 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
         };
         match event {
             Ok(Event::Signal(signal_hook::consts::SIGHUP)) => {
-                reload(args, &mut herd, &listening, &running)
+                notify::reloading(&format!("SIGHUP: reading {}", args.config.display()));
+                let outcome = reload(args, &mut herd, &listening, &running);
+                notify::ready(&outcome);
             }
             Ok(Event::Signal(sig)) => {
+                notify::stopping(&format!("signal {sig}: stopping"));
                 for name in &args.names {
                     log::info!(target: name, "signal {sig}: stopping");
                 }
@@ -521,13 +578,13 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
 
 /// SIGHUP: reads the config again and hands every loop its part, or
 /// refuses the whole reload (stderr and every server's log) and changes
-/// nothing.
+/// nothing. Returns what happened, for the service manager's status.
 fn reload(
     args: &Args,
     herd: &mut Herd,
     listening: &[std::net::SocketAddr],
     running: &[server::StopHandle],
-) {
+) -> String {
     match herd::reload::prepare(&args.config, herd, &args.names, listening) {
         Ok(plan) => {
             for (name, (handle, config)) in args.names.iter().zip(running.iter().zip(plan.configs))
@@ -537,12 +594,14 @@ fn reload(
             }
             say!("herd: reloaded {}", args.config.display());
             *herd = plan.herd;
+            format!("reloaded {}", args.config.display())
         }
         Err(e) => {
             for name in &args.names {
                 log::warn!(target: name, "SIGHUP: reload refused, nothing changed: {e}");
             }
             say!("herd: reload refused, nothing changed: {e}");
+            format!("reload refused, nothing changed: {e}")
         }
     }
 }

@@ -20,6 +20,7 @@
 //! Readers take a [`ServerSnapshot`]: plain numbers, so the exposition
 //! writer and the health check are pure functions, tested without a server.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -39,6 +40,31 @@ pub enum Kind {
 /// The label values of [`Kind`], by index.
 pub const KINDS: [&str; 3] = ["iamat", "whatsat", "invalid"];
 
+/// An HTTP request's route, for `herd_http_requests_total{route}`
+/// (docs/PROTOCOL.md §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// An OsmAnd location report: any path not under `/v1/`.
+    Report = 0,
+    /// `/v1/clients/ID`.
+    Client = 1,
+    /// `/v1/clients/ID/places`.
+    Places = 2,
+    /// `/v1/lines`.
+    Lines = 3,
+    /// `/v1/ws`.
+    Ws = 4,
+    /// Anything else under `/v1/`, and requests too malformed to route.
+    Other = 5,
+}
+
+/// The label values of [`Route`], by index.
+pub const ROUTES: [&str; 6] = ["report", "client", "places", "lines", "ws", "other"];
+
+/// The HTTP statuses herd answers with, for `herd_http_requests_total{status}`;
+/// anything else is counted as 500.
+pub const STATUSES: [u16; 12] = [101, 200, 400, 401, 404, 405, 408, 413, 431, 500, 501, 505];
+
 /// Where a stored update came from, for `herd_updates_stored_total{source}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -53,7 +79,7 @@ pub const SOURCES: [&str; 2] = ["client", "link"];
 
 /// The `port` label values of `herd_refused_connections_total`, in the
 /// order of [`crate::engine::Port`].
-pub const PORTS: [&str; 3] = ["client", "tls", "peer"];
+pub const PORTS: [&str; 5] = ["client", "tls", "peer", "http", "https"];
 
 /// The `kind` label values of `herd_tls_handshakes_total`: a full handshake
 /// (certificate, signature, key exchange) or one resumed from a ticket.
@@ -238,13 +264,19 @@ pub struct ServerStats {
     updates_stored: [AtomicU64; 2],
     evictions: AtomicU64,
     expiries: AtomicU64,
-    refused: [AtomicU64; 3],
+    refused: [AtomicU64; PORTS.len()],
     /// TLS handshakes done, by port ([`PORTS`]) and [`HANDSHAKES`].
     handshakes: [[AtomicU64; 2]; PORTS.len()],
     places: [AtomicU64; OUTCOMES.len()],
     places_latency: Histogram,
+    http: [[AtomicU64; STATUSES.len()]; ROUTES.len()],
+    websockets: AtomicU64,
+    websockets_opened: AtomicU64,
     links: Mutex<Vec<Arc<LinkStats>>>,
     journal: Mutex<Option<Arc<JournalStats>>>,
+    watchers: AtomicU64,
+    /// Where the loop listens, by port label; set once, before it serves.
+    listen: OnceLock<Vec<(&'static str, SocketAddr)>>,
 }
 
 impl ServerStats {
@@ -264,9 +296,27 @@ impl ServerStats {
             handshakes: Default::default(),
             places: Default::default(),
             places_latency: Histogram::default(),
+            http: Default::default(),
+            websockets: AtomicU64::new(0),
+            websockets_opened: AtomicU64::new(0),
             links: Mutex::new(Vec::new()),
             journal: Mutex::new(None),
+            watchers: AtomicU64::new(0),
+            listen: OnceLock::new(),
         }
+    }
+
+    /// The server listens on these addresses, each with its port's label
+    /// (`client`, `peer`, `tls`, ...). Set once, when its listeners are
+    /// bound; a second call changes nothing (listen addresses never change
+    /// while a server runs).
+    pub fn set_listen(&self, addrs: Vec<(&'static str, SocketAddr)>) {
+        let _ = self.listen.set(addrs);
+    }
+
+    /// Connections that watch clients (WATCH) now.
+    pub fn set_watchers(&self, n: usize) {
+        self.watchers.store(n as u64, Relaxed);
     }
 
     /// The server's name.
@@ -331,6 +381,25 @@ impl ServerStats {
     pub fn handshake(&self, port: crate::engine::Port, resumed: bool) {
         if let Some(by_kind) = self.handshakes.get(port as usize) {
             by_kind[usize::from(resumed)].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// An HTTP request to `route` was answered with `status`.
+    pub fn http(&self, route: Route, status: u16) {
+        let i = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUSES.iter().position(|&s| s == 500).unwrap_or(0));
+        self.http[route as usize][i].fetch_add(1, Relaxed);
+    }
+
+    /// A WebSocket connection opened (`true`) or closed.
+    pub fn websocket(&self, open: bool) {
+        if open {
+            self.websockets.fetch_add(1, Relaxed);
+            self.websockets_opened.fetch_add(1, Relaxed);
+        } else {
+            self.websockets.fetch_sub(1, Relaxed);
         }
     }
 
@@ -407,6 +476,12 @@ impl ServerStats {
             handshakes: self.handshakes.each_ref().map(|k| k.each_ref().map(load)),
             places: self.places.each_ref().map(load),
             places_latency: self.places_latency.snapshot(),
+            http: self
+                .http
+                .each_ref()
+                .map(|row| row.each_ref().map(|c| c.load(Relaxed))),
+            websockets: self.websockets.load(Relaxed),
+            websockets_opened: self.websockets_opened.load(Relaxed),
             links: self
                 .links
                 .lock()
@@ -418,6 +493,8 @@ impl ServerStats {
                 .ok()
                 .and_then(|j| j.as_ref().map(|j| j.snapshot())),
             log_dropped: crate::logging::lines_dropped(&self.name),
+            watchers: load(&self.watchers),
+            listen: self.listen.get().cloned().unwrap_or_default(),
         }
     }
 }
@@ -483,19 +560,29 @@ pub struct ServerSnapshot {
     /// Positions expired.
     pub expiries: u64,
     /// Connections refused, by [`PORTS`].
-    pub refused: [u64; 3],
+    pub refused: [u64; PORTS.len()],
     /// TLS handshakes done, by [`PORTS`] then [`HANDSHAKES`].
     pub handshakes: [[u64; 2]; PORTS.len()],
     /// Places requests answered, by [`OUTCOMES`].
     pub places: [u64; OUTCOMES.len()],
     /// Places latency.
     pub places_latency: HistogramSnapshot,
+    /// HTTP requests answered, by [`ROUTES`] then [`STATUSES`].
+    pub http: [[u64; STATUSES.len()]; ROUTES.len()],
+    /// WebSocket connections open now.
+    pub websockets: u64,
+    /// WebSocket connections opened since start.
+    pub websockets_opened: u64,
     /// One per outbound link.
     pub links: Vec<LinkSnapshot>,
     /// `None`: the server keeps no journal.
     pub journal: Option<JournalSnapshot>,
     /// Log lines dropped since start.
     pub log_dropped: u64,
+    /// Connections watching clients now.
+    pub watchers: u64,
+    /// Where it listens, by port label (`client` first).
+    pub listen: Vec<(&'static str, SocketAddr)>,
 }
 
 #[cfg(test)]

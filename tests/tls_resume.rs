@@ -2,7 +2,8 @@
 //! process: a server whose configurations `tls::settings::load` built from
 //! files made here, and rustls clients that keep their sessions.
 //!
-//! - On the `tls` port a second connection resumes; a ticket whose key has
+//! - On the `tls` port a second connection resumes (and on the `https`
+//!   port, which has the same configuration); a ticket whose key has
 //!   rotated out, or that another server (a restart) made, falls back to a
 //!   full handshake and is served.
 //! - On the peer port a resumed link still carries the certificate its first
@@ -33,6 +34,7 @@ use support::certs::{write_herd_certs, Ca};
 
 const TLS: usize = 1;
 const PEER: usize = 2;
+const HTTPS: usize = 4;
 
 /// Server `name`'s configurations, as the binary loads them from `dir`.
 fn load(dir: &Path, name: &str) -> HerdTls {
@@ -44,12 +46,13 @@ fn load(dir: &Path, name: &str) -> HerdTls {
     herd::tls::settings::load(&files, &dir.join("herd.conf"), name).expect("TLS files load")
 }
 
-/// Alpha, with a `tls` port and a peer port, neighbours Beta and Gamma
-/// (never answering): the server, its tls and peer addresses.
-fn alpha(tls: HerdTls) -> (server::Running, SocketAddr, SocketAddr) {
+/// Alpha, with a `tls`, a peer and an `https` port, neighbours Beta and
+/// Gamma (never answering): the server, its tls, peer and https addresses.
+fn alpha(tls: HerdTls) -> (server::Running, SocketAddr, SocketAddr, SocketAddr) {
     let local = || server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let (client, tls_port, peer) = (local(), local(), local());
+    let (client, tls_port, peer, https) = (local(), local(), local(), local());
     let (tls_addr, peer_addr) = (tls_port.local_addr().unwrap(), peer.local_addr().unwrap());
+    let https_addr = https.local_addr().unwrap();
     let away = |name: &str| Neighbour {
         name: name.to_string(),
         addr: "127.0.0.1:1".parse().unwrap(),
@@ -60,6 +63,8 @@ fn alpha(tls: HerdTls) -> (server::Running, SocketAddr, SocketAddr) {
         neighbours: vec![away("Beta"), away("Gamma")],
         peer_listen: None,
         tls_listen: None,
+        http_listen: None,
+        https_listen: None,
         places: PlacesConfig::default(),
         places_key: None,
         limits: Limits::default(),
@@ -67,16 +72,21 @@ fn alpha(tls: HerdTls) -> (server::Running, SocketAddr, SocketAddr) {
         fsync: None,
         secret: None,
         tls: Some(Arc::new(tls)),
+        public_tls: None,
+        api_token: None,
     };
     let listeners = Listeners {
         client,
         peer: Some(peer),
         tls: Some(tls_port),
+        http: None,
+        https: Some(https),
     };
     (
         server::spawn(config, listeners).unwrap(),
         tls_addr,
         peer_addr,
+        https_addr,
     )
 }
 
@@ -162,7 +172,7 @@ fn a_phone_resumes_and_falls_back_to_a_full_handshake_when_its_ticket_cannot_ope
     let mut clients = (*tls.clients).clone();
     tickets::resume_with(&mut clients, keys.clone());
     tls.clients = Arc::new(clients);
-    let (server, tls_addr, _) = alpha(tls);
+    let (server, tls_addr, _, https_addr) = alpha(tls);
     let store = Arc::new(ClientSessionMemoryCache::new(8));
     let phone = phone(&ca, &store);
 
@@ -174,6 +184,16 @@ fn a_phone_resumes_and_falls_back_to_a_full_handshake_when_its_ticket_cannot_ope
     assert!(answer.starts_with("AT Alpha "), "{answer:?}");
     assert_eq!(kind, Some(HandshakeKind::Resumed));
     wait_for(&server.stats, |s| s.handshakes[TLS], [1, 1]);
+    // The https port serves phones with the same configuration, keys and
+    // all: the phone's next ticket opens there too.
+    let (answer, kind) = ask(
+        https_addr,
+        &phone,
+        "GET /nowhere HTTP/1.1\r\nHost: alpha\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer:?}");
+    assert_eq!(kind, Some(HandshakeKind::Resumed));
+    wait_for(&server.stats, |s| s.handshakes[HTTPS], [0, 1]);
 
     // One rotation: the ticket's key is the previous one, it still opens.
     assert!(keys.rotate());
@@ -192,14 +212,14 @@ fn a_phone_resumes_and_falls_back_to_a_full_handshake_when_its_ticket_cannot_ope
 
     // Another server of the same name (Alpha restarted: new keys) gets the
     // phone's ticket, cannot open it, and makes a full handshake.
-    let (restarted, tls_addr, _) = alpha(load(dir.path(), "Alpha"));
+    let (restarted, tls_addr, _, _) = alpha(load(dir.path(), "Alpha"));
     let (answer, kind) = ask(tls_addr, &phone, IAMAT);
     assert!(answer.starts_with("AT Alpha "), "{answer:?}");
     assert_eq!(kind, Some(HandshakeKind::Full));
     let (_, kind) = ask(tls_addr, &phone, IAMAT);
     assert_eq!(kind, Some(HandshakeKind::Resumed));
     wait_for(&restarted.stats, |s| s.handshakes[TLS], [1, 1]);
-    assert_eq!(restarted.stats.snapshot().refused, [0, 0, 0]);
+    assert_eq!(restarted.stats.snapshot().refused, [0; 5]);
     restarted.stop().unwrap();
 }
 
@@ -208,7 +228,7 @@ fn a_resumed_link_keeps_its_certificate_and_a_ticket_never_stands_in_for_one() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("herd CA");
     write_herd_certs(dir.path(), &ca, &["Alpha", "Beta", "Gamma"]);
-    let (server, tls_addr, peer_addr) = alpha(load(dir.path(), "Alpha"));
+    let (server, tls_addr, peer_addr, _) = alpha(load(dir.path(), "Alpha"));
     let beta = load(dir.path(), "Beta").dial;
     let gamma = load(dir.path(), "Gamma").dial;
     let herd_hello = |answer: &str| answer.starts_with("HERD ") || answer.starts_with("PING");

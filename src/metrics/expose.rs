@@ -12,7 +12,9 @@
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::stats::{ServerSnapshot, HANDSHAKES, KINDS, OUTCOMES, PLACES_BUCKETS, PORTS, SOURCES};
+use crate::stats::{
+    ServerSnapshot, HANDSHAKES, KINDS, OUTCOMES, PLACES_BUCKETS, PORTS, ROUTES, SOURCES, STATUSES,
+};
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -29,7 +31,7 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("herd_evictions_total", "counter", "Clients evicted from a full store."),
     ("herd_expiries_total", "counter", "Client positions forgotten after --position-ttl."),
     ("herd_refused_connections_total", "counter", "Connections refused, by port: a TLS handshake that failed or timed out, a certificate naming no neighbour, a peer-port connection that never became a link."),
-    ("herd_tls_handshakes_total", "counter", "TLS handshakes done, by port (tls, peer) and kind: full (certificate and signature) or resumed (from a session ticket)."),
+    ("herd_tls_handshakes_total", "counter", "TLS handshakes done, by port (tls, peer, https) and kind: full (certificate and signature) or resumed (from a session ticket)."),
     ("herd_link_up", "gauge", "1 while the outbound link to the neighbour carries updates, else 0."),
     ("herd_link_queued_bytes", "gauge", "Bytes queued for the neighbour on the outbound link after its last write."),
     ("herd_link_catchups_total", "counter", "Catch-ups (the whole store) sent to the neighbour."),
@@ -38,6 +40,9 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("herd_journal_appended_bytes_total", "counter", "Bytes appended to the journal."),
     ("herd_journal_failing", "gauge", "1 from a failed journal append until one succeeds, else 0."),
     ("herd_journal_write_failures_total", "counter", "Journal appends that failed."),
+    ("herd_http_requests_total", "counter", "HTTP requests answered on http and https ports, by route (report, client, places, lines, ws, other) and status; a series appears at its first request."),
+    ("herd_websocket_connections", "gauge", "Open WebSocket connections (upgraded by GET /v1/ws)."),
+    ("herd_websocket_connections_total", "counter", "WebSocket connections opened since start."),
     ("herd_log_lines_dropped_total", "counter", "Log lines dropped because the log writer was behind."),
     ("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds."),
 ];
@@ -110,6 +115,20 @@ fn family(out: &mut String, name: &str, s: &ServerSnapshot) {
             }
         }
         "herd_evictions_total" => one(out, s.evictions),
+        "herd_http_requests_total" => {
+            for (route, row) in ROUTES.iter().zip(&s.http) {
+                for (status, &v) in STATUSES.iter().zip(row) {
+                    if v > 0 {
+                        out.push_str(name);
+                        out.push_str("{server=\"");
+                        label(out, server);
+                        let _ = writeln!(out, "\",route=\"{route}\",status=\"{status}\"}} {v}");
+                    }
+                }
+            }
+        }
+        "herd_websocket_connections" => one(out, s.websockets),
+        "herd_websocket_connections_total" => one(out, s.websockets_opened),
         "herd_expiries_total" => one(out, s.expiries),
         "herd_refused_connections_total" => {
             for (port, v) in PORTS.iter().zip(s.refused) {
@@ -118,8 +137,8 @@ fn family(out: &mut String, name: &str, s: &ServerSnapshot) {
         }
         "herd_tls_handshakes_total" => {
             for (port, kinds) in PORTS.iter().zip(s.handshakes) {
-                // The plaintext client port never makes one.
-                if *port == "client" {
+                // Plaintext ports never make one.
+                if !matches!(*port, "tls" | "peer" | "https") {
                     continue;
                 }
                 for (kind, v) in HANDSHAKES.iter().zip(kinds) {
@@ -213,7 +232,7 @@ mod tests {
             listening: true,
             client_connections: 3,
             requests: [5, 2, 1],
-            handshakes: [[0, 0], [3, 7], [1, 0]],
+            handshakes: [[0, 0], [3, 7], [1, 0], [0, 0], [2, 5]],
             links: vec![LinkSnapshot {
                 neighbour: "Hands".into(),
                 up: true,
@@ -261,7 +280,9 @@ mod tests {
         for w in want {
             assert!(text.contains(w), "{w} missing from\n{text}");
         }
+        assert!(text.contains("port=\"https\",kind=\"resumed\"} 5\n"));
         assert!(!text.contains("port=\"client\",kind="));
+        assert!(!text.contains("port=\"http\",kind="));
         assert!(text.ends_with('\n'));
     }
 

@@ -60,6 +60,11 @@ impl Server {
             (Some(new), Some(old)) => Some(std::sync::Arc::new(new.after_reload(old))),
             (new, _) => new.clone(),
         };
+        self.client_tls = config.client_tls().map(|new| match &self.client_tls {
+            Some(old) => crate::tls::tickets::keeping(new, old),
+            None => std::sync::Arc::clone(new),
+        });
+        self.api_token = config.api_token.clone();
         let registry = self.poll.registry();
         match self.places.reconfigure(
             &config.places,

@@ -63,11 +63,9 @@ impl HerdTls {
     /// the client configuration keeps `old`'s ticket keys, so the phones'
     /// tickets still open; the peer port's are new (see [`tickets`]).
     pub fn after_reload(&self, old: &HerdTls) -> HerdTls {
-        let mut clients = (*self.clients).clone();
-        clients.ticketer = Arc::clone(&old.clients.ticketer);
         HerdTls {
             peer: Arc::clone(&self.peer),
-            clients: Arc::new(clients),
+            clients: tickets::keeping(&self.clients, &old.clients),
             dial: Arc::clone(&self.dial),
         }
     }

@@ -13,9 +13,9 @@
 //! [`rustls::crypto::ring::Ticketer`] of its own (ChaCha20-Poly1305 under a
 //! random key), which we only ever use for less than its own 6 h rotation.
 //!
-//! Which keys a reload keeps (`HerdTls::after_reload`): the `tls` port's
-//! (and with it any port that serves clients with the same configuration)
-//! for the life of the process, so that renewing a certificate does not cost
+//! Which keys a reload keeps ([`keeping`], `HerdTls::after_reload`): the
+//! client-facing ports' (`tls`, `https`, whether they present the herd's
+//! certificate or `public_cert`) for the life of the process, so that renewing a certificate does not cost
 //! every phone a full handshake; the peer port's never, because a reload may
 //! change `tls_ca`, and a resumed session is not checked against it again
 //! (rustls restores the client certificate the first handshake verified).
@@ -147,6 +147,18 @@ pub fn resume_with(config: &mut rustls::ServerConfig, keys: Arc<TicketKeys>) {
     config.ticketer = keys;
     config.send_tls13_tickets = TICKETS_PER_HANDSHAKE;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+}
+
+/// `new`, a client-facing configuration a reload just loaded, with the
+/// ticket keys of `old`, the one it replaces: the phones' tickets still
+/// open (see the module header).
+pub fn keeping(
+    new: &Arc<rustls::ServerConfig>,
+    old: &Arc<rustls::ServerConfig>,
+) -> Arc<rustls::ServerConfig> {
+    let mut config = (**new).clone();
+    config.ticketer = Arc::clone(&old.ticketer);
+    Arc::new(config)
 }
 
 #[cfg(test)]

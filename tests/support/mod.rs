@@ -7,12 +7,14 @@
 //! neighbour (`tls_peer`) and a TLS herd's files on disk (`tls_herd`).
 #![allow(dead_code)]
 
+pub mod cdp;
 pub mod certs;
 pub mod herd;
 #[path = "../../tools/inproc.rs"]
 pub mod inproc;
 pub mod netns;
 pub mod places_server;
+pub mod ports;
 pub mod procs;
 pub mod proxy;
 pub mod tls_client;
