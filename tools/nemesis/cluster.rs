@@ -40,6 +40,8 @@ pub struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     addrs: BTreeMap<String, SocketAddr>,
+    /// Each server's `http` port (OsmAnd reports, docs/PROTOCOL.md §14.1).
+    http: BTreeMap<String, SocketAddr>,
     links: Vec<Link>,
     /// Servers in the herd now (the spare joins by a reload).
     present: BTreeSet<String>,
@@ -59,7 +61,7 @@ pub struct Cluster {
 impl Cluster {
     /// Sets up (does not start) servers `names` plus `spare`, linked by
     /// `links` (the spare's links among them), in `dir`, running `bin`;
-    /// `ports` gives each server's client port. As root, journals go on
+    /// `ports` gives each server's client and http ports. As root, journals go on
     /// tmpfs mounts under `dir/disk`.
     pub fn new(
         dir: &Path,
@@ -67,16 +69,24 @@ impl Cluster {
         names: &[&str],
         spare: Option<&str>,
         links: &[(&str, &str)],
-        ports: &BTreeMap<String, u16>,
+        ports: &BTreeMap<String, (u16, u16)>,
         disks: bool,
     ) -> Cluster {
         let all: Vec<&str> = names.iter().copied().chain(spare).collect();
+        let port = |n: &str| {
+            ports
+                .get(n)
+                .copied()
+                .unwrap_or_else(|| (free_port(), free_port()))
+        };
+        let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let addrs: BTreeMap<String, SocketAddr> = all
             .iter()
-            .map(|n| {
-                let port = ports.get(*n).copied().unwrap_or_else(free_port);
-                (n.to_string(), SocketAddr::from(([127, 0, 0, 1], port)))
-            })
+            .map(|n| (n.to_string(), local(port(n).0)))
+            .collect();
+        let http: BTreeMap<String, SocketAddr> = all
+            .iter()
+            .map(|n| (n.to_string(), local(port(n).1)))
             .collect();
         let links: Vec<Link> = links
             .iter()
@@ -103,6 +113,7 @@ impl Cluster {
             dir: dir.to_path_buf(),
             bin: bin.to_path_buf(),
             addrs,
+            http,
             links,
             present: names.iter().map(|n| n.to_string()).collect(),
             dropped: HashMap::new(),
@@ -136,6 +147,14 @@ impl Cluster {
             .collect()
     }
 
+    /// The servers in the herd now: their client and http addresses.
+    pub fn targets(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        self.present
+            .iter()
+            .map(|n| (self.addrs[n], self.http[n]))
+            .collect()
+    }
+
     /// Where `name` writes its standard error (every run appends).
     fn stderr_path(&self, name: &str) -> PathBuf {
         self.dir.join("logs").join(format!("{name}.stderr"))
@@ -150,7 +169,7 @@ impl Cluster {
                 Some(p) if s != name => p.addr(),
                 _ => self.addrs[s],
             };
-            text.push_str(&format!("server {s} {addr}\n"));
+            text.push_str(&format!("server {s} {addr} http {}\n", self.http[s]));
         }
         for l @ (a, b) in &self.links {
             if self.present.contains(a)

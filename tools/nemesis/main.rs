@@ -142,10 +142,10 @@ fn main() {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     // One set of ports for every seed.
-    let ports: BTreeMap<String, u16> = SERVERS
+    let ports: BTreeMap<String, (u16, u16)> = SERVERS
         .iter()
         .chain([&SPARE])
-        .map(|n| (n.to_string(), ports::free_port()))
+        .map(|n| (n.to_string(), (ports::free_port(), ports::free_port())))
         .collect();
     let mut totals: BTreeMap<&'static str, u32> = BTreeMap::new();
     let (mut acks, mut sent, mut bad, mut worst) = (0, 0, 0u64, Duration::ZERO);
@@ -178,7 +178,7 @@ fn main() {
     }
 }
 
-fn run(o: &Opts, seed: u64, root: bool, ports: &BTreeMap<String, u16>) -> Outcome {
+fn run(o: &Opts, seed: u64, root: bool, ports: &BTreeMap<String, (u16, u16)>) -> Outcome {
     let length = Duration::from_secs(o.secs);
     let links: Vec<(&str, &str)> = LINKS.iter().chain(SPARE_LINKS).copied().collect();
     let steps = schedule(
@@ -209,8 +209,7 @@ fn run(o: &Opts, seed: u64, root: bool, ports: &BTreeMap<String, u16>) -> Outcom
     std::fs::create_dir_all(&dir).expect("the run's directory");
     let mut cluster = Cluster::new(&dir, &o.bin, SERVERS, Some(SPARE), &links, ports, root);
     cluster.start_all();
-    let addrs = |c: &Cluster| c.present().into_iter().map(|(_, a)| a).collect::<Vec<_>>();
-    let load = workload::Workload::start(seed, o.clients, 200, addrs(&cluster));
+    let load = workload::Workload::start(seed, o.clients, 200, cluster.targets());
 
     // Begin and end events, in time order (an end before a begin at the
     // same instant).
@@ -232,7 +231,7 @@ fn run(o: &Opts, seed: u64, root: bool, ports: &BTreeMap<String, u16>) -> Outcom
             *faults.entry(fault.kind()).or_insert(0) += 1;
             cluster.begin(fault);
             if matches!(fault, Fault::AddServer(_)) {
-                *load.targets.write().unwrap_or_else(|e| e.into_inner()) = addrs(&cluster);
+                *load.targets.write().unwrap_or_else(|e| e.into_inner()) = cluster.targets();
             }
         } else {
             cluster.end(fault);
@@ -284,11 +283,12 @@ fn run(o: &Opts, seed: u64, root: bool, ports: &BTreeMap<String, u16>) -> Outcom
     let max_rss = history.rss.values().max().copied().unwrap_or(0);
     let kinds: Vec<String> = faults.iter().map(|(k, n)| format!("{k}={n}")).collect();
     println!(
-        "nemesis: seed {seed}: faults {} ({}); {} updates sent, {} acknowledged, {} whatsats; {} clients on {} servers; violations {}; converged {}; max rss {} MiB",
+        "nemesis: seed {seed}: faults {} ({}); {} updates sent, {} acknowledged ({} of them OsmAnd reports over HTTP), {} whatsats; {} clients on {} servers; violations {}; converged {}; max rss {} MiB",
         faults.values().sum::<u32>(),
         kinds.join(" "),
         history.sent.values().map(|s| s.len()).sum::<usize>(),
         history.acked.len(),
+        seen.reports,
         seen.whatsats,
         clients.len(),
         present.len(),
