@@ -37,6 +37,8 @@ mod herd {
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use checker::check;
@@ -139,6 +141,12 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // SIGINT/SIGTERM end the run cleanly: the servers killed, the tmpfs
+    // mounts unmounted, the run's directory kept.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, interrupted.clone());
+    }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     // One set of ports for every seed.
@@ -151,7 +159,10 @@ fn main() {
     let (mut acks, mut sent, mut bad, mut worst) = (0, 0, 0u64, Duration::ZERO);
     let started = Instant::now();
     for seed in o.seed..o.seed + o.seeds {
-        let out = run(&o, seed, root, &ports);
+        let Some(out) = run(&o, seed, root, &ports, &interrupted) else {
+            eprintln!("nemesis: interrupted during seed {seed}");
+            std::process::exit(130);
+        };
         for (k, n) in &out.faults {
             *totals.entry(k).or_insert(0) += n;
         }
@@ -178,7 +189,14 @@ fn main() {
     }
 }
 
-fn run(o: &Opts, seed: u64, root: bool, ports: &BTreeMap<String, (u16, u16)>) -> Outcome {
+/// Runs one seed; None if interrupted.
+fn run(
+    o: &Opts,
+    seed: u64,
+    root: bool,
+    ports: &BTreeMap<String, (u16, u16)>,
+    interrupted: &AtomicBool,
+) -> Option<Outcome> {
     let length = Duration::from_secs(o.secs);
     let links: Vec<(&str, &str)> = LINKS.iter().chain(SPARE_LINKS).copied().collect();
     let steps = schedule(
@@ -222,6 +240,12 @@ fn run(o: &Opts, seed: u64, root: bool, ports: &BTreeMap<String, (u16, u16)>) ->
     let began = Instant::now();
     let mut faults: BTreeMap<&'static str, u32> = BTreeMap::new();
     for (at, begin, i) in &events {
+        if interrupted.load(Ordering::SeqCst) {
+            load.finish();
+            drop(cluster);
+            println!("  kept {}", dir.display());
+            return None;
+        }
         while began.elapsed() < *at {
             cluster.tick();
             std::thread::sleep((*at - began.elapsed().min(*at)).min(Duration::from_millis(100)));
@@ -303,13 +327,13 @@ fn run(o: &Opts, seed: u64, root: bool, ports: &BTreeMap<String, (u16, u16)>) ->
     } else {
         remove(&dir);
     }
-    Outcome {
+    Some(Outcome {
         faults,
         acks: history.acked.len(),
         sent: history.sent.values().map(|s| s.len()).sum(),
         violations: violations.len(),
         converged,
-    }
+    })
 }
 
 /// What each server holds for `clients` now; a server that cannot be asked
