@@ -2,14 +2,15 @@
 //! records every acknowledgement, and a seeded random schedule of faults —
 //! SIGKILL and restart, SIGSTOP/SIGCONT, a server cut off from the herd, a
 //! single link cut, SIGHUP reloads that drop and restore a link and add a
-//! server, a journal's disk filled and freed (as root). Then everything is
+//! server, a journal's disk filled and freed (as root), and with `--tls`
+//! certificates rotated on a herd linked by mutual TLS. Then everything is
 //! healed and the checker (`checker.rs`) says whether every acknowledged
 //! update survived everywhere, the servers agree, no process died on its
 //! own or panicked, and memory stayed bounded; and how long the herd took
 //! to converge after the heal.
 //!
 //!     nemesis [--seed S] [--seeds N] [--secs T] [--herd PATH] [--clients N]
-//!             [--rss-mib M] [--keep]
+//!             [--rss-mib M] [--tls DIR] [--with KIND] [--keep]
 //!
 //! Prints each seed's schedule, then one `nemesis:` summary line per seed;
 //! `--seed S --seeds 1` replays seed S's schedule. Exit status 1 if any
@@ -69,16 +70,24 @@ struct Opts {
     bin: PathBuf,
     clients: usize,
     rss_mib: u64,
+    tls: Option<PathBuf>,
+    with: Option<String>,
     keep: bool,
 }
 
-const USAGE: &str = "usage: nemesis [--seed S] [--seeds N] [--secs T] [--herd PATH] [--clients N] [--rss-mib M] [--keep]
+const USAGE: &str = "usage: nemesis [--seed S] [--seeds N] [--secs T] [--herd PATH] [--clients N] [--rss-mib M] [--tls DIR] [--with KIND] [--keep]
   --seed S     the first seed (default: from the clock); --seed S --seeds 1 replays S
   --seeds N    seeds to run, S, S+1, ... (default 1)
   --secs T     seconds of faults per seed (default 20)
   --herd PATH  the herd binary (default: next to this one)
   --clients N  client threads of the workload (default 4)
   --rss-mib M  the bound on any server's resident memory (default 256)
+  --tls DIR    a herd linked by mutual TLS on peer ports, its certificates
+               rotating through DIR/gen0, DIR/gen1, ... (each made by
+               `cargo run --example herd-certs -- DIR/genK Goloman Hands Holiday Welsh Wilkes Spare`)
+  --with KIND  only seeds whose schedule has a fault of KIND (kill, pause,
+               isolate, cut-link, reload-drop-link, reload-add-server,
+               disk-full, rotate-certs)
   --keep       keep each seed's directory (logs, journals) even when it passes";
 
 fn opts() -> Result<Opts, String> {
@@ -96,6 +105,8 @@ fn opts() -> Result<Opts, String> {
             .unwrap_or_else(|| PathBuf::from("herd")),
         clients: 4,
         rss_mib: 256,
+        tls: None,
+        with: None,
         keep: false,
     };
     let mut p = lexopt::Parser::from_env();
@@ -114,6 +125,15 @@ fn opts() -> Result<Opts, String> {
             Long("rss-mib") => o.rss_mib = num(&mut p)?,
             Long("herd") => o.bin = p.value().map_err(|e| e.to_string())?.into(),
             Long("keep") => o.keep = true,
+            Long("with") => {
+                o.with = Some(
+                    p.value()
+                        .map_err(|e| e.to_string())?
+                        .string()
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            Long("tls") => o.tls = Some(p.value().map_err(|e| e.to_string())?.into()),
             Long("help") | Short('h') => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -158,7 +178,19 @@ fn main() {
     let mut totals: BTreeMap<&'static str, u32> = BTreeMap::new();
     let (mut acks, mut sent, mut bad, mut worst) = (0, 0, 0u64, Duration::ZERO);
     let started = Instant::now();
-    for seed in o.seed..o.seed + o.seeds {
+    let (mut seed, mut last) = (o.seed, o.seed);
+    for _ in 0..o.seeds {
+        // With --with KIND, seeds whose schedule lacks KIND are passed over.
+        while o.with.as_deref().is_some_and(|k| {
+            !steps_for(&o, seed, root)
+                .iter()
+                .any(|s| s.fault.kind() == k)
+        }) {
+            seed += 1;
+        }
+        last = seed;
+        seed += 1;
+        let seed = last;
         let Some(out) = run(&o, seed, root, &ports, &interrupted) else {
             eprintln!("nemesis: interrupted during seed {seed}");
             std::process::exit(130);
@@ -177,7 +209,7 @@ fn main() {
     println!(
         "nemesis total: seeds {}..{} ({}) in {:.0} s: faults {} ({}); {sent} updates sent, {acks} acknowledged and checked; {bad} seeds failed; worst convergence {:.2} s",
         o.seed,
-        o.seed + o.seeds - 1,
+        last,
         o.seeds,
         started.elapsed().as_secs_f64(),
         totals.values().sum::<u32>(),
@@ -189,6 +221,21 @@ fn main() {
     }
 }
 
+/// Seed `seed`'s schedule.
+fn steps_for(o: &Opts, seed: u64, root: bool) -> Vec<schedule::Step> {
+    schedule(
+        seed,
+        Duration::from_secs(o.secs),
+        &Herd {
+            servers: SERVERS,
+            links: LINKS,
+            spare: Some(SPARE),
+            disks: root,
+            tls: o.tls.is_some(),
+        },
+    )
+}
+
 /// Runs one seed; None if interrupted.
 fn run(
     o: &Opts,
@@ -197,22 +244,17 @@ fn run(
     ports: &BTreeMap<String, (u16, u16)>,
     interrupted: &AtomicBool,
 ) -> Option<Outcome> {
-    let length = Duration::from_secs(o.secs);
     let links: Vec<(&str, &str)> = LINKS.iter().chain(SPARE_LINKS).copied().collect();
-    let steps = schedule(
-        seed,
-        length,
-        &Herd {
-            servers: SERVERS,
-            links: LINKS,
-            spare: Some(SPARE),
-            disks: root,
-        },
-    );
+    let steps = steps_for(o, seed, root);
     println!(
-        "nemesis seed {seed}: {} faults in {} s{}",
+        "nemesis seed {seed}: {} faults in {} s{}{}",
         steps.len(),
         o.secs,
+        if o.tls.is_some() {
+            ", links over mutual TLS"
+        } else {
+            ""
+        },
         if root {
             ""
         } else {
@@ -225,7 +267,13 @@ fn run(
     let dir = std::env::temp_dir().join(format!("nemesis-{}-{seed}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("the run's directory");
-    let mut cluster = Cluster::new(&dir, &o.bin, SERVERS, Some(SPARE), &links, ports, root);
+    let layout = cluster::Layout {
+        names: SERVERS,
+        spare: Some(SPARE),
+        links: &links,
+        ports,
+    };
+    let mut cluster = Cluster::new(&dir, &o.bin, &layout, root, o.tls.as_deref());
     cluster.start_all();
     let load = workload::Workload::start(seed, o.clients, 200, cluster.targets());
 
