@@ -72,6 +72,7 @@ fn generations(dir: &Path) {
     let names = ["Goloman", "Hands", "Holiday", "Welsh", "Wilkes", "Spare"];
     for k in 0..3 {
         let gen = dir.join(format!("gen{k}"));
+        std::fs::create_dir_all(&gen).unwrap();
         let ca = Ca::new(&format!("herd CA {k}"));
         ca.write(&gen.join("ca.pem"));
         for name in names {
