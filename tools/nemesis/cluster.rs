@@ -3,7 +3,10 @@
 //! fault proxy (tests/support/proxy.rs) for that one direction of that one
 //! link, so a link can be cut or a server cut off without touching the
 //! others. As root each journal lives on a tmpfs of its own, so a disk can
-//! fill. Faults are applied and undone here; counts make overlapping faults
+//! fill. A TLS herd links over mutual TLS on peer ports (the proxies then
+//! stand before the peer ports), with certificates from generations made
+//! beforehand (`DIR/genK/{ca.pem,NAME.pem,NAME.key}`, as
+//! `examples/herd-certs.rs` writes them) that a rotation moves through. Faults are applied and undone here; counts make overlapping faults
 //! of one target nest (a link stays cut until every cut of it has ended).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -27,6 +30,22 @@ const ROOM: &str = "256m";
 
 type Link = (String, String);
 
+/// A TLS herd's certificates: the generations, the one in use, and whether
+/// a rotation to the next has begun.
+struct Certs {
+    gens: Vec<PathBuf>,
+    current: usize,
+    rotating: u32,
+}
+
+/// Writes `bytes` to `path` through a rename, so a server starting or
+/// reloading meanwhile reads the old file or the new one, whole.
+fn replace(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).expect("write a certificate file");
+    std::fs::rename(&tmp, path).expect("rename a certificate file");
+}
+
 /// One server's process, if it runs.
 struct Server {
     child: Option<Child>,
@@ -40,6 +59,13 @@ pub struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     addrs: BTreeMap<String, SocketAddr>,
+    /// Each server's `http` port (OsmAnd reports, docs/PROTOCOL.md §14.1).
+    http: BTreeMap<String, SocketAddr>,
+    /// Each server's peer port (a TLS herd's links).
+    peer: BTreeMap<String, SocketAddr>,
+    certs: Option<Certs>,
+    /// Every server's name, the spare's too.
+    all: Vec<String>,
     links: Vec<Link>,
     /// Servers in the herd now (the spare joins by a reload).
     present: BTreeSet<String>,
@@ -56,28 +82,72 @@ pub struct Cluster {
     pub rss: BTreeMap<String, u64>,
 }
 
+/// The herd's shape: its servers, the spare that may join, the links (the
+/// spare's among them), each server's client and http ports.
+pub struct Layout<'a> {
+    pub names: &'a [&'a str],
+    pub spare: Option<&'a str>,
+    pub links: &'a [(&'a str, &'a str)],
+    pub ports: &'a BTreeMap<String, (u16, u16)>,
+}
+
 impl Cluster {
-    /// Sets up (does not start) servers `names` plus `spare`, linked by
-    /// `links` (the spare's links among them), in `dir`, running `bin`;
-    /// `ports` gives each server's client port. As root, journals go on
-    /// tmpfs mounts under `dir/disk`.
+    /// Sets up (does not start) the herd of `layout` in `dir`, running
+    /// `bin`. With `disks` (root), journals go on tmpfs mounts under
+    /// `dir/disk`; with `tls`, links are mutual TLS with the certificate
+    /// generations under that directory.
     pub fn new(
         dir: &Path,
         bin: &Path,
-        names: &[&str],
-        spare: Option<&str>,
-        links: &[(&str, &str)],
-        ports: &BTreeMap<String, u16>,
+        layout: &Layout<'_>,
         disks: bool,
+        tls: Option<&Path>,
     ) -> Cluster {
+        let Layout {
+            names,
+            spare,
+            links,
+            ports,
+        } = *layout;
         let all: Vec<&str> = names.iter().copied().chain(spare).collect();
+        let port = |n: &str| {
+            ports
+                .get(n)
+                .copied()
+                .unwrap_or_else(|| (free_port(), free_port()))
+        };
+        let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let addrs: BTreeMap<String, SocketAddr> = all
             .iter()
-            .map(|n| {
-                let port = ports.get(*n).copied().unwrap_or_else(free_port);
-                (n.to_string(), SocketAddr::from(([127, 0, 0, 1], port)))
-            })
+            .map(|n| (n.to_string(), local(port(n).0)))
             .collect();
+        let http: BTreeMap<String, SocketAddr> = all
+            .iter()
+            .map(|n| (n.to_string(), local(port(n).1)))
+            .collect();
+        let peer: BTreeMap<String, SocketAddr> = match tls {
+            Some(_) => all
+                .iter()
+                .map(|n| (n.to_string(), local(free_port())))
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        let certs = tls.map(|root| {
+            let gens: Vec<PathBuf> = (0..)
+                .map(|k| root.join(format!("gen{k}")))
+                .take_while(|g| g.join("ca.pem").exists())
+                .collect();
+            assert!(
+                gens.len() >= 2,
+                "{}: wanted gen0, gen1, ... made by herd-certs",
+                root.display()
+            );
+            Certs {
+                gens,
+                current: 0,
+                rotating: 0,
+            }
+        });
         let links: Vec<Link> = links
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -85,7 +155,9 @@ impl Cluster {
         let mut proxies = HashMap::new();
         for (a, b) in &links {
             for (from, to) in [(a, b), (b, a)] {
-                proxies.insert((from.clone(), to.clone()), Proxy::start(addrs[to]));
+                // A TLS herd's neighbours dial the peer port.
+                let target = peer.get(to).copied().unwrap_or(addrs[to]);
+                proxies.insert((from.clone(), to.clone()), Proxy::start(target));
             }
         }
         std::fs::create_dir_all(dir.join("logs")).expect("the log directory");
@@ -99,10 +171,14 @@ impl Cluster {
                 }
             }
         }
-        Cluster {
+        let cluster = Cluster {
             dir: dir.to_path_buf(),
             bin: bin.to_path_buf(),
             addrs,
+            http,
+            peer,
+            certs,
+            all: all.iter().map(|n| n.to_string()).collect(),
             links,
             present: names.iter().map(|n| n.to_string()).collect(),
             dropped: HashMap::new(),
@@ -125,6 +201,27 @@ impl Cluster {
             full: HashMap::new(),
             incidents: Vec::new(),
             rss: BTreeMap::new(),
+        };
+        if let Some(c) = &cluster.certs {
+            std::fs::create_dir_all(dir.join("certs")).expect("the certificate directory");
+            let ca = std::fs::read(c.gens[0].join("ca.pem")).expect("gen0/ca.pem");
+            replace(&dir.join("certs/ca.pem"), &ca);
+            cluster.install_leaves(0);
+        }
+        cluster
+    }
+
+    /// Copies generation `k`'s certificate and key of every server into
+    /// place.
+    fn install_leaves(&self, k: usize) {
+        let Some(c) = &self.certs else { return };
+        for n in &self.all {
+            for ext in ["pem", "key"] {
+                let file = format!("{n}.{ext}");
+                let bytes = std::fs::read(c.gens[k].join(&file))
+                    .unwrap_or_else(|e| panic!("{}: {e}", c.gens[k].join(&file).display()));
+                replace(&self.dir.join("certs").join(file), &bytes);
+            }
         }
     }
 
@@ -133,6 +230,14 @@ impl Cluster {
         self.present
             .iter()
             .map(|n| (n.clone(), self.addrs[n]))
+            .collect()
+    }
+
+    /// The servers in the herd now: their client and http addresses.
+    pub fn targets(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        self.present
+            .iter()
+            .map(|n| (self.addrs[n], self.http[n]))
             .collect()
     }
 
@@ -146,11 +251,25 @@ impl Cluster {
     fn conf(&self, name: &str) -> String {
         let mut text = String::new();
         for s in &self.present {
-            let addr = match self.proxies.get(&(name.to_string(), s.clone())) {
-                Some(p) if s != name => p.addr(),
-                _ => self.addrs[s],
+            let proxy = match self.proxies.get(&(name.to_string(), s.clone())) {
+                Some(p) if s != name => Some(p.addr()),
+                _ => None,
             };
-            text.push_str(&format!("server {s} {addr}\n"));
+            let line = match self.peer.get(s) {
+                // Neighbours dial the peer port, through the proxy.
+                Some(peer) => format!(
+                    "server {s} {} peer {} http {}\n",
+                    self.addrs[s],
+                    proxy.unwrap_or(*peer),
+                    self.http[s]
+                ),
+                None => format!(
+                    "server {s} {} http {}\n",
+                    proxy.unwrap_or(self.addrs[s]),
+                    self.http[s]
+                ),
+            };
+            text.push_str(&line);
         }
         for l @ (a, b) in &self.links {
             if self.present.contains(a)
@@ -159,6 +278,11 @@ impl Cluster {
             {
                 text.push_str(&format!("link {a} {b}\n"));
             }
+        }
+        if self.certs.is_some() {
+            text.push_str(
+                "tls_cert certs/{name}.pem\ntls_key certs/{name}.key\ntls_ca certs/ca.pem\n",
+            );
         }
         text
     }
@@ -248,6 +372,13 @@ impl Cluster {
         }
     }
 
+    /// Rewrites every present server's herd.conf and SIGHUPs it.
+    fn hup_all(&self) {
+        let names: Vec<String> = self.present.iter().cloned().collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.reload(&names);
+    }
+
     fn proxies_of(&self, name: &str) -> Vec<Link> {
         self.proxies
             .keys()
@@ -316,6 +447,20 @@ impl Cluster {
                     self.start(s);
                 }
             }
+            Fault::RotateCerts => {
+                if let Some(c) = &mut self.certs {
+                    c.rotating += 1;
+                    if c.rotating == 1 {
+                        // Trust the next CA as well as the current one.
+                        let next = (c.current + 1) % c.gens.len();
+                        let mut bundle =
+                            std::fs::read(c.gens[c.current].join("ca.pem")).expect("ca.pem");
+                        bundle.extend(std::fs::read(c.gens[next].join("ca.pem")).expect("ca.pem"));
+                        replace(&self.dir.join("certs/ca.pem"), &bundle);
+                        self.hup_all();
+                    }
+                }
+            }
             Fault::DiskFull(s) => {
                 *self.full.entry(s.clone()).or_insert(0) += 1;
                 if let Some(fs) = self.disks.get(s) {
@@ -358,6 +503,24 @@ impl Cluster {
                 self.reload(&[a, b]);
             }
             Fault::AddServer(_) => {}
+            Fault::RotateCerts => {
+                let next = match &mut self.certs {
+                    Some(c) if c.rotating > 0 => {
+                        c.rotating -= 1;
+                        (c.rotating == 0).then(|| {
+                            c.current = (c.current + 1) % c.gens.len();
+                            c.current
+                        })
+                    }
+                    _ => None,
+                };
+                // Every server presents its certificate from the next CA,
+                // which every one trusts by now.
+                if let Some(k) = next {
+                    self.install_leaves(k);
+                    self.hup_all();
+                }
+            }
             Fault::DiskFull(s) => {
                 let n = self.full.entry(s.clone()).or_insert(1);
                 *n = n.saturating_sub(1);
