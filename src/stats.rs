@@ -20,6 +20,7 @@
 //! Readers take a [`ServerSnapshot`]: plain numbers, so the exposition
 //! writer and the health check are pure functions, tested without a server.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -252,6 +253,9 @@ pub struct ServerStats {
     places_latency: Histogram,
     links: Mutex<Vec<Arc<LinkStats>>>,
     journal: Mutex<Option<Arc<JournalStats>>>,
+    watchers: AtomicU64,
+    /// Where the loop listens, by port label; set once, before it serves.
+    listen: OnceLock<Vec<(&'static str, SocketAddr)>>,
 }
 
 impl ServerStats {
@@ -272,7 +276,22 @@ impl ServerStats {
             places_latency: Histogram::default(),
             links: Mutex::new(Vec::new()),
             journal: Mutex::new(None),
+            watchers: AtomicU64::new(0),
+            listen: OnceLock::new(),
         }
+    }
+
+    /// The server listens on these addresses, each with its port's label
+    /// (`client`, `peer`, `tls`, ...). Set once, when its listeners are
+    /// bound; a second call changes nothing (listen addresses never change
+    /// while a server runs).
+    pub fn set_listen(&self, addrs: Vec<(&'static str, SocketAddr)>) {
+        let _ = self.listen.set(addrs);
+    }
+
+    /// Connections that watch clients (WATCH) now.
+    pub fn set_watchers(&self, n: usize) {
+        self.watchers.store(n as u64, Relaxed);
     }
 
     /// The server's name.
@@ -415,6 +434,8 @@ impl ServerStats {
                 .ok()
                 .and_then(|j| j.as_ref().map(|j| j.snapshot())),
             log_dropped: crate::logging::lines_dropped(&self.name),
+            watchers: load(&self.watchers),
+            listen: self.listen.get().cloned().unwrap_or_default(),
         }
     }
 }
@@ -495,6 +516,10 @@ pub struct ServerSnapshot {
     pub journal: Option<JournalSnapshot>,
     /// Log lines dropped since start.
     pub log_dropped: u64,
+    /// Connections watching clients now.
+    pub watchers: u64,
+    /// Where it listens, by port label (`client` first).
+    pub listen: Vec<(&'static str, SocketAddr)>,
 }
 
 #[cfg(test)]

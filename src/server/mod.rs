@@ -201,6 +201,12 @@ impl Server {
         );
         engine.set_peer_port(bound.iter().any(|(port, _)| *port == Port::Peer));
         let stats = engine.stats().clone();
+        stats.set_listen(
+            bound
+                .iter()
+                .filter_map(|(port, l)| Some((port.label(), l.local_addr().ok()?)))
+                .collect(),
+        );
         for link in links.stats() {
             stats.add_link(link);
         }
