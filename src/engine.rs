@@ -80,6 +80,10 @@ pub enum Port {
     Tls,
     /// The port for herd links only.
     Peer,
+    /// HTTP/1.1 and WebSocket, plaintext (docs/PROTOCOL.md §14).
+    Http,
+    /// HTTP/1.1 and WebSocket over TLS.
+    Https,
 }
 
 impl Port {
@@ -89,7 +93,17 @@ impl Port {
             Port::Client => "client",
             Port::Tls => "tls",
             Port::Peer => "peer",
+            Port::Http => "http",
+            Port::Https => "https",
         }
+    }
+
+    /// Every port, in the order of their `port` metric labels.
+    pub const ALL: [Port; 5] = [Port::Client, Port::Tls, Port::Peer, Port::Http, Port::Https];
+
+    /// True for the ports that speak HTTP (and WebSocket after an upgrade).
+    pub fn is_http(self) -> bool {
+        matches!(self, Port::Http | Port::Https)
     }
 }
 
@@ -216,6 +230,11 @@ impl Engine {
             .filter(|(_, n)| names(n))
             .map(|(_, n)| n.clone())
             .collect()
+    }
+
+    /// The server's name (its log target).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// What it counts: requests by kind, updates stored by source.
@@ -444,6 +463,9 @@ impl Engine {
                 matches!(command, Command::Herd { .. }) && self.herd_named(session, command)
             }
             Port::Peer => true,
+            // Lines over HTTP (`/v1/lines`, WebSocket) are client lines: a
+            // herd link never comes that way.
+            Port::Http | Port::Https => !herd_traffic,
             Port::Client | Port::Tls if self.peer_port && herd_traffic => {
                 if let Command::Herd { name, .. } = command {
                     log::warn!(target: &self.name, "from {}: herd link from {} refused on the {} port: neighbours dial the peer port", session.peer, escape(name), session.port.label());
