@@ -146,6 +146,14 @@ impl InProcHerd {
         self.addrs[self.index(name)]
     }
 
+    /// What server `name` counts (its [`herd::stats::ServerStats`]), while
+    /// it runs.
+    pub fn stats(&self, name: &str) -> Option<std::sync::Arc<herd::stats::ServerStats>> {
+        self.running[self.index(name)]
+            .as_ref()
+            .map(|r| r.stats.clone())
+    }
+
     /// True while server `name` runs.
     pub fn is_running(&self, name: &str) -> bool {
         self.running[self.index(name)].is_some()
