@@ -1,7 +1,11 @@
-//! The herd under test: one `herd` process per server on 127.0.0.1, each
-//! with a herd.conf of its own in which every neighbour's address is a
-//! fault proxy (tests/support/proxy.rs) for that one direction of that one
-//! link, so a link can be cut or a server cut off without touching the
+//! The herd under test: one `herd` process per server, in one of two
+//! networks. On separate hosts (root: a network namespace per server on a
+//! bridge, tests/support/netns.rs), a server is cut off by taking its port
+//! on the bridge down and a link is cut by dropping the traffic between
+//! two hosts; clients connect from a host of their own. On loopback, each
+//! server has a herd.conf of its own in which every neighbour's address is
+//! a fault proxy (tests/support/proxy.rs) for that one direction of that
+//! one link, so a link can be cut or a server cut off without touching the
 //! others. As root each journal lives on a tmpfs of its own, so a disk can
 //! fill. A TLS herd links over mutual TLS on peer ports (the proxies then
 //! stand before the peer ports), with certificates from generations made
@@ -16,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::netns::{Host, Net};
 use crate::ports::free_port;
 use crate::proxy::Proxy;
 use crate::schedule::Fault;
@@ -29,6 +34,28 @@ pub const READY_PATIENCE: Duration = Duration::from_secs(60);
 const ROOM: &str = "256m";
 
 type Link = (String, String);
+
+/// Where clients connect from: here, or a host of the net.
+#[derive(Clone)]
+pub enum Connector {
+    Local,
+    Host(Host),
+}
+
+impl Connector {
+    /// A connection to `addr` within `timeout`.
+    pub fn connect(&self, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+        match self {
+            Connector::Local => TcpStream::connect_timeout(&addr, timeout),
+            Connector::Host(h) => h.connect(addr, timeout),
+        }
+    }
+}
+
+/// Ports of a server on a host of its own (each host has all of them).
+const HOST_CLIENT_PORT: u16 = 7000;
+const HOST_PEER_PORT: u16 = 7001;
+const HOST_HTTP_PORT: u16 = 7080;
 
 /// A TLS herd's certificates: the generations, the one in use, and whether
 /// a rotation to the next has begun.
@@ -66,6 +93,10 @@ pub struct Cluster {
     certs: Option<Certs>,
     /// Every server's name, the spare's too.
     all: Vec<String>,
+    /// The hosts, when servers run on hosts of their own.
+    net: Option<Net>,
+    /// Active cut-offs per server, cuts per link (hosts).
+    isolated: HashMap<String, u32>,
     links: Vec<Link>,
     /// Servers in the herd now (the spare joins by a reload).
     present: BTreeSet<String>,
@@ -95,13 +126,15 @@ impl Cluster {
     /// Sets up (does not start) the herd of `layout` in `dir`, running
     /// `bin`. With `disks` (root), journals go on tmpfs mounts under
     /// `dir/disk`; with `tls`, links are mutual TLS with the certificate
-    /// generations under that directory.
+    /// generations under that directory; with `hosts`, each server runs on
+    /// a host (network namespace) of its own.
     pub fn new(
         dir: &Path,
         bin: &Path,
         layout: &Layout<'_>,
         disks: bool,
         tls: Option<&Path>,
+        hosts: bool,
     ) -> Cluster {
         let Layout {
             names,
@@ -116,19 +149,30 @@ impl Cluster {
                 .copied()
                 .unwrap_or_else(|| (free_port(), free_port()))
         };
+        let net = hosts.then(|| Net::new(&all));
         let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let at = |n: &str, p: u16| net.as_ref().map(|net| net.host(n).sock(p));
         let addrs: BTreeMap<String, SocketAddr> = all
             .iter()
-            .map(|n| (n.to_string(), local(port(n).0)))
+            .map(|n| {
+                let a = at(n, HOST_CLIENT_PORT).unwrap_or_else(|| local(port(n).0));
+                (n.to_string(), a)
+            })
             .collect();
         let http: BTreeMap<String, SocketAddr> = all
             .iter()
-            .map(|n| (n.to_string(), local(port(n).1)))
+            .map(|n| {
+                let a = at(n, HOST_HTTP_PORT).unwrap_or_else(|| local(port(n).1));
+                (n.to_string(), a)
+            })
             .collect();
         let peer: BTreeMap<String, SocketAddr> = match tls {
             Some(_) => all
                 .iter()
-                .map(|n| (n.to_string(), local(free_port())))
+                .map(|n| {
+                    let a = at(n, HOST_PEER_PORT).unwrap_or_else(|| local(free_port()));
+                    (n.to_string(), a)
+                })
                 .collect(),
             None => BTreeMap::new(),
         };
@@ -153,7 +197,8 @@ impl Cluster {
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
         let mut proxies = HashMap::new();
-        for (a, b) in &links {
+        // On hosts the network itself is cut: no proxies.
+        for (a, b) in links.iter().filter(|_| net.is_none()) {
             for (from, to) in [(a, b), (b, a)] {
                 // A TLS herd's neighbours dial the peer port.
                 let target = peer.get(to).copied().unwrap_or(addrs[to]);
@@ -179,6 +224,8 @@ impl Cluster {
             peer,
             certs,
             all: all.iter().map(|n| n.to_string()).collect(),
+            net,
+            isolated: HashMap::new(),
             links,
             present: names.iter().map(|n| n.to_string()).collect(),
             dropped: HashMap::new(),
@@ -222,6 +269,23 @@ impl Cluster {
                     .unwrap_or_else(|e| panic!("{}: {e}", c.gens[k].join(&file).display()));
                 replace(&self.dir.join("certs").join(file), &bytes);
             }
+        }
+    }
+
+    /// How clients reach the servers.
+    pub fn connector(&self) -> Connector {
+        match &self.net {
+            Some(net) => Connector::Host(net.client().clone()),
+            None => Connector::Local,
+        }
+    }
+
+    /// Which network the herd runs on, for the summary.
+    pub fn network(&self) -> &'static str {
+        if self.net.is_some() {
+            "separate hosts (network namespaces)"
+        } else {
+            "loopback behind fault proxies"
         }
     }
 
@@ -317,7 +381,12 @@ impl Cluster {
             Some(fs) => fs.path().to_path_buf(),
             None => self.dir.join("state").join(name),
         };
-        let child = Command::new(&self.bin)
+        let mut cmd = match &self.net {
+            // `ip netns exec` execs herd: the child's pid is herd's.
+            Some(net) => net.host(name).command(&self.bin),
+            None => Command::new(&self.bin),
+        };
+        let child = cmd
             .current_dir(&self.dir)
             .arg(name)
             .arg("--config")
@@ -425,13 +494,27 @@ impl Cluster {
                 self.signal(s, libc::SIGSTOP);
             }
             Fault::Isolate(s) => {
+                let n = self.isolated.entry(s.clone()).or_insert(0);
+                *n += 1;
+                if let (Some(net), 1) = (&self.net, *n) {
+                    net.host(s).link_down();
+                }
                 for l in self.proxies_of(s) {
                     self.blackhole(&l, false);
                 }
             }
             Fault::CutLink(a, b) => {
+                let n = self.blackholed.entry((a.clone(), b.clone())).or_insert(0);
+                if let Some(net) = &self.net {
+                    *n += 1;
+                    if *n == 1 {
+                        net.cut(a, b);
+                    }
+                }
                 for l in [(a.clone(), b.clone()), (b.clone(), a.clone())] {
-                    self.blackhole(&l, true);
+                    if self.proxies.contains_key(&l) {
+                        self.blackhole(&l, true);
+                    }
                 }
             }
             Fault::DropLink(a, b) => {
@@ -488,13 +571,27 @@ impl Cluster {
                 }
             }
             Fault::Isolate(s) => {
+                let n = self.isolated.entry(s.clone()).or_insert(1);
+                *n = n.saturating_sub(1);
+                if let (Some(net), 0) = (&self.net, *n) {
+                    net.host(s).link_up();
+                }
                 for l in self.proxies_of(s) {
                     self.resume(&l);
                 }
             }
             Fault::CutLink(a, b) => {
+                if let Some(net) = &self.net {
+                    let n = self.blackholed.entry((a.clone(), b.clone())).or_insert(1);
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        net.mend(a, b);
+                    }
+                }
                 for l in [(a.clone(), b.clone()), (b.clone(), a.clone())] {
-                    self.resume(&l);
+                    if self.proxies.contains_key(&l) {
+                        self.resume(&l);
+                    }
                 }
             }
             Fault::DropLink(a, b) => {
@@ -569,7 +666,10 @@ impl Cluster {
     /// What `name` holds for each of `clients` (asked with pipelined
     /// WHATSATs on its client port); None if it cannot be asked now.
     pub fn holdings(&self, name: &str, clients: &[String]) -> Option<HashMap<String, String>> {
-        let mut s = TcpStream::connect_timeout(&self.addrs[name], Duration::from_secs(2)).ok()?;
+        let mut s = self
+            .connector()
+            .connect(self.addrs[name], Duration::from_secs(2))
+            .ok()?;
         s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
         let mut batch = String::new();
         for c in clients {

@@ -1,4 +1,6 @@
-//! `nemesis`: a herd of separate `herd` processes under a workload that
+//! `nemesis`: a herd of separate `herd` processes — on hosts of their own
+//! (network namespaces) when root, else on loopback behind fault proxies —
+//! under a workload that
 //! records every acknowledgement, and a seeded random schedule of faults —
 //! SIGKILL and restart, SIGSTOP/SIGCONT, a server cut off from the herd, a
 //! single link cut, SIGHUP reloads that drop and restore a link and add a
@@ -10,7 +12,8 @@
 //! to converge after the heal.
 //!
 //!     nemesis [--seed S] [--seeds N] [--secs T] [--herd PATH] [--clients N]
-//!             [--rss-mib M] [--tls DIR] [--with KIND] [--keep]
+//!             [--rss-mib M] [--tls DIR] [--with KIND] [--net hosts|loopback]
+//!             [--keep]
 //!
 //! Prints each seed's schedule, then one `nemesis:` summary line per seed;
 //! `--seed S --seeds 1` replays seed S's schedule. Exit status 1 if any
@@ -18,6 +21,9 @@
 
 mod checker;
 mod cluster;
+#[allow(dead_code, unused_macros)]
+#[path = "../../tests/support/netns.rs"]
+mod netns;
 #[allow(dead_code)]
 #[path = "../../tests/support/ports.rs"]
 mod ports;
@@ -72,10 +78,12 @@ struct Opts {
     rss_mib: u64,
     tls: Option<PathBuf>,
     with: Option<String>,
+    /// Separate hosts (network namespaces) rather than loopback.
+    hosts: Option<bool>,
     keep: bool,
 }
 
-const USAGE: &str = "usage: nemesis [--seed S] [--seeds N] [--secs T] [--herd PATH] [--clients N] [--rss-mib M] [--tls DIR] [--with KIND] [--keep]
+const USAGE: &str = "usage: nemesis [--seed S] [--seeds N] [--secs T] [--herd PATH] [--clients N] [--rss-mib M] [--tls DIR] [--with KIND] [--net hosts|loopback] [--keep]
   --seed S     the first seed (default: from the clock); --seed S --seeds 1 replays S
   --seeds N    seeds to run, S, S+1, ... (default 1)
   --secs T     seconds of faults per seed (default 20)
@@ -88,6 +96,9 @@ const USAGE: &str = "usage: nemesis [--seed S] [--seeds N] [--secs T] [--herd PA
   --with KIND  only seeds whose schedule has a fault of KIND (kill, pause,
                isolate, cut-link, reload-drop-link, reload-add-server,
                disk-full, rotate-certs)
+  --net NET    hosts: each server on a network namespace of its own, links
+               cut in the network (the default as root, where namespaces
+               can be made); loopback: on 127.0.0.1 behind fault proxies
   --keep       keep each seed's directory (logs, journals) even when it passes";
 
 fn opts() -> Result<Opts, String> {
@@ -107,6 +118,7 @@ fn opts() -> Result<Opts, String> {
         rss_mib: 256,
         tls: None,
         with: None,
+        hosts: None,
         keep: false,
     };
     let mut p = lexopt::Parser::from_env();
@@ -125,6 +137,14 @@ fn opts() -> Result<Opts, String> {
             Long("rss-mib") => o.rss_mib = num(&mut p)?,
             Long("herd") => o.bin = p.value().map_err(|e| e.to_string())?.into(),
             Long("keep") => o.keep = true,
+            Long("net") => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                o.hosts = Some(match v.to_str() {
+                    Some("hosts") => true,
+                    Some("loopback") => false,
+                    _ => return Err(format!("--net: {v:?} is not hosts or loopback")),
+                });
+            }
             Long("with") => {
                 o.with = Some(
                     p.value()
@@ -169,6 +189,16 @@ fn main() {
     }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
+    let mut o = o;
+    let hosts = *o
+        .hosts
+        .get_or_insert_with(|| root && netns::available().is_ok());
+    if hosts {
+        if let Err(why) = netns::available() {
+            eprintln!("nemesis: --net hosts: {why}");
+            std::process::exit(2);
+        }
+    }
     // One set of ports for every seed.
     let ports: BTreeMap<String, (u16, u16)> = SERVERS
         .iter()
@@ -273,9 +303,18 @@ fn run(
         links: &links,
         ports,
     };
-    let mut cluster = Cluster::new(&dir, &o.bin, &layout, root, o.tls.as_deref());
+    let mut cluster = Cluster::new(
+        &dir,
+        &o.bin,
+        &layout,
+        root,
+        o.tls.as_deref(),
+        o.hosts == Some(true),
+    );
+    println!("  on {}", cluster.network());
     cluster.start_all();
-    let load = workload::Workload::start(seed, o.clients, 200, cluster.targets());
+    let load =
+        workload::Workload::start(seed, o.clients, 200, cluster.targets(), cluster.connector());
 
     // Begin and end events, in time order (an end before a begin at the
     // same instant).

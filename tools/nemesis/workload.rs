@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::checker::{client_of, stamp_of, Ack, History, Stamp};
+use crate::cluster::Connector;
 
 /// The first stamp: 2023-11-14, in nanoseconds; each update adds a microsecond.
 const BASE: Stamp = 1_700_000_000 * 1_000_000_000;
@@ -40,6 +41,7 @@ impl Workload {
         n: usize,
         clients: usize,
         targets: Vec<(SocketAddr, SocketAddr)>,
+        connector: Connector,
     ) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let targets = Arc::new(RwLock::new(targets));
@@ -48,7 +50,8 @@ impl Workload {
             .map(|i| {
                 let (stop, targets, counter) = (stop.clone(), targets.clone(), counter.clone());
                 let seed = seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
-                std::thread::spawn(move || client(seed, clients, &stop, &targets, &counter))
+                let net = connector.clone();
+                std::thread::spawn(move || client(seed, clients, &stop, &targets, &counter, &net))
             })
             .collect();
         Workload {
@@ -92,6 +95,7 @@ fn client(
     stop: &AtomicBool,
     targets: &RwLock<Vec<(SocketAddr, SocketAddr)>>,
     counter: &AtomicU64,
+    net: &Connector,
 ) -> Seen {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut seen = Seen::default();
@@ -100,7 +104,7 @@ fn client(
             let t = targets.read().unwrap_or_else(|e| e.into_inner());
             t[rng.usize(..t.len())].0
         };
-        let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
+        let Ok(stream) = net.connect(addr, Duration::from_millis(300)) else {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         };
@@ -127,7 +131,7 @@ fn client(
                     let t = targets.read().unwrap_or_else(|e| e.into_inner());
                     t[rng.usize(..t.len())].1
                 };
-                report(&mut rng, http, clients, counter, &mut seen);
+                report(&mut rng, net, http, clients, counter, &mut seen);
                 continue;
             }
             let mut batch = String::new();
@@ -190,6 +194,7 @@ fn next(counter: &AtomicU64) -> Stamp {
 /// Sends one OsmAnd report for a random client to `http` and records it.
 fn report(
     rng: &mut fastrand::Rng,
+    net: &Connector,
     http: SocketAddr,
     clients: usize,
     counter: &AtomicU64,
@@ -199,7 +204,7 @@ fn report(
     let stamp = next(counter);
     seen.history.sent(&c, stamp);
     let (lat, lon) = (rng.f64() * 170.0 - 85.0, rng.f64() * 350.0 - 175.0);
-    match osmand(http, &c, lat, lon, stamp) {
+    match osmand(net, http, &c, lat, lon, stamp) {
         Report::Acked(line) => {
             if client_of(&line) == Some(&c) && stamp_of(&line) == Some(stamp) {
                 seen.history.acked.push(Ack {
@@ -256,8 +261,15 @@ enum Report {
 
 /// Sends one OsmAnd report as the OsmAnd app does (GET, the fields in the
 /// query string) on a connection of its own.
-fn osmand(http: SocketAddr, client: &str, lat: f64, lon: f64, stamp: Stamp) -> Report {
-    let Ok(mut s) = TcpStream::connect_timeout(&http, Duration::from_millis(300)) else {
+fn osmand(
+    net: &Connector,
+    http: SocketAddr,
+    client: &str,
+    lat: f64,
+    lon: f64,
+    stamp: Stamp,
+) -> Report {
+    let Ok(mut s) = net.connect(http, Duration::from_millis(300)) else {
         return Report::Failed;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
