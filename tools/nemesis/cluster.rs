@@ -1,9 +1,16 @@
-//! The herd under test: one `herd` process per server on 127.0.0.1, each
-//! with a herd.conf of its own in which every neighbour's address is a
-//! fault proxy (tests/support/proxy.rs) for that one direction of that one
-//! link, so a link can be cut or a server cut off without touching the
+//! The herd under test: one `herd` process per server, in one of two
+//! networks. On separate hosts (root: a network namespace per server on a
+//! bridge, tests/support/netns.rs), a server is cut off by taking its port
+//! on the bridge down and a link is cut by dropping the traffic between
+//! two hosts; clients connect from a host of their own. On loopback, each
+//! server has a herd.conf of its own in which every neighbour's address is
+//! a fault proxy (tests/support/proxy.rs) for that one direction of that
+//! one link, so a link can be cut or a server cut off without touching the
 //! others. As root each journal lives on a tmpfs of its own, so a disk can
-//! fill. Faults are applied and undone here; counts make overlapping faults
+//! fill. A TLS herd links over mutual TLS on peer ports (the proxies then
+//! stand before the peer ports), with certificates from generations made
+//! beforehand (`DIR/genK/{ca.pem,NAME.pem,NAME.key}`, as
+//! `examples/herd-certs.rs` writes them) that a rotation moves through. Faults are applied and undone here; counts make overlapping faults
 //! of one target nest (a link stays cut until every cut of it has ended).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -13,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::netns::{Host, Net};
 use crate::ports::free_port;
 use crate::proxy::Proxy;
 use crate::schedule::Fault;
@@ -27,6 +35,44 @@ const ROOM: &str = "256m";
 
 type Link = (String, String);
 
+/// Where clients connect from: here, or a host of the net.
+#[derive(Clone)]
+pub enum Connector {
+    Local,
+    Host(Host),
+}
+
+impl Connector {
+    /// A connection to `addr` within `timeout`.
+    pub fn connect(&self, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+        match self {
+            Connector::Local => TcpStream::connect_timeout(&addr, timeout),
+            Connector::Host(h) => h.connect(addr, timeout),
+        }
+    }
+}
+
+/// Ports of a server on a host of its own (each host has all of them).
+const HOST_CLIENT_PORT: u16 = 7000;
+const HOST_PEER_PORT: u16 = 7001;
+const HOST_HTTP_PORT: u16 = 7080;
+
+/// A TLS herd's certificates: the generations, the one in use, and whether
+/// a rotation to the next has begun.
+struct Certs {
+    gens: Vec<PathBuf>,
+    current: usize,
+    rotating: u32,
+}
+
+/// Writes `bytes` to `path` through a rename, so a server starting or
+/// reloading meanwhile reads the old file or the new one, whole.
+fn replace(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).expect("write a certificate file");
+    std::fs::rename(&tmp, path).expect("rename a certificate file");
+}
+
 /// One server's process, if it runs.
 struct Server {
     child: Option<Child>,
@@ -40,6 +86,17 @@ pub struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     addrs: BTreeMap<String, SocketAddr>,
+    /// Each server's `http` port (OsmAnd reports, docs/PROTOCOL.md §14.1).
+    http: BTreeMap<String, SocketAddr>,
+    /// Each server's peer port (a TLS herd's links).
+    peer: BTreeMap<String, SocketAddr>,
+    certs: Option<Certs>,
+    /// Every server's name, the spare's too.
+    all: Vec<String>,
+    /// The hosts, when servers run on hosts of their own.
+    net: Option<Net>,
+    /// Active cut-offs per server, cuts per link (hosts).
+    isolated: HashMap<String, u32>,
     links: Vec<Link>,
     /// Servers in the herd now (the spare joins by a reload).
     present: BTreeSet<String>,
@@ -56,36 +113,96 @@ pub struct Cluster {
     pub rss: BTreeMap<String, u64>,
 }
 
+/// The herd's shape: its servers, the spare that may join, the links (the
+/// spare's among them), each server's client and http ports.
+pub struct Layout<'a> {
+    pub names: &'a [&'a str],
+    pub spare: Option<&'a str>,
+    pub links: &'a [(&'a str, &'a str)],
+    pub ports: &'a BTreeMap<String, (u16, u16)>,
+}
+
 impl Cluster {
-    /// Sets up (does not start) servers `names` plus `spare`, linked by
-    /// `links` (the spare's links among them), in `dir`, running `bin`;
-    /// `ports` gives each server's client port. As root, journals go on
-    /// tmpfs mounts under `dir/disk`.
+    /// Sets up (does not start) the herd of `layout` in `dir`, running
+    /// `bin`. With `disks` (root), journals go on tmpfs mounts under
+    /// `dir/disk`; with `tls`, links are mutual TLS with the certificate
+    /// generations under that directory; with `hosts`, each server runs on
+    /// a host (network namespace) of its own.
     pub fn new(
         dir: &Path,
         bin: &Path,
-        names: &[&str],
-        spare: Option<&str>,
-        links: &[(&str, &str)],
-        ports: &BTreeMap<String, u16>,
+        layout: &Layout<'_>,
         disks: bool,
+        tls: Option<&Path>,
+        hosts: bool,
     ) -> Cluster {
+        let Layout {
+            names,
+            spare,
+            links,
+            ports,
+        } = *layout;
         let all: Vec<&str> = names.iter().copied().chain(spare).collect();
+        let port = |n: &str| {
+            ports
+                .get(n)
+                .copied()
+                .unwrap_or_else(|| (free_port(), free_port()))
+        };
+        let net = hosts.then(|| Net::new(&all));
+        let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let at = |n: &str, p: u16| net.as_ref().map(|net| net.host(n).sock(p));
         let addrs: BTreeMap<String, SocketAddr> = all
             .iter()
             .map(|n| {
-                let port = ports.get(*n).copied().unwrap_or_else(free_port);
-                (n.to_string(), SocketAddr::from(([127, 0, 0, 1], port)))
+                let a = at(n, HOST_CLIENT_PORT).unwrap_or_else(|| local(port(n).0));
+                (n.to_string(), a)
             })
             .collect();
+        let http: BTreeMap<String, SocketAddr> = all
+            .iter()
+            .map(|n| {
+                let a = at(n, HOST_HTTP_PORT).unwrap_or_else(|| local(port(n).1));
+                (n.to_string(), a)
+            })
+            .collect();
+        let peer: BTreeMap<String, SocketAddr> = match tls {
+            Some(_) => all
+                .iter()
+                .map(|n| {
+                    let a = at(n, HOST_PEER_PORT).unwrap_or_else(|| local(free_port()));
+                    (n.to_string(), a)
+                })
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        let certs = tls.map(|root| {
+            let gens: Vec<PathBuf> = (0..)
+                .map(|k| root.join(format!("gen{k}")))
+                .take_while(|g| g.join("ca.pem").exists())
+                .collect();
+            assert!(
+                gens.len() >= 2,
+                "{}: wanted gen0, gen1, ... made by herd-certs",
+                root.display()
+            );
+            Certs {
+                gens,
+                current: 0,
+                rotating: 0,
+            }
+        });
         let links: Vec<Link> = links
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
         let mut proxies = HashMap::new();
-        for (a, b) in &links {
+        // On hosts the network itself is cut: no proxies.
+        for (a, b) in links.iter().filter(|_| net.is_none()) {
             for (from, to) in [(a, b), (b, a)] {
-                proxies.insert((from.clone(), to.clone()), Proxy::start(addrs[to]));
+                // A TLS herd's neighbours dial the peer port.
+                let target = peer.get(to).copied().unwrap_or(addrs[to]);
+                proxies.insert((from.clone(), to.clone()), Proxy::start(target));
             }
         }
         std::fs::create_dir_all(dir.join("logs")).expect("the log directory");
@@ -99,10 +216,16 @@ impl Cluster {
                 }
             }
         }
-        Cluster {
+        let cluster = Cluster {
             dir: dir.to_path_buf(),
             bin: bin.to_path_buf(),
             addrs,
+            http,
+            peer,
+            certs,
+            all: all.iter().map(|n| n.to_string()).collect(),
+            net,
+            isolated: HashMap::new(),
             links,
             present: names.iter().map(|n| n.to_string()).collect(),
             dropped: HashMap::new(),
@@ -125,6 +248,44 @@ impl Cluster {
             full: HashMap::new(),
             incidents: Vec::new(),
             rss: BTreeMap::new(),
+        };
+        if let Some(c) = &cluster.certs {
+            std::fs::create_dir_all(dir.join("certs")).expect("the certificate directory");
+            let ca = std::fs::read(c.gens[0].join("ca.pem")).expect("gen0/ca.pem");
+            replace(&dir.join("certs/ca.pem"), &ca);
+            cluster.install_leaves(0);
+        }
+        cluster
+    }
+
+    /// Copies generation `k`'s certificate and key of every server into
+    /// place.
+    fn install_leaves(&self, k: usize) {
+        let Some(c) = &self.certs else { return };
+        for n in &self.all {
+            for ext in ["pem", "key"] {
+                let file = format!("{n}.{ext}");
+                let bytes = std::fs::read(c.gens[k].join(&file))
+                    .unwrap_or_else(|e| panic!("{}: {e}", c.gens[k].join(&file).display()));
+                replace(&self.dir.join("certs").join(file), &bytes);
+            }
+        }
+    }
+
+    /// How clients reach the servers.
+    pub fn connector(&self) -> Connector {
+        match &self.net {
+            Some(net) => Connector::Host(net.client().clone()),
+            None => Connector::Local,
+        }
+    }
+
+    /// Which network the herd runs on, for the summary.
+    pub fn network(&self) -> &'static str {
+        if self.net.is_some() {
+            "separate hosts (network namespaces)"
+        } else {
+            "loopback behind fault proxies"
         }
     }
 
@@ -133,6 +294,14 @@ impl Cluster {
         self.present
             .iter()
             .map(|n| (n.clone(), self.addrs[n]))
+            .collect()
+    }
+
+    /// The servers in the herd now: their client and http addresses.
+    pub fn targets(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        self.present
+            .iter()
+            .map(|n| (self.addrs[n], self.http[n]))
             .collect()
     }
 
@@ -146,11 +315,25 @@ impl Cluster {
     fn conf(&self, name: &str) -> String {
         let mut text = String::new();
         for s in &self.present {
-            let addr = match self.proxies.get(&(name.to_string(), s.clone())) {
-                Some(p) if s != name => p.addr(),
-                _ => self.addrs[s],
+            let proxy = match self.proxies.get(&(name.to_string(), s.clone())) {
+                Some(p) if s != name => Some(p.addr()),
+                _ => None,
             };
-            text.push_str(&format!("server {s} {addr}\n"));
+            let line = match self.peer.get(s) {
+                // Neighbours dial the peer port, through the proxy.
+                Some(peer) => format!(
+                    "server {s} {} peer {} http {}\n",
+                    self.addrs[s],
+                    proxy.unwrap_or(*peer),
+                    self.http[s]
+                ),
+                None => format!(
+                    "server {s} {} http {}\n",
+                    proxy.unwrap_or(self.addrs[s]),
+                    self.http[s]
+                ),
+            };
+            text.push_str(&line);
         }
         for l @ (a, b) in &self.links {
             if self.present.contains(a)
@@ -159,6 +342,11 @@ impl Cluster {
             {
                 text.push_str(&format!("link {a} {b}\n"));
             }
+        }
+        if self.certs.is_some() {
+            text.push_str(
+                "tls_cert certs/{name}.pem\ntls_key certs/{name}.key\ntls_ca certs/ca.pem\n",
+            );
         }
         text
     }
@@ -193,7 +381,12 @@ impl Cluster {
             Some(fs) => fs.path().to_path_buf(),
             None => self.dir.join("state").join(name),
         };
-        let child = Command::new(&self.bin)
+        let mut cmd = match &self.net {
+            // `ip netns exec` execs herd: the child's pid is herd's.
+            Some(net) => net.host(name).command(&self.bin),
+            None => Command::new(&self.bin),
+        };
+        let child = cmd
             .current_dir(&self.dir)
             .arg(name)
             .arg("--config")
@@ -248,6 +441,13 @@ impl Cluster {
         }
     }
 
+    /// Rewrites every present server's herd.conf and SIGHUPs it.
+    fn hup_all(&self) {
+        let names: Vec<String> = self.present.iter().cloned().collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.reload(&names);
+    }
+
     fn proxies_of(&self, name: &str) -> Vec<Link> {
         self.proxies
             .keys()
@@ -294,13 +494,27 @@ impl Cluster {
                 self.signal(s, libc::SIGSTOP);
             }
             Fault::Isolate(s) => {
+                let n = self.isolated.entry(s.clone()).or_insert(0);
+                *n += 1;
+                if let (Some(net), 1) = (&self.net, *n) {
+                    net.host(s).link_down();
+                }
                 for l in self.proxies_of(s) {
                     self.blackhole(&l, false);
                 }
             }
             Fault::CutLink(a, b) => {
+                let n = self.blackholed.entry((a.clone(), b.clone())).or_insert(0);
+                if let Some(net) = &self.net {
+                    *n += 1;
+                    if *n == 1 {
+                        net.cut(a, b);
+                    }
+                }
                 for l in [(a.clone(), b.clone()), (b.clone(), a.clone())] {
-                    self.blackhole(&l, true);
+                    if self.proxies.contains_key(&l) {
+                        self.blackhole(&l, true);
+                    }
                 }
             }
             Fault::DropLink(a, b) => {
@@ -314,6 +528,20 @@ impl Cluster {
                     let others: Vec<&str> = others.iter().map(String::as_str).collect();
                     self.reload(&others);
                     self.start(s);
+                }
+            }
+            Fault::RotateCerts => {
+                if let Some(c) = &mut self.certs {
+                    c.rotating += 1;
+                    if c.rotating == 1 {
+                        // Trust the next CA as well as the current one.
+                        let next = (c.current + 1) % c.gens.len();
+                        let mut bundle =
+                            std::fs::read(c.gens[c.current].join("ca.pem")).expect("ca.pem");
+                        bundle.extend(std::fs::read(c.gens[next].join("ca.pem")).expect("ca.pem"));
+                        replace(&self.dir.join("certs/ca.pem"), &bundle);
+                        self.hup_all();
+                    }
                 }
             }
             Fault::DiskFull(s) => {
@@ -343,13 +571,27 @@ impl Cluster {
                 }
             }
             Fault::Isolate(s) => {
+                let n = self.isolated.entry(s.clone()).or_insert(1);
+                *n = n.saturating_sub(1);
+                if let (Some(net), 0) = (&self.net, *n) {
+                    net.host(s).link_up();
+                }
                 for l in self.proxies_of(s) {
                     self.resume(&l);
                 }
             }
             Fault::CutLink(a, b) => {
+                if let Some(net) = &self.net {
+                    let n = self.blackholed.entry((a.clone(), b.clone())).or_insert(1);
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        net.mend(a, b);
+                    }
+                }
                 for l in [(a.clone(), b.clone()), (b.clone(), a.clone())] {
-                    self.resume(&l);
+                    if self.proxies.contains_key(&l) {
+                        self.resume(&l);
+                    }
                 }
             }
             Fault::DropLink(a, b) => {
@@ -358,6 +600,24 @@ impl Cluster {
                 self.reload(&[a, b]);
             }
             Fault::AddServer(_) => {}
+            Fault::RotateCerts => {
+                let next = match &mut self.certs {
+                    Some(c) if c.rotating > 0 => {
+                        c.rotating -= 1;
+                        (c.rotating == 0).then(|| {
+                            c.current = (c.current + 1) % c.gens.len();
+                            c.current
+                        })
+                    }
+                    _ => None,
+                };
+                // Every server presents its certificate from the next CA,
+                // which every one trusts by now.
+                if let Some(k) = next {
+                    self.install_leaves(k);
+                    self.hup_all();
+                }
+            }
             Fault::DiskFull(s) => {
                 let n = self.full.entry(s.clone()).or_insert(1);
                 *n = n.saturating_sub(1);
@@ -406,7 +666,10 @@ impl Cluster {
     /// What `name` holds for each of `clients` (asked with pipelined
     /// WHATSATs on its client port); None if it cannot be asked now.
     pub fn holdings(&self, name: &str, clients: &[String]) -> Option<HashMap<String, String>> {
-        let mut s = TcpStream::connect_timeout(&self.addrs[name], Duration::from_secs(2)).ok()?;
+        let mut s = self
+            .connector()
+            .connect(self.addrs[name], Duration::from_secs(2))
+            .ok()?;
         s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
         let mut batch = String::new();
         for c in clients {

@@ -1,15 +1,19 @@
-//! `nemesis`: a herd of separate `herd` processes under a workload that
+//! `nemesis`: a herd of separate `herd` processes — on hosts of their own
+//! (network namespaces) when root, else on loopback behind fault proxies —
+//! under a workload that
 //! records every acknowledgement, and a seeded random schedule of faults —
 //! SIGKILL and restart, SIGSTOP/SIGCONT, a server cut off from the herd, a
 //! single link cut, SIGHUP reloads that drop and restore a link and add a
-//! server, a journal's disk filled and freed (as root). Then everything is
+//! server, a journal's disk filled and freed (as root), and with `--tls`
+//! certificates rotated on a herd linked by mutual TLS. Then everything is
 //! healed and the checker (`checker.rs`) says whether every acknowledged
 //! update survived everywhere, the servers agree, no process died on its
 //! own or panicked, and memory stayed bounded; and how long the herd took
 //! to converge after the heal.
 //!
 //!     nemesis [--seed S] [--seeds N] [--secs T] [--herd PATH] [--clients N]
-//!             [--rss-mib M] [--keep]
+//!             [--rss-mib M] [--tls DIR] [--with KIND] [--net hosts|loopback]
+//!             [--keep]
 //!
 //! Prints each seed's schedule, then one `nemesis:` summary line per seed;
 //! `--seed S --seeds 1` replays seed S's schedule. Exit status 1 if any
@@ -17,6 +21,9 @@
 
 mod checker;
 mod cluster;
+#[allow(dead_code, unused_macros)]
+#[path = "../../tests/support/netns.rs"]
+mod netns;
 #[allow(dead_code)]
 #[path = "../../tests/support/ports.rs"]
 mod ports;
@@ -37,6 +44,8 @@ mod herd {
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use checker::check;
@@ -67,16 +76,29 @@ struct Opts {
     bin: PathBuf,
     clients: usize,
     rss_mib: u64,
+    tls: Option<PathBuf>,
+    with: Option<String>,
+    /// Separate hosts (network namespaces) rather than loopback.
+    hosts: Option<bool>,
     keep: bool,
 }
 
-const USAGE: &str = "usage: nemesis [--seed S] [--seeds N] [--secs T] [--herd PATH] [--clients N] [--rss-mib M] [--keep]
+const USAGE: &str = "usage: nemesis [--seed S] [--seeds N] [--secs T] [--herd PATH] [--clients N] [--rss-mib M] [--tls DIR] [--with KIND] [--net hosts|loopback] [--keep]
   --seed S     the first seed (default: from the clock); --seed S --seeds 1 replays S
   --seeds N    seeds to run, S, S+1, ... (default 1)
   --secs T     seconds of faults per seed (default 20)
   --herd PATH  the herd binary (default: next to this one)
   --clients N  client threads of the workload (default 4)
   --rss-mib M  the bound on any server's resident memory (default 256)
+  --tls DIR    a herd linked by mutual TLS on peer ports, its certificates
+               rotating through DIR/gen0, DIR/gen1, ... (each made by
+               `cargo run --example herd-certs -- DIR/genK Goloman Hands Holiday Welsh Wilkes Spare`)
+  --with KIND  only seeds whose schedule has a fault of KIND (kill, pause,
+               isolate, cut-link, reload-drop-link, reload-add-server,
+               disk-full, rotate-certs)
+  --net NET    hosts: each server on a network namespace of its own, links
+               cut in the network (the default as root, where namespaces
+               can be made); loopback: on 127.0.0.1 behind fault proxies
   --keep       keep each seed's directory (logs, journals) even when it passes";
 
 fn opts() -> Result<Opts, String> {
@@ -94,6 +116,9 @@ fn opts() -> Result<Opts, String> {
             .unwrap_or_else(|| PathBuf::from("herd")),
         clients: 4,
         rss_mib: 256,
+        tls: None,
+        with: None,
+        hosts: None,
         keep: false,
     };
     let mut p = lexopt::Parser::from_env();
@@ -112,6 +137,23 @@ fn opts() -> Result<Opts, String> {
             Long("rss-mib") => o.rss_mib = num(&mut p)?,
             Long("herd") => o.bin = p.value().map_err(|e| e.to_string())?.into(),
             Long("keep") => o.keep = true,
+            Long("net") => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                o.hosts = Some(match v.to_str() {
+                    Some("hosts") => true,
+                    Some("loopback") => false,
+                    _ => return Err(format!("--net: {v:?} is not hosts or loopback")),
+                });
+            }
+            Long("with") => {
+                o.with = Some(
+                    p.value()
+                        .map_err(|e| e.to_string())?
+                        .string()
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            Long("tls") => o.tls = Some(p.value().map_err(|e| e.to_string())?.into()),
             Long("help") | Short('h') => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -139,19 +181,50 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // SIGINT/SIGTERM end the run cleanly: the servers killed, the tmpfs
+    // mounts unmounted, the run's directory kept.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, interrupted.clone());
+    }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
+    let mut o = o;
+    let hosts = *o
+        .hosts
+        .get_or_insert_with(|| root && netns::available().is_ok());
+    if hosts {
+        if let Err(why) = netns::available() {
+            eprintln!("nemesis: --net hosts: {why}");
+            std::process::exit(2);
+        }
+    }
     // One set of ports for every seed.
-    let ports: BTreeMap<String, u16> = SERVERS
+    let ports: BTreeMap<String, (u16, u16)> = SERVERS
         .iter()
         .chain([&SPARE])
-        .map(|n| (n.to_string(), ports::free_port()))
+        .map(|n| (n.to_string(), (ports::free_port(), ports::free_port())))
         .collect();
     let mut totals: BTreeMap<&'static str, u32> = BTreeMap::new();
     let (mut acks, mut sent, mut bad, mut worst) = (0, 0, 0u64, Duration::ZERO);
     let started = Instant::now();
-    for seed in o.seed..o.seed + o.seeds {
-        let out = run(&o, seed, root, &ports);
+    let (mut seed, mut last) = (o.seed, o.seed);
+    for _ in 0..o.seeds {
+        // With --with KIND, seeds whose schedule lacks KIND are passed over.
+        while o.with.as_deref().is_some_and(|k| {
+            !steps_for(&o, seed, root)
+                .iter()
+                .any(|s| s.fault.kind() == k)
+        }) {
+            seed += 1;
+        }
+        last = seed;
+        seed += 1;
+        let seed = last;
+        let Some(out) = run(&o, seed, root, &ports, &interrupted) else {
+            eprintln!("nemesis: interrupted during seed {seed}");
+            std::process::exit(130);
+        };
         for (k, n) in &out.faults {
             *totals.entry(k).or_insert(0) += n;
         }
@@ -166,7 +239,7 @@ fn main() {
     println!(
         "nemesis total: seeds {}..{} ({}) in {:.0} s: faults {} ({}); {sent} updates sent, {acks} acknowledged and checked; {bad} seeds failed; worst convergence {:.2} s",
         o.seed,
-        o.seed + o.seeds - 1,
+        last,
         o.seeds,
         started.elapsed().as_secs_f64(),
         totals.values().sum::<u32>(),
@@ -178,23 +251,40 @@ fn main() {
     }
 }
 
-fn run(o: &Opts, seed: u64, root: bool, ports: &BTreeMap<String, u16>) -> Outcome {
-    let length = Duration::from_secs(o.secs);
-    let links: Vec<(&str, &str)> = LINKS.iter().chain(SPARE_LINKS).copied().collect();
-    let steps = schedule(
+/// Seed `seed`'s schedule.
+fn steps_for(o: &Opts, seed: u64, root: bool) -> Vec<schedule::Step> {
+    schedule(
         seed,
-        length,
+        Duration::from_secs(o.secs),
         &Herd {
             servers: SERVERS,
             links: LINKS,
             spare: Some(SPARE),
             disks: root,
+            tls: o.tls.is_some(),
         },
-    );
+    )
+}
+
+/// Runs one seed; None if interrupted.
+fn run(
+    o: &Opts,
+    seed: u64,
+    root: bool,
+    ports: &BTreeMap<String, (u16, u16)>,
+    interrupted: &AtomicBool,
+) -> Option<Outcome> {
+    let links: Vec<(&str, &str)> = LINKS.iter().chain(SPARE_LINKS).copied().collect();
+    let steps = steps_for(o, seed, root);
     println!(
-        "nemesis seed {seed}: {} faults in {} s{}",
+        "nemesis seed {seed}: {} faults in {} s{}{}",
         steps.len(),
         o.secs,
+        if o.tls.is_some() {
+            ", links over mutual TLS"
+        } else {
+            ""
+        },
         if root {
             ""
         } else {
@@ -207,10 +297,24 @@ fn run(o: &Opts, seed: u64, root: bool, ports: &BTreeMap<String, u16>) -> Outcom
     let dir = std::env::temp_dir().join(format!("nemesis-{}-{seed}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("the run's directory");
-    let mut cluster = Cluster::new(&dir, &o.bin, SERVERS, Some(SPARE), &links, ports, root);
+    let layout = cluster::Layout {
+        names: SERVERS,
+        spare: Some(SPARE),
+        links: &links,
+        ports,
+    };
+    let mut cluster = Cluster::new(
+        &dir,
+        &o.bin,
+        &layout,
+        root,
+        o.tls.as_deref(),
+        o.hosts == Some(true),
+    );
+    println!("  on {}", cluster.network());
     cluster.start_all();
-    let addrs = |c: &Cluster| c.present().into_iter().map(|(_, a)| a).collect::<Vec<_>>();
-    let load = workload::Workload::start(seed, o.clients, 200, addrs(&cluster));
+    let load =
+        workload::Workload::start(seed, o.clients, 200, cluster.targets(), cluster.connector());
 
     // Begin and end events, in time order (an end before a begin at the
     // same instant).
@@ -223,6 +327,12 @@ fn run(o: &Opts, seed: u64, root: bool, ports: &BTreeMap<String, u16>) -> Outcom
     let began = Instant::now();
     let mut faults: BTreeMap<&'static str, u32> = BTreeMap::new();
     for (at, begin, i) in &events {
+        if interrupted.load(Ordering::SeqCst) {
+            load.finish();
+            drop(cluster);
+            println!("  kept {}", dir.display());
+            return None;
+        }
         while began.elapsed() < *at {
             cluster.tick();
             std::thread::sleep((*at - began.elapsed().min(*at)).min(Duration::from_millis(100)));
@@ -232,7 +342,7 @@ fn run(o: &Opts, seed: u64, root: bool, ports: &BTreeMap<String, u16>) -> Outcom
             *faults.entry(fault.kind()).or_insert(0) += 1;
             cluster.begin(fault);
             if matches!(fault, Fault::AddServer(_)) {
-                *load.targets.write().unwrap_or_else(|e| e.into_inner()) = addrs(&cluster);
+                *load.targets.write().unwrap_or_else(|e| e.into_inner()) = cluster.targets();
             }
         } else {
             cluster.end(fault);
@@ -284,11 +394,12 @@ fn run(o: &Opts, seed: u64, root: bool, ports: &BTreeMap<String, u16>) -> Outcom
     let max_rss = history.rss.values().max().copied().unwrap_or(0);
     let kinds: Vec<String> = faults.iter().map(|(k, n)| format!("{k}={n}")).collect();
     println!(
-        "nemesis: seed {seed}: faults {} ({}); {} updates sent, {} acknowledged, {} whatsats; {} clients on {} servers; violations {}; converged {}; max rss {} MiB",
+        "nemesis: seed {seed}: faults {} ({}); {} updates sent, {} acknowledged ({} of them OsmAnd reports over HTTP), {} whatsats; {} clients on {} servers; violations {}; converged {}; max rss {} MiB",
         faults.values().sum::<u32>(),
         kinds.join(" "),
         history.sent.values().map(|s| s.len()).sum::<usize>(),
         history.acked.len(),
+        seen.reports,
         seen.whatsats,
         clients.len(),
         present.len(),
@@ -303,13 +414,13 @@ fn run(o: &Opts, seed: u64, root: bool, ports: &BTreeMap<String, u16>) -> Outcom
     } else {
         remove(&dir);
     }
-    Outcome {
+    Some(Outcome {
         faults,
         acks: history.acked.len(),
         sent: history.sent.values().map(|s| s.len()).sum(),
         violations: violations.len(),
         converged,
-    }
+    })
 }
 
 /// What each server holds for `clients` now; a server that cannot be asked

@@ -27,6 +27,10 @@ pub enum Fault {
     /// The server's journal disk (a tmpfs) shrunk to what it holds, so
     /// writes fail with ENOSPC; room given back when it ends. Root only.
     DiskFull(String),
+    /// (A TLS herd.) Every server told to trust the next CA too (SIGHUP);
+    /// when it ends, every server given its certificate from that CA
+    /// (SIGHUP).
+    RotateCerts,
 }
 
 impl Fault {
@@ -40,6 +44,7 @@ impl Fault {
             Fault::DropLink(..) => "reload-drop-link",
             Fault::AddServer(_) => "reload-add-server",
             Fault::DiskFull(_) => "disk-full",
+            Fault::RotateCerts => "rotate-certs",
         }
     }
 }
@@ -51,6 +56,7 @@ impl fmt::Display for Fault {
                 write!(f, "{} {s}", self.kind())
             }
             Fault::AddServer(s) => write!(f, "{} {s}", self.kind()),
+            Fault::RotateCerts => write!(f, "{}", self.kind()),
             Fault::CutLink(a, b) | Fault::DropLink(a, b) => {
                 write!(f, "{} {a}-{b}", self.kind())
             }
@@ -86,6 +92,8 @@ pub struct Herd<'a> {
     pub spare: Option<&'a str>,
     /// Whether journal disks can be filled (tmpfs needs root).
     pub disks: bool,
+    /// Whether the herd speaks TLS on its links (certificates can rotate).
+    pub tls: bool,
 }
 
 /// The faults of a run of `length` for `seed`: one every 0.3–1.5 s, each
@@ -99,19 +107,24 @@ pub fn schedule(seed: u64, length: Duration, herd: &Herd<'_>) -> Vec<Step> {
         let server = herd.servers[rng.usize(..herd.servers.len())].to_string();
         let (a, b) = herd.links[rng.usize(..herd.links.len())];
         let (a, b) = (a.to_string(), b.to_string());
-        // Weights: kills and cuts most, the rest less often.
-        let fault = match rng.u32(0..100) {
-            0..=24 => Fault::Kill(server),
-            25..=39 => Fault::Pause(server),
-            40..=51 => Fault::Isolate(server),
-            52..=69 => Fault::CutLink(a, b),
-            70..=81 => Fault::DropLink(a, b),
-            82..=87 if !added && herd.spare.is_some() => {
-                added = true;
-                Fault::AddServer(herd.spare.unwrap_or_default().to_string())
+        // Weights: kills and cuts most, the rest less often. (A TLS herd
+        // draws once more, so other herds' schedules stay as they were.)
+        let fault = if herd.tls && rng.u8(..8) == 0 {
+            Fault::RotateCerts
+        } else {
+            match rng.u32(0..100) {
+                0..=24 => Fault::Kill(server),
+                25..=39 => Fault::Pause(server),
+                40..=51 => Fault::Isolate(server),
+                52..=69 => Fault::CutLink(a, b),
+                70..=81 => Fault::DropLink(a, b),
+                82..=87 if !added && herd.spare.is_some() => {
+                    added = true;
+                    Fault::AddServer(herd.spare.unwrap_or_default().to_string())
+                }
+                88..=99 if herd.disks => Fault::DiskFull(server),
+                _ => Fault::Kill(server),
             }
-            88..=99 if herd.disks => Fault::DiskFull(server),
-            _ => Fault::Kill(server),
         };
         let most = if matches!(fault, Fault::Kill(_)) {
             3000
@@ -141,6 +154,7 @@ mod tests {
         links: &[("A", "B"), ("B", "C")],
         spare: Some("D"),
         disks: true,
+        tls: false,
     };
 
     #[test]
@@ -171,5 +185,19 @@ mod tests {
                 .iter()
                 .all(|s| !matches!(s.fault, Fault::DiskFull(_))));
         }
+    }
+
+    #[test]
+    fn tls_herds_rotate_certificates_and_others_keep_their_schedules() {
+        let len = Duration::from_secs(60);
+        let tls = Herd { tls: true, ..HERD };
+        let rotations = (0..50)
+            .flat_map(|seed| schedule(seed, len, &tls))
+            .filter(|s| s.fault == Fault::RotateCerts)
+            .count();
+        assert!(rotations > 10, "{rotations}");
+        assert!((0..50)
+            .flat_map(|seed| schedule(seed, len, &HERD))
+            .all(|s| s.fault != Fault::RotateCerts));
     }
 }
