@@ -5,11 +5,15 @@
 //!
 //! * `rr` (default): C connections over T threads, W requests in flight per
 //!   connection, flat out or at `--rate`; IAMAT/WHATSAT mix.
+//! * `http`, `ws`: rr over a server's `http` port: each IAMAT an OsmAnd
+//!   report over keep-alive HTTP/1.1 (pipelined), or a line in a WebSocket
+//!   message (`load::front`).
 //! * `churn`: C concurrent cycles of connect, one IAMAT, shut down writing,
 //!   read to EOF, close.
 //! * `idle`: opens N idle connections in two halves and reads the server's
 //!   VmRSS (`--server-pid`) before, between and after: bytes per connection,
-//!   twice, to show it is linear.
+//!   twice, to show it is linear; `--idle-kind http|ws`: kept-alive HTTP
+//!   connections (one report answered each) or WebSockets.
 //! * `propagation`: posts IAMATs at one server at `--rate` while playing the
 //!   herd member `Probe` that a server dials (`tools/probe-herd.conf` has
 //!   `link Welsh Probe`); reports post → arrival at the Probe.
@@ -70,7 +74,7 @@ fn main() -> ExitCode {
     // Every connection is a descriptor.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let result = match opts.mode {
-        Mode::Rr => rr::run(&opts),
+        Mode::Rr | Mode::Http | Mode::Ws => rr::run(&opts),
         Mode::Churn => churn::run(&opts),
         Mode::Idle => idle::run(&opts),
         Mode::Propagation => propagation::run(&opts),
