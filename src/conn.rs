@@ -431,6 +431,19 @@ impl Replies {
         }
     }
 
+    /// Appends one AT line (without its `\n`) that a watcher is sent, a
+    /// snapshot's or a push (docs/PROTOCOL.md §15). Every watched position
+    /// leaves through here and nowhere else: the WebSocket front frames
+    /// each one as a message of its own here. Called only while no WHATSAT
+    /// is in flight (the loop waits for it), so it goes straight to the
+    /// output.
+    pub fn push_at(&mut self, line: &[u8]) {
+        let buf = self.out.buf();
+        buf.reserve(line.len() + 1);
+        buf.extend_from_slice(line);
+        buf.push(b'\n');
+    }
+
     /// Reserves the place of a WHATSAT's reply; `head` (the AT line) is
     /// already known, Places' body follows when it comes.
     pub fn wait_for(&mut self, id: RequestId, head: Vec<u8>) {

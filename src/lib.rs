@@ -84,3 +84,4 @@ pub mod store;
 pub mod timer;
 pub mod tls;
 pub mod token;
+pub mod watch;

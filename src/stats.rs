@@ -239,6 +239,15 @@ pub struct ServerStats {
     places_latency: Histogram,
     links: Mutex<Vec<Arc<LinkStats>>>,
     journal: Mutex<Option<Arc<JournalStats>>>,
+    watch: WatchStats,
+}
+
+/// What WATCH counts (docs/PROTOCOL.md §15).
+#[derive(Debug, Default)]
+struct WatchStats {
+    watchers: AtomicU64,
+    pushed: AtomicU64,
+    replaced: AtomicU64,
 }
 
 impl ServerStats {
@@ -259,7 +268,23 @@ impl ServerStats {
             places_latency: Histogram::default(),
             links: Mutex::new(Vec::new()),
             journal: Mutex::new(None),
+            watch: WatchStats::default(),
         }
+    }
+
+    /// Connections watching (that have said `WATCH`), now.
+    pub fn set_watchers(&self, n: usize) {
+        self.watch.watchers.store(n as u64, Relaxed);
+    }
+
+    /// `n` positions were delivered to watchers (snapshots included).
+    pub fn watch_pushed(&self, n: u64) {
+        self.watch.pushed.fetch_add(n, Relaxed);
+    }
+
+    /// `n` undelivered positions were replaced by newer ones.
+    pub fn watch_replaced(&self, n: u64) {
+        self.watch.replaced.fetch_add(n, Relaxed);
     }
 
     /// The server's name.
@@ -402,6 +427,9 @@ impl ServerStats {
                 .ok()
                 .and_then(|j| j.as_ref().map(|j| j.snapshot())),
             log_dropped: crate::logging::lines_dropped(&self.name),
+            watchers: load(&self.watch.watchers),
+            watch_pushed: load(&self.watch.pushed),
+            watch_replaced: load(&self.watch.replaced),
         }
     }
 }
@@ -478,6 +506,12 @@ pub struct ServerSnapshot {
     pub journal: Option<JournalSnapshot>,
     /// Log lines dropped since start.
     pub log_dropped: u64,
+    /// Connections watching (§15).
+    pub watchers: u64,
+    /// Positions delivered to watchers, snapshots included.
+    pub watch_pushed: u64,
+    /// Undelivered positions replaced by newer ones (conflated).
+    pub watch_replaced: u64,
 }
 
 #[cfg(test)]

@@ -37,6 +37,9 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("herd_journal_appended_bytes_total", "counter", "Bytes appended to the journal."),
     ("herd_journal_failing", "gauge", "1 from a failed journal append until one succeeds, else 0."),
     ("herd_journal_write_failures_total", "counter", "Journal appends that failed."),
+    ("herd_watchers", "gauge", "Connections watching positions (that have said WATCH)."),
+    ("herd_watch_pushes_total", "counter", "Positions sent to watchers, the snapshots that answer WATCH included."),
+    ("herd_watch_replaced_total", "counter", "Positions replaced by a newer one of the same client before a watcher had read them (conflated, never queued)."),
     ("herd_log_lines_dropped_total", "counter", "Log lines dropped because the log writer was behind."),
     ("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds."),
 ];
@@ -109,6 +112,9 @@ fn family(out: &mut String, name: &str, s: &ServerSnapshot) {
             }
         }
         "herd_evictions_total" => one(out, s.evictions),
+        "herd_watchers" => one(out, s.watchers),
+        "herd_watch_pushes_total" => one(out, s.watch_pushed),
+        "herd_watch_replaced_total" => one(out, s.watch_replaced),
         "herd_expiries_total" => one(out, s.expiries),
         "herd_refused_connections_total" => {
             for (port, v) in PORTS.iter().zip(s.refused) {

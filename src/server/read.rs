@@ -16,6 +16,7 @@ use crate::links::liveness::{self, Check, Liveness};
 use crate::links::Links;
 use crate::places::{Places, Query, Reply, RequestId};
 use crate::protocol;
+use crate::watch::Hub;
 
 impl Server {
     /// Reads and handles what connection `key` sent. `short_drains`: a read
@@ -35,6 +36,7 @@ impl Server {
             requests: &mut self.requests,
             next_request: &mut self.next_request,
             done: &mut self.done,
+            watch: &mut self.watch,
         };
         let outcome = read_conn(
             &mut self.engine,
@@ -142,6 +144,7 @@ pub(super) struct Shared<'a> {
     requests: &'a mut HashMap<RequestId, (usize, u64)>,
     next_request: &'a mut RequestId,
     done: &'a mut Vec<Reply>,
+    watch: &'a mut Hub,
 }
 
 /// The effects of one connection's lines, performed as the engine asks.
@@ -181,6 +184,30 @@ impl Effects for Apply<'_, '_> {
 
     fn neighbour_dialled(&mut self, i: usize) {
         self.shared.links.neighbour_is_up(i, Instant::now());
+    }
+
+    fn stored(&mut self, slot: usize) {
+        self.shared.watch.stored(slot);
+    }
+
+    fn watching(&mut self) {
+        self.shared.watch.joined();
+    }
+
+    fn watch(&mut self, client: &[u8], place: u32) {
+        self.shared.watch.add(client, self.key, self.serial, place);
+    }
+
+    fn unwatch(&mut self, client: &[u8]) {
+        self.shared.watch.remove(client, self.key, self.serial);
+    }
+
+    fn watch_all(&mut self) -> bool {
+        self.shared.watch.add_all(self.key, self.serial)
+    }
+
+    fn unwatch_all(&mut self) {
+        self.shared.watch.remove_all(self.key, self.serial);
     }
 }
 
