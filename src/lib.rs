@@ -71,6 +71,7 @@ pub mod check;
 pub mod config;
 pub mod conn;
 pub mod engine;
+pub mod front;
 pub mod journal;
 pub mod links;
 pub mod logging;
