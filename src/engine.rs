@@ -596,7 +596,7 @@ impl Engine {
                 }
             }
             Some(Watched::All) => {
-                if w.remove_all() {
+                if w.remove_all(&self.store) {
                     fx.unwatch_all();
                 }
             }
@@ -606,7 +606,7 @@ impl Engine {
                     w.remove(client);
                     fx.unwatch(client);
                 }
-                if w.remove_all() {
+                if w.remove_all(&self.store) {
                     fx.unwatch_all();
                 }
             }

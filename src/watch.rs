@@ -239,15 +239,16 @@ impl Watch {
         self.owed.clear();
     }
 
-    /// Stops watching every client; true if it did. Named clients it
-    /// watches are owed their position again (it may have been skipped).
-    pub fn remove_all(&mut self) -> bool {
-        if self.all.take().is_none() {
+    /// Stops watching every client; true if it did. What it was owed of
+    /// clients it also watches by name stays owed (read off `store`).
+    pub fn remove_all(&mut self, store: &Store) -> bool {
+        let Some(mut all) = self.all.take() else {
             return false;
-        }
-        for (place, name) in self.names.iter().enumerate() {
-            if name.is_some() {
-                self.owed.insert(place);
+        };
+        while let Some(slot) = all.pop() {
+            let client = store.entry(slot).map(|e| e.client());
+            if let Some(&place) = client.and_then(|c| self.places.get(c)) {
+                self.owed.insert(place as usize);
             }
         }
         true

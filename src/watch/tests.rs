@@ -118,10 +118,16 @@ fn watching_every_client_is_a_bit_per_store_slot() {
     w.mark_slot(store.last_slot());
     w.mark(0);
     assert_eq!((w.replaced, drain(&mut w, &store)), (1, vec![at("d", 3)]));
-    // UNWATCH *: named clients are owed again, and only they.
-    assert!(w.remove_all() && !w.remove_all());
+    // UNWATCH *: what a named client was owed stays owed, nothing else.
+    offer(&mut store, at("a", 4).as_bytes());
+    w.mark_slot(store.last_slot());
+    offer(&mut store, at("b", 4).as_bytes());
+    w.mark_slot(store.last_slot());
+    assert!(w.remove_all(&store) && !w.remove_all(&store));
     w.mark_slot(1);
-    assert_eq!(drain(&mut w, &store), [at("a", 1)]);
+    assert_eq!(drain(&mut w, &store), [at("a", 4)]);
+    w.mark(0);
+    assert_eq!(drain(&mut w, &store), [at("a", 4)], "named again");
 }
 
 #[test]
