@@ -84,6 +84,7 @@ pub mod journal;
 pub mod links;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod places;
 pub mod protocol;
 pub mod reload;

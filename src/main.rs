@@ -16,6 +16,7 @@ use std::time::Duration;
 use herd::config::Herd;
 use herd::logging;
 use herd::metrics::Endpoint;
+use herd::notify;
 use herd::server::{self, Limits, ServerConfig};
 use herd::tls::HerdTls;
 
@@ -53,9 +54,10 @@ OPTIONS:
     --fsync-ms N         also fdatasync the journal every N ms (0: never, the default;
                          the journal survives a crash of herd either way, fsync is
                          for power cuts)
-    --metrics HOST:PORT  serve GET /metrics (Prometheus text format) and GET /healthz
-                         (200 ok, or 503 and the problems) for every server of this
-                         process, from a thread of its own [default: off]
+    --metrics HOST:PORT  serve GET /metrics (Prometheus text format), GET /healthz
+                         (200 ok, or 503 and the problems), the console GET / (a page
+                         for a browser) and its data GET /status.json, for every
+                         server of this process, from a thread of its own [default: off]
     --check-config       read and check FILE, print what it describes (servers,
                          addresses, links, Places, secret, TLS) and exit: 0 if it is
                          good, 2 with FILE:LINE: what is wrong if not; listens on nothing.
@@ -111,7 +113,9 @@ links opened after it); no client is dropped. A reload that is invalid, removes
 a server of this process, moves one of its addresses (client, peer or tls port),
 has a TLS file that does not load, or turns TLS on or off is refused with
 FILE:LINE on standard error and in the logs, and changes nothing.
-SIGUSR1 reopens every NAME.log (for logrotate). When the journal cannot be
+SIGUSR1 reopens every NAME.log (for logrotate). With NOTIFY_SOCKET set (systemd,
+Type=notify; contrib/herd.service) it sends READY=1 at `herd: ready`,
+RELOADING=1 then READY=1 around a SIGHUP, and STOPPING=1 on SIGINT or SIGTERM. When the journal cannot be
 written (disk full), AT replies are held until it can, and retried every 250 ms.
 A bad config, a TLS file that does not load or an unknown NAME exits with
 status 2 and FILE:LINE: what is wrong, before anything listens.
@@ -457,6 +461,10 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
                 "herd: metrics     http://{0}/metrics, http://{0}/healthz",
                 e.addr()
             );
+            say!(
+                "herd: console     http://{0}/ (its data: /status.json)",
+                e.addr()
+            );
             Some(e)
         }
         None => None,
@@ -487,6 +495,7 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
     }
     if first.is_none() {
         say!("herd: ready");
+        notify::ready(&format!("serving {}", args.names.join(", ")));
     }
     let mut herd = herd.clone();
     let mut next = first;
@@ -497,9 +506,12 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
         };
         match event {
             Ok(Event::Signal(signal_hook::consts::SIGHUP)) => {
-                reload(args, &mut herd, &listening, &running)
+                notify::reloading(&format!("SIGHUP: reading {}", args.config.display()));
+                let outcome = reload(args, &mut herd, &listening, &running);
+                notify::ready(&outcome);
             }
             Ok(Event::Signal(sig)) => {
+                notify::stopping(&format!("signal {sig}: stopping"));
                 for name in &args.names {
                     log::info!(target: name, "signal {sig}: stopping");
                 }
@@ -531,13 +543,13 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
 
 /// SIGHUP: reads the config again and hands every loop its part, or
 /// refuses the whole reload (stderr and every server's log) and changes
-/// nothing.
+/// nothing. Returns what happened, for the service manager's status.
 fn reload(
     args: &Args,
     herd: &mut Herd,
     listening: &[std::net::SocketAddr],
     running: &[server::StopHandle],
-) {
+) -> String {
     match herd::reload::prepare(&args.config, herd, &args.names, listening) {
         Ok(plan) => {
             for (name, (handle, config)) in args.names.iter().zip(running.iter().zip(plan.configs))
@@ -547,12 +559,14 @@ fn reload(
             }
             say!("herd: reloaded {}", args.config.display());
             *herd = plan.herd;
+            format!("reloaded {}", args.config.display())
         }
         Err(e) => {
             for name in &args.names {
                 log::warn!(target: name, "SIGHUP: reload refused, nothing changed: {e}");
             }
             say!("herd: reload refused, nothing changed: {e}");
+            format!("reload refused, nothing changed: {e}")
         }
     }
 }

@@ -20,6 +20,7 @@
 //! Readers take a [`ServerSnapshot`]: plain numbers, so the exposition
 //! writer and the health check are pure functions, tested without a server.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -239,13 +240,15 @@ pub struct ServerStats {
     places_latency: Histogram,
     links: Mutex<Vec<Arc<LinkStats>>>,
     journal: Mutex<Option<Arc<JournalStats>>>,
+    watchers: AtomicU64,
+    /// Where the loop listens, by port label; set once, before it serves.
+    listen: OnceLock<Vec<(&'static str, SocketAddr)>>,
     watch: WatchStats,
 }
 
-/// What WATCH counts (docs/PROTOCOL.md §15).
+/// What WATCH counts (docs/PROTOCOL.md §15) besides the watchers.
 #[derive(Debug, Default)]
 struct WatchStats {
-    watchers: AtomicU64,
     pushed: AtomicU64,
     replaced: AtomicU64,
 }
@@ -268,13 +271,23 @@ impl ServerStats {
             places_latency: Histogram::default(),
             links: Mutex::new(Vec::new()),
             journal: Mutex::new(None),
+            watchers: AtomicU64::new(0),
+            listen: OnceLock::new(),
             watch: WatchStats::default(),
         }
     }
 
-    /// Connections watching (that have said `WATCH`), now.
+    /// The server listens on these addresses, each with its port's label
+    /// (`client`, `peer`, `tls`, ...). Set once, when its listeners are
+    /// bound; a second call changes nothing (listen addresses never change
+    /// while a server runs).
+    pub fn set_listen(&self, addrs: Vec<(&'static str, SocketAddr)>) {
+        let _ = self.listen.set(addrs);
+    }
+
+    /// Connections that watch clients (WATCH) now.
     pub fn set_watchers(&self, n: usize) {
-        self.watch.watchers.store(n as u64, Relaxed);
+        self.watchers.store(n as u64, Relaxed);
     }
 
     /// `n` positions were delivered to watchers (snapshots included).
@@ -427,7 +440,8 @@ impl ServerStats {
                 .ok()
                 .and_then(|j| j.as_ref().map(|j| j.snapshot())),
             log_dropped: crate::logging::lines_dropped(&self.name),
-            watchers: load(&self.watch.watchers),
+            watchers: load(&self.watchers),
+            listen: self.listen.get().cloned().unwrap_or_default(),
             watch_pushed: load(&self.watch.pushed),
             watch_replaced: load(&self.watch.replaced),
         }
@@ -506,8 +520,10 @@ pub struct ServerSnapshot {
     pub journal: Option<JournalSnapshot>,
     /// Log lines dropped since start.
     pub log_dropped: u64,
-    /// Connections watching (§15).
+    /// Connections watching clients now (§15).
     pub watchers: u64,
+    /// Where it listens, by port label (`client` first).
+    pub listen: Vec<(&'static str, SocketAddr)>,
     /// Positions delivered to watchers, snapshots included.
     pub watch_pushed: u64,
     /// Undelivered positions replaced by newer ones (conflated).

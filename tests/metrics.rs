@@ -634,7 +634,9 @@ fn routes_statuses_and_malformed_requests() {
     assert_eq!(h.body, "ok\n");
     assert_eq!(h.headers["connection"], "close");
     assert_eq!(get(addr, "/metrics?x=1").status, 200);
-    assert_eq!(get(addr, "/").status, 404);
+    assert_eq!(get(addr, "/").status, 200);
+    assert_eq!(get(addr, "/status.json").status, 200);
+    assert_eq!(get(addr, "/index.html").status, 404);
     assert_eq!(get(addr, "/metrics/more").status, 404);
     let post = exchange(
         addr,

@@ -1,5 +1,6 @@
 //! The operator endpoint (`--metrics HOST:PORT`, docs/PROTOCOL.md §11): `GET /metrics`
-//! (the Prometheus text format, [`expose`]) and `GET /healthz` ([`health`])
+//! (the Prometheus text format, [`expose`]), `GET /healthz` ([`health`]),
+//! and the console `GET /` with its data `GET /status.json` ([`status`]),
 //! for every server of the process.
 //!
 //! ## A loop of its own
@@ -31,8 +32,10 @@
 //!
 //! ## Routes
 //! `GET /metrics` → 200 and the exposition; `GET /healthz` → 200 or 503;
-//! another method on either path → 405 with `Allow: GET`; any other path →
-//! 404; a request that is not HTTP → 400.
+//! `GET /` → the console ([`CONSOLE`], docs/OPERATING.md); `GET
+//! /status.json` → the data behind it ([`status`]); another method on any
+//! of these paths → 405 with `Allow: GET`; any other path → 404; a request
+//! that is not HTTP → 400.
 //!
 //! Tokens: connections are slab keys; [`LISTENER`] and [`WAKER`] are fixed,
 //! at the top of the range. Deadlines live in one [`Timers`], keyed by slab
@@ -40,6 +43,10 @@
 
 pub mod expose;
 pub mod http;
+pub mod status;
+
+/// The console (`GET /`): one self-contained page, compiled in.
+pub const CONSOLE: &str = include_str!("console.html");
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener as StdListener};
@@ -211,20 +218,30 @@ pub fn route(
     servers: &[Arc<ServerStats>],
     started: SystemTime,
 ) -> Vec<u8> {
-    let known = matches!(path, "/metrics" | "/healthz");
+    let known = matches!(path, "/metrics" | "/healthz" | "/" | "/status.json");
     if !known {
         return http::error(404);
     }
     if method != "GET" {
         return http::error(405);
     }
+    if path == "/" {
+        return http::response(200, "text/html; charset=utf-8", CONSOLE.as_bytes());
+    }
     let snapshots: Vec<ServerSnapshot> = servers.iter().map(|s| s.snapshot()).collect();
-    if path == "/metrics" {
-        let body = expose::write(&snapshots, started);
-        http::response(200, expose::CONTENT_TYPE, body.as_bytes())
-    } else {
-        let (status, body) = health(&snapshots);
-        http::response(status, "text/plain; charset=utf-8", body.as_bytes())
+    match path {
+        "/metrics" => {
+            let body = expose::write(&snapshots, started);
+            http::response(200, expose::CONTENT_TYPE, body.as_bytes())
+        }
+        "/status.json" => {
+            let body = status::write(&snapshots, started, SystemTime::now());
+            http::response(200, status::CONTENT_TYPE, body.as_bytes())
+        }
+        _ => {
+            let (status, body) = health(&snapshots);
+            http::response(status, "text/plain; charset=utf-8", body.as_bytes())
+        }
     }
 }
 
@@ -543,7 +560,10 @@ mod tests {
         assert_eq!(status(route("GET", "/metrics", &s, t)), "HTTP/1.1 200");
         assert_eq!(status(route("GET", "/healthz", &s, t)), "HTTP/1.1 503");
         assert_eq!(status(route("POST", "/metrics", &s, t)), "HTTP/1.1 405");
-        assert_eq!(status(route("GET", "/", &s, t)), "HTTP/1.1 404");
+        assert_eq!(status(route("GET", "/", &s, t)), "HTTP/1.1 200");
+        assert_eq!(status(route("GET", "/status.json", &s, t)), "HTTP/1.1 200");
+        assert_eq!(status(route("POST", "/", &s, t)), "HTTP/1.1 405");
+        assert_eq!(status(route("GET", "/index.html", &s, t)), "HTTP/1.1 404");
         assert_eq!(status(route("DELETE", "/x", &s, t)), "HTTP/1.1 404");
         s[0].set_listening(true);
         assert_eq!(status(route("GET", "/healthz", &s, t)), "HTTP/1.1 200");

@@ -207,6 +207,12 @@ impl Server {
         engine.set_watch_limit(config.limits.watch_limit);
         let watch = Hub::new(config.limits.watch_all);
         let stats = engine.stats().clone();
+        stats.set_listen(
+            bound
+                .iter()
+                .filter_map(|(port, l)| Some((port.label(), l.local_addr().ok()?)))
+                .collect(),
+        );
         for link in links.stats() {
             stats.add_link(link);
         }

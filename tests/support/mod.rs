@@ -7,6 +7,7 @@
 //! neighbour (`tls_peer`) and a TLS herd's files on disk (`tls_herd`).
 #![allow(dead_code)]
 
+pub mod cdp;
 pub mod certs;
 pub mod herd;
 #[path = "../../tools/inproc.rs"]
