@@ -42,11 +42,13 @@ pub fn summary(herd: &Herd, file: &Path, env_set: impl Fn(&str) -> bool) -> Stri
         };
         let _ = writeln!(
             out,
-            "server  {:width$}  clients {}{}{}  neighbours {neighbours}",
+            "server  {:width$}  clients {}{}{}{}{}  neighbours {neighbours}",
             s.name,
             s.address(),
             port("peer", &s.peer),
             port("tls", &s.tls),
+            port("http", &s.http),
+            port("https", &s.https),
         );
     }
     for &(a, b) in &herd.links {
@@ -120,6 +122,25 @@ pub fn summary(herd: &Herd, file: &Path, env_set: impl Fn(&str) -> bool) -> Stri
         None => {
             let _ = writeln!(out, "tls     none (no TLS settings in this file)");
         }
+    }
+    if let Some(public) = &herd.public {
+        let _ = writeln!(
+            out,
+            "public  cert {}  key {}  (what the tls and https ports present)",
+            public.cert.1.display(),
+            public.key.1.display()
+        );
+    }
+    if let Some(var) = &herd.api_token_env {
+        let _ = writeln!(
+            out,
+            "http    requests need the token in ${var}: {}",
+            if env_set(var) {
+                "set"
+            } else {
+                "NOT SET (the servers will refuse to start)"
+            }
+        );
     }
     out
 }

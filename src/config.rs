@@ -2,9 +2,9 @@
 //! read into a checked [`Herd`]. Every error names the file and line.
 //!
 //! ```text
-//! server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]
+//! server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT] [http HOST:PORT] [https HOST:PORT]
 //!                              # HOST: IPv4, [IPv6] or a DNS name; PORT 1..=65535;
-//!                              # peer and tls in either order, each at most once
+//!                              # the extra ports in any order, each at most once
 //! link NAME NAME               # bidirectional; may name servers declared later
 //! places legacy|new [URL]      # URL: https://HOST[:PORT]/PATH, default per API
 //! places_key_env VAR           # default GOOGLE_PLACES_API_KEY
@@ -13,6 +13,9 @@
 //! tls_cert PATH                # all three or none; relative like places_ca;
 //! tls_key PATH                 # `{name}` in tls_cert and tls_key stands for
 //! tls_ca PATH                  # each server's NAME
+//! public_cert PATH             # both or none: what tls and https ports present;
+//! public_key PATH              # `{name}` as in tls_cert
+//! api_token_env VAR            # http/https requests need the token in $VAR
 //! ```
 //!
 //! One directive a line, fields split on white space, `#` to the end of the
@@ -65,6 +68,21 @@ pub struct Herd {
     pub secret_env: Option<String>,
     /// `tls_cert`, `tls_key`, `tls_ca`: all three or none.
     pub tls: Option<TlsFiles>,
+    /// `public_cert`, `public_key`: what client-facing TLS ports (`tls`,
+    /// `https`) present instead of the herd's certificate.
+    pub public: Option<PublicFiles>,
+    /// `api_token_env VAR`: the variable holding the token HTTP requests need.
+    pub api_token_env: Option<String>,
+}
+
+/// The certificate that client-facing TLS ports present (docs/PROTOCOL.md
+/// §6), resolved like [`TlsFiles`]; `{name}` stands for the server's NAME.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicFiles {
+    /// `public_cert`: the chain, PEM.
+    pub cert: (usize, PathBuf),
+    /// `public_key`: its private key, PEM.
+    pub key: (usize, PathBuf),
 }
 
 /// `HOST:PORT` of a server's peer or TLS client port.
@@ -130,6 +148,10 @@ pub struct ServerSpec {
     pub peer: Option<Endpoint>,
     /// `tls HOST:PORT`: a client port speaking TLS.
     pub tls: Option<Endpoint>,
+    /// `http HOST:PORT`: HTTP/1.1 and WebSocket, plaintext (§14).
+    pub http: Option<Endpoint>,
+    /// `https HOST:PORT`: the same over TLS.
+    pub https: Option<Endpoint>,
 }
 
 /// The longest server name accepted. Names travel in every AT line and in
@@ -283,6 +305,9 @@ struct Reader {
     tls_cert: Once<PathBuf>,
     tls_key: Once<PathBuf>,
     tls_ca: Once<PathBuf>,
+    public_cert: Once<PathBuf>,
+    public_key: Once<PathBuf>,
+    api_token_env: Once<String>,
 }
 
 /// One address a server listens on.
@@ -291,7 +316,7 @@ struct Bound {
     port: u16,
     /// Index into [`Reader::servers`].
     server: usize,
-    /// `client`, `peer` or `tls`.
+    /// `client`, `peer`, `tls`, `http` or `https`.
     kind: &'static str,
 }
 
@@ -371,6 +396,22 @@ impl Reader {
                 *slot = Some((line, relative(file, path)));
                 Ok(())
             }
+            "public_cert" | "public_key" => {
+                let slot = match directive {
+                    "public_cert" => &mut self.public_cert,
+                    _ => &mut self.public_key,
+                };
+                let [path] = arguments(args, &format!("{directive} PATH"))?;
+                first(directive, slot)?;
+                *slot = Some((line, relative(file, path)));
+                Ok(())
+            }
+            "api_token_env" => {
+                let [var] = arguments(args, "api_token_env VAR")?;
+                first(directive, &self.api_token_env)?;
+                self.api_token_env = Some((line, env_var(var)?));
+                Ok(())
+            }
             other => Err(format!("unknown directive {other:?}")),
         }
     }
@@ -391,14 +432,19 @@ impl Reader {
             addr::host_port(address).map_err(|what| format!("bad address {address:?}: {what}"))?;
         let (host, port) = (client.host_text.to_string(), client.port);
         let mut bound = vec![("client", address, client)];
-        let mut peer = None;
-        let mut tls = None;
+        let (mut peer, mut tls, mut http, mut https) = (None, None, None, None);
         for pair in options.chunks(2) {
             let (keyword, address) = (pair[0], pair[1]);
             let (kind, slot) = match keyword {
                 "peer" => ("peer", &mut peer),
                 "tls" => ("tls", &mut tls),
-                other => return Err(format!("unknown port kind {other:?}, want peer or tls")),
+                "http" => ("http", &mut http),
+                "https" => ("https", &mut https),
+                other => {
+                    return Err(format!(
+                        "unknown port kind {other:?}, want peer, tls, http or https"
+                    ))
+                }
             };
             if slot.is_some() {
                 return Err(format!("duplicate {kind} port on one server line"));
@@ -452,6 +498,8 @@ impl Reader {
             line,
             peer,
             tls,
+            http,
+            https,
         });
         Ok(())
     }
@@ -494,19 +542,23 @@ impl Reader {
         }
         places.ca = self.ca.map(|(_, path)| path);
         let tls = tls_files(self.tls_cert, self.tls_key, self.tls_ca)?;
-        check_tls(&self.servers, tls.as_ref())?;
+        let public = public_files(self.public_cert, self.public_key)?;
+        check_tls(&self.servers, tls.as_ref(), public.is_some())?;
         Ok(Herd {
             servers: self.servers,
             links,
             places,
             secret_env: self.secret_env.map(|(_, var)| var),
             tls,
+            public,
+            api_token_env: self.api_token_env.map(|(_, var)| var),
         })
     }
 }
 
 /// The usage of a `server` line.
-const SERVER_FORM: &str = "server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]";
+const SERVER_FORM: &str =
+    "server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT] [http HOST:PORT] [https HOST:PORT]";
 
 /// `path` of a directive, relative to the config file's folder, not to
 /// wherever the herd is started.
@@ -551,21 +603,46 @@ fn tls_files(
     }
 }
 
+/// `public_cert` and `public_key`: both or none.
+fn public_files(
+    cert: Once<PathBuf>,
+    key: Once<PathBuf>,
+) -> Result<Option<PublicFiles>, (usize, String)> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(PublicFiles { cert, key })),
+        (Some((line, _)), None) => Err((line, "public_cert without public_key".to_string())),
+        (None, Some((line, _))) => Err((line, "public_key without public_cert".to_string())),
+    }
+}
+
 /// What TLS asks of the servers: with the files, a `peer` port somewhere
 /// (links go to peer ports) and NAMEs that a certificate can carry as DNS
-/// names; without them, no `tls` port.
-fn check_tls(servers: &[ServerSpec], tls: Option<&TlsFiles>) -> Result<(), (usize, String)> {
-    let Some(files) = tls else {
-        return match servers.iter().find(|s| s.tls.is_some()) {
-            Some(s) => Err((
+/// names; without them, no `tls` or `https` port unless `public_cert` and
+/// `public_key` give client-facing ports a certificate of their own.
+fn check_tls(
+    servers: &[ServerSpec],
+    tls: Option<&TlsFiles>,
+    public: bool,
+) -> Result<(), (usize, String)> {
+    if tls.is_none() && !public {
+        let client_tls = servers.iter().find_map(|s| match (&s.tls, &s.https) {
+            (Some(_), _) => Some((s, "tls")),
+            (None, Some(_)) => Some((s, "https")),
+            _ => None,
+        });
+        if let Some((s, kind)) = client_tls {
+            return Err((
                 s.line,
                 format!(
-                    "server {:?} has a tls port, which needs tls_cert, tls_key and tls_ca",
+                    "server {:?} has a {kind} port, which needs a certificate: public_cert and public_key, or tls_cert, tls_key and tls_ca",
                     s.name
                 ),
-            )),
-            None => Ok(()),
-        };
+            ));
+        }
+    }
+    let Some(files) = tls else {
+        return Ok(());
     };
     let first = files.cert.0.min(files.key.0).min(files.ca.0);
     if servers.iter().all(|s| s.peer.is_none()) {

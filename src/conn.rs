@@ -24,6 +24,7 @@ use crate::tls::stream::Stream;
 use mio::Interest;
 
 use crate::engine::{Port, Session};
+use crate::front::{Envelope, Front};
 use crate::places::RequestId;
 
 /// Capacity above which an emptied buffer is freed instead of kept, so that
@@ -263,12 +264,17 @@ impl Output {
     }
 }
 
-/// A reply slot behind a WHATSAT in flight.
+/// Replies waiting in line behind a WHATSAT in flight: bytes with holes
+/// where Places answers go, and the envelope they leave in once the last
+/// hole is filled (as they are on a line port; as one WebSocket message;
+/// as one HTTP response, whose length is known only then).
 #[derive(Debug)]
 pub struct Slot {
-    /// The Places request this slot waits for; `None` once filled.
-    pub waiting: Option<RequestId>,
-    pub bytes: Vec<u8>,
+    /// The Places requests it waits for, each with the offset in `bytes`
+    /// where its answer goes, in increasing order.
+    holes: Vec<(RequestId, usize)>,
+    bytes: Vec<u8>,
+    envelope: Envelope,
 }
 
 /// Whether, and why not, a connection is read. The legal moves:
@@ -317,6 +323,9 @@ pub struct Conn {
     pub active: u32,
     /// Its invalid input.
     pub throttle: Throttle,
+    /// On an HTTP or HTTPS port: the HTTP or WebSocket state (boxed, so
+    /// that a line connection pays one pointer for it).
+    pub front: Option<Box<Front>>,
 }
 
 impl Conn {
@@ -332,6 +341,7 @@ impl Conn {
             state: ReadState::Reading,
             active: 0,
             throttle: Throttle::default(),
+            front: None,
         }
     }
 
@@ -419,56 +429,124 @@ pub struct Replies {
 }
 
 impl Replies {
-    /// Appends a reply, behind any WHATSAT still in flight.
+    /// Appends a reply, as it is, behind any WHATSAT still in flight.
     pub fn reply(&mut self, bytes: &[u8]) {
         match self.queue.back_mut() {
             None => self.out.buf().extend_from_slice(bytes),
-            Some(slot) if slot.waiting.is_none() => slot.bytes.extend_from_slice(bytes),
+            Some(slot) if matches!(slot.envelope, Envelope::Raw) => {
+                slot.bytes.extend_from_slice(bytes)
+            }
             Some(_) => self.queue.push_back(Slot {
-                waiting: None,
+                holes: Vec::new(),
                 bytes: bytes.to_vec(),
+                envelope: Envelope::Raw,
             }),
         }
     }
 
     /// Appends one AT line (without its `\n`) that a watcher is sent, a
-    /// snapshot's or a push (docs/PROTOCOL.md §15). Every watched position
-    /// leaves through here and nowhere else: the WebSocket front frames
-    /// each one as a message of its own here. Called only while no WHATSAT
-    /// is in flight (the loop waits for it), so it goes straight to the
-    /// output.
-    pub fn push_at(&mut self, line: &[u8]) {
+    /// snapshot's or a push (docs/PROTOCOL.md §15), in `envelope`: as it
+    /// is on a line port, one WebSocket message each on WebSocket. Every
+    /// watched position leaves through here and nowhere else. Called only
+    /// while no WHATSAT is in flight (the loop waits for it), so it goes
+    /// straight to the output.
+    pub fn push_at(&mut self, line: &[u8], envelope: &Envelope) {
         let buf = self.out.buf();
-        buf.reserve(line.len() + 1);
-        buf.extend_from_slice(line);
-        buf.push(b'\n');
+        if let Envelope::Raw = envelope {
+            buf.reserve(line.len() + 1);
+            buf.extend_from_slice(line);
+            buf.push(b'\n');
+            return;
+        }
+        let mut message = Vec::with_capacity(line.len() + 1);
+        message.extend_from_slice(line);
+        message.push(b'\n');
+        envelope.seal(buf, &message);
+    }
+
+    /// Appends `bytes` in `envelope` (a WebSocket message, an HTTP
+    /// response), behind any WHATSAT still in flight.
+    pub fn reply_in(&mut self, bytes: &[u8], envelope: &Envelope) {
+        if self.queue.is_empty() {
+            envelope.seal(self.out.buf(), bytes);
+        } else {
+            let mut sealed = Vec::new();
+            envelope.seal(&mut sealed, bytes);
+            self.reply(&sealed);
+        }
     }
 
     /// Reserves the place of a WHATSAT's reply; `head` (the AT line) is
-    /// already known, Places' body follows when it comes.
-    pub fn wait_for(&mut self, id: RequestId, head: Vec<u8>) {
+    /// already known, Places' body follows when it comes. On a line port
+    /// (`envelope` raw) the replies after it join its slot; otherwise the
+    /// reply is an envelope of its own (a WebSocket message).
+    pub fn wait_for(&mut self, id: RequestId, head: &[u8], envelope: Envelope) {
         self.in_flight += 1;
+        if let (Envelope::Raw, Some(slot)) = (&envelope, self.queue.back_mut()) {
+            if matches!(slot.envelope, Envelope::Raw) {
+                slot.bytes.extend_from_slice(head);
+                slot.holes.push((id, slot.bytes.len()));
+                return;
+            }
+        }
         self.queue.push_back(Slot {
-            waiting: Some(id),
-            bytes: head,
+            holes: vec![(id, head.len())],
+            bytes: head.to_vec(),
+            envelope,
         });
     }
 
-    /// Fills the slot of request `id` and releases every reply now at the
-    /// front of the queue into the output. False if no slot waits for `id`.
+    /// Queues one envelope gathered elsewhere (an HTTP response): `bytes`
+    /// with `holes` where the answers of the Places requests it counted
+    /// in with [`Replies::counted`] go. Sealed and written at once when it
+    /// waits for nothing and nothing waits before it.
+    pub fn enclose(&mut self, bytes: &[u8], holes: &[(RequestId, usize)], envelope: Envelope) {
+        if holes.is_empty() && self.queue.is_empty() {
+            envelope.seal(self.out.buf(), bytes);
+            return;
+        }
+        self.queue.push_back(Slot {
+            holes: holes.to_vec(),
+            bytes: bytes.to_vec(),
+            envelope,
+        });
+        self.release();
+    }
+
+    /// A WHATSAT whose hole is in an envelope still being gathered (see
+    /// [`Replies::enclose`]): counted against the connection's limit now.
+    pub fn counted(&mut self) {
+        self.in_flight += 1;
+    }
+
+    /// Fills the hole of request `id` and releases every envelope now
+    /// complete at the front of the queue into the output. False if no
+    /// slot waits for `id`.
     pub fn complete(&mut self, id: RequestId, body: &[u8]) -> bool {
-        let Some(slot) = self.queue.iter_mut().find(|s| s.waiting == Some(id)) else {
+        let found = self.queue.iter_mut().find_map(|s| {
+            let i = s.holes.iter().position(|&(hole, _)| hole == id)?;
+            Some((s, i))
+        });
+        let Some((slot, i)) = found else {
             return false;
         };
-        slot.waiting = None;
-        slot.bytes.extend_from_slice(body);
+        let (_, at) = slot.holes.remove(i);
+        slot.bytes.splice(at..at, body.iter().copied());
+        for (_, later) in &mut slot.holes[i..] {
+            *later += body.len();
+        }
         self.in_flight -= 1;
-        while self.queue.front().is_some_and(|s| s.waiting.is_none()) {
+        self.release();
+        true
+    }
+
+    /// Moves the complete envelopes at the front of the queue to the output.
+    fn release(&mut self) {
+        while self.queue.front().is_some_and(|s| s.holes.is_empty()) {
             if let Some(slot) = self.queue.pop_front() {
-                self.out.buf().extend_from_slice(&slot.bytes);
+                slot.envelope.seal(self.out.buf(), &slot.bytes);
             }
         }
-        true
     }
 
     /// Bytes this connection holds for its client: output and queued replies.

@@ -50,6 +50,11 @@ pub trait Effects {
     /// A position was stored in store slot `slot` (from any source): its
     /// watchers are owed it (docs/PROTOCOL.md §15).
     fn stored(&mut self, _slot: usize) {}
+    /// Whether the connection can be a watcher: a line port or a
+    /// WebSocket can, an HTTP request (`POST /v1/lines`) cannot.
+    fn can_watch(&self) -> bool {
+        true
+    }
     /// The connection said its first `WATCH`: it is a watcher from now on.
     fn watching(&mut self) {}
     /// The connection watches `client`, at `place` of its
@@ -98,6 +103,10 @@ pub enum Port {
     Tls,
     /// The port for herd links only.
     Peer,
+    /// HTTP/1.1 and WebSocket, plaintext (docs/PROTOCOL.md §14).
+    Http,
+    /// HTTP/1.1 and WebSocket over TLS.
+    Https,
 }
 
 impl Port {
@@ -107,7 +116,17 @@ impl Port {
             Port::Client => "client",
             Port::Tls => "tls",
             Port::Peer => "peer",
+            Port::Http => "http",
+            Port::Https => "https",
         }
+    }
+
+    /// Every port, in the order of their `port` metric labels.
+    pub const ALL: [Port; 5] = [Port::Client, Port::Tls, Port::Peer, Port::Http, Port::Https];
+
+    /// True for the ports that speak HTTP (and WebSocket after an upgrade).
+    pub fn is_http(self) -> bool {
+        matches!(self, Port::Http | Port::Https)
     }
 }
 
@@ -252,6 +271,11 @@ impl Engine {
             .filter(|(_, n)| names(n))
             .map(|(_, n)| n.clone())
             .collect()
+    }
+
+    /// The server's name (its log target).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// What it counts: requests by kind, updates stored by source.
@@ -500,6 +524,9 @@ impl Engine {
                 matches!(command, Command::Herd { .. }) && self.herd_named(session, command)
             }
             Port::Peer => true,
+            // Lines over HTTP (`/v1/lines`, WebSocket) are client lines: a
+            // herd link never comes that way.
+            Port::Http | Port::Https => !herd_traffic,
             Port::Client | Port::Tls if self.peer_port && herd_traffic => {
                 if let Command::Herd { name, .. } = command {
                     log::warn!(target: &self.name, "from {}: herd link from {} refused on the {} port: neighbours dial the peer port", session.peer, escape(name), session.port.label());
@@ -535,7 +562,7 @@ impl Engine {
         what: Watched<'_>,
         fx: &mut impl Effects,
     ) -> Next {
-        if session.role != Role::Client {
+        if session.role != Role::Client || (session.watch.is_none() && !fx.can_watch()) {
             return self.invalid(session, line, fx);
         }
         let watch = session.watch.as_deref();

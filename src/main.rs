@@ -85,6 +85,11 @@ LIMITS (see README; every one has a default):
     --handshake-timeout DURATION  a connection to a tls or peer port that has not
                          finished its TLS handshake (on a peer port: said HERD) by
                          then is closed [default: 10s]
+    --request-timeout DURATION  an HTTP request (head and body) not whole this long
+                         after its first byte, or after the connection opened, gets
+                         408 and the connection closes [default: 10s]
+    --keepalive-timeout DURATION  an HTTP keep-alive connection with no request
+                         under way is closed after this [default: 60s]
     --store-limit N      clients a server stores; when full, a newer update evicts the
                          client with the oldest timestamp [default: 2000000]
     --position-ttl DURATION  forget positions whose client timestamp is older than
@@ -211,6 +216,24 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
                 }
                 args.limits.handshake_timeout = d;
             }
+            Long("request-timeout") | Long("keepalive-timeout") => {
+                let flag = if let Long(f) = arg {
+                    f.to_string()
+                } else {
+                    String::new()
+                };
+                let text: String = parser.value()?.parse()?;
+                let d = humantime::parse_duration(&text)
+                    .map_err(|e| format!("--{flag} {text:?}: {e}"))?;
+                if d < Duration::from_millis(100) {
+                    return Err(format!("--{flag}: at least 100ms").into());
+                }
+                if flag == "request-timeout" {
+                    args.limits.request_timeout = d;
+                } else {
+                    args.limits.keepalive_timeout = d;
+                }
+            }
             Long("idle-timeout") => {
                 let secs: u64 = parser.value()?.parse()?;
                 args.limits.idle_timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
@@ -322,13 +345,23 @@ fn main() -> ExitCode {
             },
             None => None,
         };
-        tls.push(loaded);
+        let public = match &herd.public {
+            Some(files) => match herd::tls::settings::load_public(files, &args.config, name) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    say!("herd: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            None => None,
+        };
+        tls.push((loaded, public));
     }
     if args.check {
         // Names given with --check-config were checked just above.
         let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
         print!("{}", herd::check::summary(&herd, &args.config, set));
-        if herd.tls.is_some() {
+        if herd.tls.is_some() || herd.public.is_some() {
             print!("{}", herd::check::tls_checked(&tls_names));
         }
         return ExitCode::SUCCESS;
@@ -349,7 +382,11 @@ enum Event {
 }
 
 /// Runs the servers of `args.names`; `tls` holds each one's TLS, in order.
-fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), String> {
+/// The TLS a server of this process loads before it listens: the herd's
+/// (links, peer port) and what its client-facing TLS ports present.
+type LoadedTls = (Option<Arc<HerdTls>>, Option<Arc<rustls::ServerConfig>>);
+
+fn run(args: &Args, herd: &Herd, tls: &[LoadedTls]) -> Result<(), String> {
     // A journal write past RLIMIT_FSIZE must fail with EFBIG (and be held
     // and retried), not kill the process: SIGXFSZ gets a handler.
     signal_hook::flag::register(
@@ -393,9 +430,10 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
     let mut running = Vec::new();
     let mut listening = Vec::new();
     let mut stats = Vec::new();
-    for (name, tls) in args.names.iter().zip(tls) {
+    for (name, (tls, public)) in args.names.iter().zip(tls) {
         let (mut config, addr) = ServerConfig::from_herd(herd, name)?;
         config.tls = tls.clone();
+        config.public_tls = public.clone();
         config.limits = Limits {
             max_clients: if args.limits.max_clients > 0 {
                 args.limits.max_clients
@@ -414,6 +452,7 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
         }
         let neighbours = banner_neighbours(&config.neighbours);
         let (peer, tls) = (config.peer_listen, config.tls_listen);
+        let (http, https) = (config.http_listen, config.https_listen);
         let mutual = if config.tls.is_some() {
             " (mutual TLS)"
         } else {
@@ -426,6 +465,12 @@ fn run(args: &Args, herd: &Herd, tls: &[Option<Arc<HerdTls>>]) -> Result<(), Str
         say!("herd:   clients     {addr}");
         if let Some(tls) = tls {
             say!("herd:   tls clients {tls}");
+        }
+        if let Some(http) = http {
+            say!("herd:   http        {http}");
+        }
+        if let Some(https) = https {
+            say!("herd:   https       {https}");
         }
         if let Some(peer) = peer {
             say!("herd:   herd links  {peer}{mutual}");

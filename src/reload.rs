@@ -89,6 +89,12 @@ pub fn prepare(
         for (kind, before, after) in [
             ("peer", was.and_then(|s| s.peer.as_ref()), new.peer.as_ref()),
             ("tls", was.and_then(|s| s.tls.as_ref()), new.tls.as_ref()),
+            ("http", was.and_then(|s| s.http.as_ref()), new.http.as_ref()),
+            (
+                "https",
+                was.and_then(|s| s.https.as_ref()),
+                new.https.as_ref(),
+            ),
         ] {
             let shown = |e: Option<&Endpoint>| e.map_or("none".to_string(), Endpoint::address);
             if shown(before) != shown(after) {
@@ -106,6 +112,11 @@ pub fn prepare(
         if let Some(files) = &herd.tls {
             let loaded = tls::settings::load(files, path, name).map_err(|e| e.to_string())?;
             config.tls = Some(Arc::new(loaded));
+        }
+        if let Some(files) = &herd.public {
+            let loaded =
+                tls::settings::load_public(files, path, name).map_err(|e| e.to_string())?;
+            config.public_tls = Some(loaded);
         }
         configs.push(config);
     }

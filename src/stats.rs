@@ -40,6 +40,31 @@ pub enum Kind {
 /// The label values of [`Kind`], by index.
 pub const KINDS: [&str; 3] = ["iamat", "whatsat", "invalid"];
 
+/// An HTTP request's route, for `herd_http_requests_total{route}`
+/// (docs/PROTOCOL.md §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// An OsmAnd location report: any path not under `/v1/`.
+    Report = 0,
+    /// `/v1/clients/ID`.
+    Client = 1,
+    /// `/v1/clients/ID/places`.
+    Places = 2,
+    /// `/v1/lines`.
+    Lines = 3,
+    /// `/v1/ws`.
+    Ws = 4,
+    /// Anything else under `/v1/`, and requests too malformed to route.
+    Other = 5,
+}
+
+/// The label values of [`Route`], by index.
+pub const ROUTES: [&str; 6] = ["report", "client", "places", "lines", "ws", "other"];
+
+/// The HTTP statuses herd answers with, for `herd_http_requests_total{status}`;
+/// anything else is counted as 500.
+pub const STATUSES: [u16; 12] = [101, 200, 400, 401, 404, 405, 408, 413, 431, 500, 501, 505];
+
 /// Where a stored update came from, for `herd_updates_stored_total{source}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -54,7 +79,7 @@ pub const SOURCES: [&str; 2] = ["client", "link"];
 
 /// The `port` label values of `herd_refused_connections_total`, in the
 /// order of [`crate::engine::Port`].
-pub const PORTS: [&str; 3] = ["client", "tls", "peer"];
+pub const PORTS: [&str; 5] = ["client", "tls", "peer", "http", "https"];
 
 /// Places reply statuses (`places::Reply::status`), the `outcome` label.
 /// Anything else is counted as `UNKNOWN_ERROR`.
@@ -235,9 +260,12 @@ pub struct ServerStats {
     updates_stored: [AtomicU64; 2],
     evictions: AtomicU64,
     expiries: AtomicU64,
-    refused: [AtomicU64; 3],
+    refused: [AtomicU64; PORTS.len()],
     places: [AtomicU64; OUTCOMES.len()],
     places_latency: Histogram,
+    http: [[AtomicU64; STATUSES.len()]; ROUTES.len()],
+    websockets: AtomicU64,
+    websockets_opened: AtomicU64,
     links: Mutex<Vec<Arc<LinkStats>>>,
     journal: Mutex<Option<Arc<JournalStats>>>,
     watchers: AtomicU64,
@@ -269,6 +297,9 @@ impl ServerStats {
             refused: Default::default(),
             places: Default::default(),
             places_latency: Histogram::default(),
+            http: Default::default(),
+            websockets: AtomicU64::new(0),
+            websockets_opened: AtomicU64::new(0),
             links: Mutex::new(Vec::new()),
             journal: Mutex::new(None),
             watchers: AtomicU64::new(0),
@@ -357,6 +388,25 @@ impl ServerStats {
         self.refused[port as usize].fetch_add(1, Relaxed);
     }
 
+    /// An HTTP request to `route` was answered with `status`.
+    pub fn http(&self, route: Route, status: u16) {
+        let i = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUSES.iter().position(|&s| s == 500).unwrap_or(0));
+        self.http[route as usize][i].fetch_add(1, Relaxed);
+    }
+
+    /// A WebSocket connection opened (`true`) or closed.
+    pub fn websocket(&self, open: bool) {
+        if open {
+            self.websockets.fetch_add(1, Relaxed);
+            self.websockets_opened.fetch_add(1, Relaxed);
+        } else {
+            self.websockets.fetch_sub(1, Relaxed);
+        }
+    }
+
     /// A client line of `kind` was answered.
     pub fn request(&self, kind: Kind) {
         self.requests[kind as usize].fetch_add(1, Relaxed);
@@ -429,6 +479,12 @@ impl ServerStats {
             refused: self.refused.each_ref().map(load),
             places: self.places.each_ref().map(load),
             places_latency: self.places_latency.snapshot(),
+            http: self
+                .http
+                .each_ref()
+                .map(|row| row.each_ref().map(|c| c.load(Relaxed))),
+            websockets: self.websockets.load(Relaxed),
+            websockets_opened: self.websockets_opened.load(Relaxed),
             links: self
                 .links
                 .lock()
@@ -509,11 +565,17 @@ pub struct ServerSnapshot {
     /// Positions expired.
     pub expiries: u64,
     /// Connections refused, by [`PORTS`].
-    pub refused: [u64; 3],
+    pub refused: [u64; PORTS.len()],
     /// Places requests answered, by [`OUTCOMES`].
     pub places: [u64; OUTCOMES.len()],
     /// Places latency.
     pub places_latency: HistogramSnapshot,
+    /// HTTP requests answered, by [`ROUTES`] then [`STATUSES`].
+    pub http: [[u64; STATUSES.len()]; ROUTES.len()],
+    /// WebSocket connections open now.
+    pub websockets: u64,
+    /// WebSocket connections opened since start.
+    pub websockets_opened: u64,
     /// One per outbound link.
     pub links: Vec<LinkSnapshot>,
     /// `None`: the server keeps no journal.

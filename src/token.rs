@@ -5,7 +5,7 @@
 //! | `0 .. CLIENT_SPAN`                      | client connections (their slab keys)   |
 //! | `LINK_BASE .. LINK_BASE + LINK_SPAN`    | outbound herd links (neighbour slots)  |
 //! | `PLACES_BASE .. PLACES_BASE + PLACES_SPAN` | Places HTTPS connections (their slab keys) |
-//! | [`WAKER`], the three listeners          | fixed, at the top of the range         |
+//! | [`WAKER`], the five listeners           | fixed, at the top of the range         |
 //!
 //! The guard that keeps them apart: each owner turns its own index into a
 //! token through this module (`client`, `link`, `places`), which refuses an
@@ -36,6 +36,10 @@ pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const PEER_LISTENER: Token = Token(usize::MAX - 3);
 /// The listener for TLS client connections (a server's `tls` port).
 pub const TLS_LISTENER: Token = Token(usize::MAX - 4);
+/// The listener for HTTP and WebSocket (a server's `http` port).
+pub const HTTP_LISTENER: Token = Token(usize::MAX - 5);
+/// The listener for HTTPS and secure WebSocket (a server's `https` port).
+pub const HTTPS_LISTENER: Token = Token(usize::MAX - 6);
 /// The waker: stop and reload requests, Places' helper-thread results.
 pub const WAKER: Token = Token(usize::MAX - 2);
 
@@ -45,6 +49,7 @@ const _: () = {
     assert!(PLACES_BASE + PLACES_SPAN <= FIXED_BASE);
     assert!(WAKER.0 >= FIXED_BASE && LISTENER.0 >= FIXED_BASE);
     assert!(PEER_LISTENER.0 >= FIXED_BASE && TLS_LISTENER.0 >= FIXED_BASE);
+    assert!(HTTP_LISTENER.0 >= FIXED_BASE && HTTPS_LISTENER.0 >= FIXED_BASE);
 };
 
 /// Who a token belongs to.
@@ -74,6 +79,8 @@ pub fn classify(token: Token) -> Owner {
         _ if token == LISTENER => Owner::Listener(Port::Client),
         _ if token == PEER_LISTENER => Owner::Listener(Port::Peer),
         _ if token == TLS_LISTENER => Owner::Listener(Port::Tls),
+        _ if token == HTTP_LISTENER => Owner::Listener(Port::Http),
+        _ if token == HTTPS_LISTENER => Owner::Listener(Port::Https),
         _ if token == WAKER => Owner::Waker,
         _ => Owner::Unknown,
     }
@@ -85,6 +92,8 @@ pub fn listener(port: Port) -> Token {
         Port::Client => LISTENER,
         Port::Peer => PEER_LISTENER,
         Port::Tls => TLS_LISTENER,
+        Port::Http => HTTP_LISTENER,
+        Port::Https => HTTPS_LISTENER,
     }
 }
 
@@ -118,7 +127,7 @@ mod tests {
         for k in [0, 9, PLACES_SPAN - 1] {
             assert_eq!(classify(places(k).unwrap()), Owner::Places(k));
         }
-        for port in [Port::Client, Port::Peer, Port::Tls] {
+        for port in Port::ALL {
             assert_eq!(classify(listener(port)), Owner::Listener(port));
         }
         assert_eq!(classify(WAKER), Owner::Waker);

@@ -2,31 +2,19 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use support::herd::{wait_for, Client, KillOnDrop, PATIENCE};
+use support::herd::{wait_for, Client};
+use support::procs::{free_port, write, HerdProc, LocalConf, HERD};
 
-const HERD: &str = env!("CARGO_BIN_EXE_herd");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::File::create(&p)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    p
+/// The binary run in `dir` (its working directory), so that whatever a
+/// test leaves out of its flags lands there and never in the checkout.
+fn herd_in(dir: &Path) -> Command {
+    let mut cmd = Command::new(HERD);
+    cmd.current_dir(dir);
+    cmd
 }
 
 /// A one-server herd, `Solo`, run as its own process: `dir/h.conf`,
@@ -39,36 +27,24 @@ struct Solo {
 
 impl Solo {
     fn new(dir: &Path) -> Solo {
-        let port = free_port();
-        let conf = write(dir, "h.conf", &format!("server Solo 127.0.0.1:{port}\n"));
+        let conf = LocalConf::new(&["Solo"], &[]);
         Solo {
             dir: dir.to_path_buf(),
-            conf,
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            conf: conf.write(dir, "h.conf"),
+            addr: conf.addr("Solo"),
         }
     }
 
-    /// Starts the server with `extra` arguments and waits until it listens.
-    fn start(&self, extra: &[&str]) -> (KillOnDrop, Client) {
-        let child = Command::new(HERD)
-            .args(["Solo", "--config"])
-            .arg(&self.conf)
-            .arg("--log-dir")
-            .arg(self.dir.join("logs"))
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .spawn()
-            .map(KillOnDrop)
-            .unwrap();
-        let addr = self.addr;
-        let client = wait_for("Solo to listen", || {
-            std::net::TcpStream::connect(addr)
-                .ok()
-                .map(|_| Client::connect(addr))
-        });
-        (child, client)
+    /// Starts the server with `extra` arguments and waits until it is ready.
+    fn start(&self, extra: &[&str]) -> (HerdProc, Client) {
+        // Every line received and sent logged, as by default.
+        let flags: Vec<&str> = ["--log-level", "debug"]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect();
+        let p = HerdProc::start(Command::new(HERD), &self.dir, &self.conf, &["Solo"], &flags);
+        (p, Client::connect(self.addr))
     }
 
     fn log(&self) -> String {
@@ -84,7 +60,7 @@ fn a_bad_config_exits_2_with_file_and_line() {
         "bad.conf",
         "server A 127.0.0.1:1\n# fine\nlink A Nowhere\n",
     );
-    let out = Command::new(HERD)
+    let out = herd_in(dir.path())
         .args(["A", "--config"])
         .arg(&conf)
         .arg("--log-dir")
@@ -108,7 +84,7 @@ fn an_unknown_name_exits_2() {
         "h.conf",
         &format!("server A 127.0.0.1:{}\n", free_port()),
     );
-    let out = Command::new(HERD)
+    let out = herd_in(dir.path())
         .args(["B", "--config"])
         .arg(&conf)
         .output()
@@ -143,51 +119,27 @@ fn help_describes_the_command_line() {
 #[test]
 fn sigterm_stops_cleanly_with_the_log_flushed() {
     let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (free_port(), free_port());
-    let conf = write(
-        dir.path(),
-        "h.conf",
-        &format!("server Alpha 127.0.0.1:{pa}\nserver Beta 127.0.0.1:{pb}\nlink Alpha Beta\n"),
-    );
+    let lc = LocalConf::new(&["Alpha", "Beta"], &[("Alpha", "Beta")]);
+    let conf = lc.write(dir.path(), "h.conf");
     let logs = dir.path().join("logs");
-    let mut child = Command::new(HERD)
-        .args(["Alpha", "Beta", "--config"])
-        .arg(&conf)
-        .arg("--log-dir")
-        .arg(&logs)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(KillOnDrop)
-        .unwrap();
-    let addr = format!("127.0.0.1:{pa}").parse().unwrap();
-    let stream = wait_for("Alpha to listen", || {
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()
-    });
-    drop(stream);
-    let mut c = Client::connect(addr);
+    let mut child = HerdProc::start(
+        Command::new(HERD),
+        dir.path(),
+        &conf,
+        &["Alpha", "Beta"],
+        &["--log-level", "debug"],
+    );
+    let mut c = Client::connect(lc.addr("Alpha"));
     let at = c.ask("IAMAT logged.client +1+1 1520023934.5");
     assert!(at.starts_with("AT Alpha "), "{at}");
     // Beta learns it over the link.
-    let mut b = Client::connect(format!("127.0.0.1:{pb}").parse().unwrap());
+    let mut b = Client::connect(lc.addr("Beta"));
     wait_for("Beta to know the update", || {
         (b.known("logged.client").as_deref() == Some(at.as_str())).then_some(())
     });
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + PATIENCE;
-    let exit = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "herd did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(exit.code(), Some(0));
+    child.signal(libc::SIGTERM);
+    assert_eq!(child.wait_exit().code(), Some(0));
 
     let alpha = std::fs::read_to_string(logs.join("Alpha.log")).unwrap();
     let beta = std::fs::read_to_string(logs.join("Beta.log")).unwrap();
@@ -300,52 +252,12 @@ fn a_torn_journal_tail_is_skipped_not_a_failed_start() {
     assert!(solo.log().contains("a torn last record skipped"));
 }
 
-/// Starts `herd NAMES` on `conf` in `dir` with stderr piped; returns the
-/// child, the stderr lines up to and including `herd: ready`, and when that
-/// line was read.
-fn start_until_ready(
-    dir: &Path,
-    conf: &Path,
-    names: &[&str],
-    extra: &[&str],
-) -> (KillOnDrop, Vec<String>, std::time::SystemTime) {
-    use std::io::BufRead;
-    let mut child = Command::new(HERD)
-        .args(names)
-        .arg("--config")
-        .arg(conf)
-        .arg("--log-dir")
-        .arg(dir.join("logs"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(extra)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(KillOnDrop)
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
-    let mut lines = Vec::new();
-    for line in stderr.lines() {
-        let line = line.expect("stderr");
-        let ready = line == "herd: ready";
-        lines.push(line);
-        if ready {
-            return (child, lines, std::time::SystemTime::now());
-        }
-    }
-    panic!("herd ended without saying it was ready: {lines:#?}");
-}
-
 #[test]
 fn the_banner_names_every_server_and_ready_comes_after_the_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (free_port(), free_port());
-    let conf = write(
-        dir.path(),
-        "h.conf",
-        &format!("server Alpha 127.0.0.1:{pa}\nserver Beta 127.0.0.1:{pb}\nlink Alpha Beta\n"),
-    );
+    let lc = LocalConf::new(&["Alpha", "Beta"], &[("Alpha", "Beta")]);
+    let conf = lc.write(dir.path(), "h.conf");
+    let (pa, pb) = (lc.addr("Alpha").port(), lc.addr("Beta").port());
     // A journal of 100,000 records for Alpha: the replay takes a while.
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
@@ -358,12 +270,14 @@ fn the_banner_names_every_server_and_ready_comes_after_the_replay() {
     }
     write(&state, "Alpha.journal", &journal);
 
-    let (_child, lines, ready_at) = start_until_ready(
+    let mut child = HerdProc::start(
+        Command::new(HERD),
         dir.path(),
         &conf,
         &["Alpha", "Beta"],
-        &["--log-level", "info"],
+        &[],
     );
+    let (lines, ready_at) = child.banner();
     let banner = lines.join("\n");
     assert_eq!(lines.last().map(String::as_str), Some("herd: ready"));
     assert_eq!(lines.iter().filter(|l| *l == "herd: ready").count(), 1);
@@ -431,7 +345,7 @@ fn check_config_describes_a_good_file_and_exits_2_on_a_bad_one() {
             "server Goloman 127.0.0.1:{port}\nserver Hands 127.0.0.1:1\nlink Goloman Hands\nsecret_env HERD_TEST_UNSET_SECRET\n"
         ),
     );
-    let out = Command::new(HERD)
+    let out = herd_in(dir.path())
         .args(["--check-config", "--config"])
         .arg(&conf)
         .env_remove("HERD_TEST_UNSET_SECRET")
@@ -457,10 +371,11 @@ fn check_config_describes_a_good_file_and_exits_2_on_a_bad_one() {
     );
     // It listened on nothing and wrote no logs.
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
-    // (Without --log-dir, a start would have made ./logs/Goloman.log.)
-    assert!(!Path::new("logs/Goloman.log").exists());
+    // (Without --log-dir, a start would have made logs/Goloman.log in its
+    // working directory, the test's own.)
+    assert!(!dir.path().join("logs").exists());
     // NAMEs given are checked too.
-    let out = Command::new(HERD)
+    let out = herd_in(dir.path())
         .args(["Nobody", "--check-config", "--config"])
         .arg(&conf)
         .output()
@@ -472,7 +387,7 @@ fn check_config_describes_a_good_file_and_exits_2_on_a_bad_one() {
         "bad.conf",
         "server A 127.0.0.1:1\n\nserver A 127.0.0.1:2\n",
     );
-    let out = Command::new(HERD)
+    let out = herd_in(dir.path())
         .args(["--check-config", "--config"])
         .arg(&bad)
         .output()
@@ -503,7 +418,7 @@ fn help_lists_the_operator_flags_and_a_taken_metrics_port_is_one_clear_error() {
     let solo = Solo::new(dir.path());
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(HERD)
+    let out = herd_in(dir.path())
         .args(["Solo", "--config"])
         .arg(&solo.conf)
         .arg("--log-dir")

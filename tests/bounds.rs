@@ -7,73 +7,35 @@
 mod support;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::herd::{wait_for, Client, KillOnDrop};
-
-const HERD: &str = env!("CARGO_BIN_EXE_herd");
-
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::herd::{wait_for, Client};
+use support::procs::{HerdProc, LocalConf, HERD};
 
 /// Servers `names` of one config, run by one process with `extra` flags.
 struct Run {
     dir: PathBuf,
     addrs: Vec<SocketAddr>,
-    child: KillOnDrop,
+    child: HerdProc,
 }
 
 impl Run {
     fn start(dir: &Path, names: &[&str], links: &[(&str, &str)], extra: &[&str]) -> Run {
-        let mut conf = String::new();
-        let mut addrs = Vec::new();
-        for n in names {
-            let p = port();
-            conf.push_str(&format!("server {n} 127.0.0.1:{p}\n"));
-            addrs.push(format!("127.0.0.1:{p}").parse().unwrap());
-        }
-        for (a, b) in links {
-            conf.push_str(&format!("link {a} {b}\n"));
-        }
-        std::fs::write(dir.join("h.conf"), conf).unwrap();
-        let child = Command::new(HERD)
-            .args(names)
-            .arg("--config")
-            .arg(dir.join("h.conf"))
-            .arg("--log-dir")
-            .arg(dir.join("logs"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .spawn()
-            .map(KillOnDrop)
-            .unwrap();
-        for &a in &addrs {
-            wait_for("the servers to listen", || TcpStream::connect(a).ok());
-        }
+        let conf = LocalConf::new(names, links);
+        let path = conf.write(dir, "h.conf");
+        let child = HerdProc::start(Command::new(HERD), dir, &path, names, extra);
         Run {
             dir: dir.to_path_buf(),
-            addrs,
+            addrs: conf.servers.iter().map(|s| s.1).collect(),
             child,
         }
     }
 
     fn rss(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        s.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap()
-            * 1024
+        self.child.rss()
     }
 }
 
@@ -202,7 +164,15 @@ fn logs_rotate_keep_at_most_keep_files_and_reopen_on_sigusr1() {
         dir.path(),
         &["Solo"],
         &[],
-        &["--log-size", &size.to_string(), "--log-keep", "2"],
+        // Every line received and sent logged (debug), so the log grows.
+        &[
+            "--log-size",
+            &size.to_string(),
+            "--log-keep",
+            "2",
+            "--log-level",
+            "debug",
+        ],
     );
     let logs = run.dir.join("logs");
     let mut c = Client::connect(run.addrs[0]);
@@ -235,16 +205,23 @@ fn logs_rotate_keep_at_most_keep_files_and_reopen_on_sigusr1() {
         assert!(len <= size, "{f}: {len} bytes");
     }
     // logrotate: move the file away, SIGUSR1, and a new NAME.log begins.
-    std::fs::rename(logs.join("Solo.log"), logs.join("moved")).unwrap();
-    let ok = Command::new("kill")
-        .args(["-USR1", &run.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    wait_for("a new Solo.log", || {
+    // The writer may still be writing the last requests' lines and rotating
+    // (Solo.log is missing between its rename to .1 and the reopen): the
+    // move is retried until there is a Solo.log to move, as it only raced.
+    wait_for("Solo.log to move", || {
+        match std::fs::rename(logs.join("Solo.log"), logs.join("moved")) {
+            Ok(()) => Some(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("moving Solo.log: {e}"),
+        }
+    });
+    run.child.signal(libc::SIGUSR1);
+    // Lines logged after the reopen go to a new Solo.log.
+    wait_for("a new Solo.log with the lines after SIGUSR1", || {
         i += 1;
-        c.ask(&format!("IAMAT r{i} +1+1 1700000000.{i}"));
-        logs.join("Solo.log").exists().then_some(())
+        c.ask(&format!("IAMAT after-usr1 +1+1 1700000000.{i}"));
+        std::fs::read_to_string(logs.join("Solo.log"))
+            .ok()
+            .filter(|t| t.contains("after-usr1"))
     });
 }

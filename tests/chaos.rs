@@ -31,7 +31,8 @@ use support::tmpfs::Tmpfs;
 /// `state` (default: `dir`).
 fn start(name: &str, conf: &Path, dir: &Path, state: Option<&Path>) -> KillOnDrop {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herd"));
-    cmd.arg(name)
+    cmd.current_dir(dir)
+        .arg(name)
         .arg("--config")
         .arg(conf)
         .arg("--log-dir")
@@ -269,12 +270,7 @@ fn sigkill_and_restart_at_random_loses_nothing_acknowledged() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(12);
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..5)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect::<Vec<_>>()
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
+    let ports: Vec<u16> = (0..5).map(|_| support::procs::free_port()).collect();
     let mut conf = String::new();
     for (name, port) in REFERENCE_NAMES.iter().zip(&ports) {
         conf.push_str(&format!("server {name} 127.0.0.1:{port}\n"));

@@ -6,15 +6,14 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::herd::{wait_for, Client, KillOnDrop, PATIENCE};
+use support::herd::{wait_for, Client, PATIENCE};
+use support::procs::{herd_command, HerdProc, LocalConf, HERD};
 use support::tmpfs::Tmpfs;
-
-const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
 /// One server, `Solo`, as its own process; its journal in `state`.
 struct Solo {
@@ -26,24 +25,20 @@ struct Solo {
 
 impl Solo {
     fn new(dir: &Path, state: &Path) -> Solo {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = dir.join("h.conf");
-        std::fs::write(&conf, format!("server Solo 127.0.0.1:{port}\n")).unwrap();
+        let conf = LocalConf::new(&["Solo"], &[]);
         Solo {
             dir: dir.to_path_buf(),
-            conf,
+            conf: conf.write(dir, "h.conf"),
             state: state.to_path_buf(),
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            addr: conf.addr("Solo"),
         }
     }
 
-    /// Starts it (under `prlimit --fsize=N` if `fsize`) and waits until it listens.
-    fn start(&self, fsize: Option<u64>) -> KillOnDrop {
-        let mut cmd = match fsize {
+    /// Starts it (under `prlimit --fsize=N` if `fsize`) and waits until it
+    /// is ready. (Its standard error is a pipe the harness reads, never a
+    /// file the file-size limit would apply to.)
+    fn start(&self, fsize: Option<u64>) -> HerdProc {
+        let base = match fsize {
             Some(n) => {
                 let mut c = Command::new("prlimit");
                 // Soft limit only, so it can be lifted again without
@@ -53,25 +48,12 @@ impl Solo {
             }
             None => Command::new(HERD),
         };
-        let child = cmd
-            .args(["Solo", "--config"])
-            .arg(&self.conf)
-            .arg("--log-dir")
-            .arg(self.dir.join("logs"))
-            .arg("--state-dir")
+        let mut cmd = herd_command(base, &self.dir, &self.conf, &["Solo"]);
+        cmd.arg("--state-dir")
             .arg(&self.state)
             // Logs small, so only the journal meets the limit.
-            .args(["--log-level", "warn"])
-            .stdin(Stdio::null())
-            // Not the test's stderr: under CI that is a file already past
-            // the file-size limit this child runs with.
-            .stderr(Stdio::null())
-            .spawn()
-            .map(KillOnDrop)
-            .unwrap();
-        let addr = self.addr;
-        wait_for("Solo to listen", || TcpStream::connect(addr).ok());
-        child
+            .args(["--log-level", "warn", "--metrics", "127.0.0.1:0"]);
+        HerdProc::spawn(cmd)
     }
 
     fn log(&self) -> String {
@@ -150,8 +132,7 @@ fn efbig_holds_the_replies_and_a_kill_loses_no_acknowledged_update() {
     // Other clients and WHATSATs go on while the journal fails.
     let mut other = Client::connect(solo.addr);
     assert!(other.known(&got[0]).is_some());
-    let _ = server.0.kill();
-    let _ = server.0.wait();
+    server.kill();
     let state = std::fs::read(solo.state.join("Solo.journal")).unwrap();
     assert!(
         state.len() <= 20_000 && state.ends_with(b"\n"),

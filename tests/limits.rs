@@ -229,11 +229,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[test]
 fn out_of_descriptors_pauses_accepting_without_spinning() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::procs::free_port();
     let conf = dir.path().join("h.conf");
     std::fs::write(&conf, format!("server Solo 127.0.0.1:{port}\n")).unwrap();
     let child = Command::new("prlimit")

@@ -9,10 +9,10 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,8 @@ use herd::config::PlacesConfig;
 use herd::metrics::{self, Endpoint};
 use herd::server::{self, Limits, Running, ServerConfig};
 use herd::stats::ServerStats;
-use support::herd::{wait_for, Client, KillOnDrop, PATIENCE};
+use support::herd::{wait_for, Client, PATIENCE};
+use support::procs::{free_port, HerdProc, LocalConf, HERD};
 
 // ---------------------------------------------------------------------------
 // A strict parser of the text exposition format (version 0.0.4).
@@ -337,6 +338,8 @@ fn config(name: &str, neighbours: Vec<(String, SocketAddr)>, state: Option<&Path
             .collect(),
         peer_listen: None,
         tls_listen: None,
+        http_listen: None,
+        https_listen: None,
         places: PlacesConfig::default(),
         places_key: None,
         limits: Limits::default(),
@@ -344,11 +347,17 @@ fn config(name: &str, neighbours: Vec<(String, SocketAddr)>, state: Option<&Path
         fsync: None,
         secret: None,
         tls: None,
+        public_tls: None,
+        api_token: None,
     }
 }
 
+/// A listener on a port from `free_port`: outside the ephemeral range, so
+/// a server stopped and restarted on it gets it back (an ephemeral port
+/// could meanwhile be taken as the source port of a connection, even of a
+/// neighbour's redial to that very port).
 fn bind_local() -> std::net::TcpListener {
-    server::bind("127.0.0.1:0".parse().unwrap()).expect("bind")
+    server::bind(SocketAddr::from(([127, 0, 0, 1], free_port()))).expect("bind")
 }
 
 /// Binds `addr` again, retrying while the old socket lets go of it.
@@ -777,14 +786,6 @@ fn hostile_scrapers_delay_neither_the_herd_nor_another_scrape() {
 // ---------------------------------------------------------------------------
 // The binary: /healthz while the journal cannot be written.
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Sets the soft RLIMIT_FSIZE of process `pid`, keeping its hard limit.
 fn set_fsize(pid: u32, soft: Option<u64>) {
     let (mut cur, mut hard) = (0, 0);
@@ -807,30 +808,11 @@ fn set_fsize(pid: u32, soft: Option<u64>) {
 #[test]
 fn healthz_is_503_while_the_journal_cannot_be_written_and_200_once_it_can() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, mport) = (free_port(), free_port());
-    let conf = dir.path().join("h.conf");
-    std::fs::write(&conf, format!("server Solo 127.0.0.1:{port}\n")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herd"))
-        .args(["Solo", "--log-level", "info", "--config"])
-        .arg(&conf)
-        .arg("--log-dir")
-        .arg(dir.path().join("logs"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args(["--metrics", &format!("127.0.0.1:{mport}")])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(KillOnDrop)
-        .unwrap();
-    let stderr = BufReader::new(child.0.stderr.take().unwrap());
-    for line in stderr.lines() {
-        if line.unwrap() == "herd: ready" {
-            break;
-        }
-    }
-    let maddr: SocketAddr = format!("127.0.0.1:{mport}").parse().unwrap();
-    let mut c = Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    let lc = LocalConf::new(&["Solo"], &[]);
+    let conf = lc.write(dir.path(), "h.conf");
+    let mut child = HerdProc::start(Command::new(HERD), dir.path(), &conf, &["Solo"], &[]);
+    let maddr = child.metrics;
+    let mut c = Client::connect(lc.addr("Solo"));
     c.ask("IAMAT before +1+1 1600000000");
     let h = get(maddr, "/healthz");
     assert_eq!((h.status, h.body.as_str()), (200, "ok\n"));
@@ -857,7 +839,7 @@ fn healthz_is_503_while_the_journal_cannot_be_written_and_200_once_it_can() {
         (get(maddr, "/healthz").status == 200).then_some(())
     });
     assert!(
-        child.0.try_wait().unwrap().is_none(),
+        child.child.as_mut().unwrap().try_wait().unwrap().is_none(),
         "herd survived SIGXFSZ"
     );
     assert_eq!(c.known("during").as_deref(), Some(at.as_str()));

@@ -466,10 +466,8 @@ fn dns_failure_is_answered_in_time() {
 
 #[test]
 fn refused_connection_is_answered() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // Nothing listens there, and no other test takes it meanwhile.
+    let port = support::procs::free_port();
     for host in ["127.0.0.1", "localhost"] {
         let config = PlacesConfig {
             api: PlacesApi::Legacy,

@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use herd::config::PlacesConfig;
 use herd::metrics::Endpoint;
 use herd::server::{self, Limits, ServerConfig};
 use support::herd::{wait_for, Client, KillOnDrop, PATIENCE};
+use support::procs::{free_port, HerdProc, LocalConf, HERD};
 
 /// How long Prometheus may take to start and scrape on a busy machine.
 const PROMETHEUS_PATIENCE: Duration = Duration::from_secs(60);
@@ -38,14 +39,6 @@ fn have(tool: &str) -> bool {
         eprintln!("skipped: {tool} is not installed (Debian package prometheus; .ci/run installs it as root)");
     }
     found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A blocking HTTP/1.0 GET (so no chunked answer): status and body.
@@ -81,6 +74,8 @@ fn promtool_accepts_the_exposition() {
         neighbours: vec![herd::links::Neighbour::plain(neighbour.0, neighbour.1)],
         peer_listen: None,
         tls_listen: None,
+        http_listen: None,
+        https_listen: None,
         places: PlacesConfig::default(),
         places_key: None,
         limits: Limits::default(),
@@ -88,6 +83,8 @@ fn promtool_accepts_the_exposition() {
         fsync: None,
         secret: None,
         tls: None,
+        public_tls: None,
+        api_token: None,
     };
     let a = server::spawn(config("Alpha", ("Beta", ab)), la).unwrap();
     let b = server::spawn(config("Beta", ("Alpha", aa)), lb).unwrap();
@@ -154,28 +151,13 @@ fn a_real_prometheus_scrapes_a_running_herd() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (port, mport, pport) = (free_port(), free_port(), free_port());
-    let conf = dir.path().join("h.conf");
-    std::fs::write(&conf, format!("server Scraped 127.0.0.1:{port}\n")).unwrap();
-    let mut herd = Command::new(env!("CARGO_BIN_EXE_herd"))
-        .args(["Scraped", "--log-level", "info", "--config"])
-        .arg(&conf)
-        .arg("--log-dir")
-        .arg(dir.path().join("logs"))
-        .args(["--metrics", &format!("127.0.0.1:{mport}")])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(KillOnDrop)
-        .unwrap();
-    let stderr = BufReader::new(herd.0.stderr.take().unwrap());
-    for line in stderr.lines() {
-        if line.unwrap() == "herd: ready" {
-            break;
-        }
-    }
+    let lc = LocalConf::new(&["Scraped"], &[]);
+    let conf = lc.write(dir.path(), "h.conf");
+    let herd = HerdProc::start(Command::new(HERD), dir.path(), &conf, &["Scraped"], &[]);
+    let mport = herd.metrics.port();
+    let pport = free_port();
     let n = 17;
-    let mut c = Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    let mut c = Client::connect(lc.addr("Scraped"));
     for i in 0..n {
         c.ask(&format!("IAMAT scraped{i} +1+1 1600000000"));
     }

@@ -638,6 +638,7 @@ fn a_certificate_that_does_not_fit_its_server_stops_the_start_with_exit_2_and_fi
     let fits = TlsHerd::new(&["Goloman", "Hands"], &[("Goloman", "Hands")], "");
     let check = |h: &TlsHerd| {
         Command::new(HERD)
+            .current_dir(h.path())
             .args(["--check-config", "--config"])
             .arg(&h.conf)
             .output()
@@ -682,6 +683,7 @@ fn a_certificate_that_does_not_fit_its_server_stops_the_start_with_exit_2_and_fi
         );
 
         let out = Command::new(HERD)
+            .current_dir(h.path())
             .args(["Goloman", "--config"])
             .arg(&h.conf)
             .arg("--log-dir")

@@ -23,6 +23,7 @@ fn write_pki(dir: &Path, names: &[&str]) {
 
 fn herd(args: &[&str], conf: &Path, dir: &Path) -> std::process::Output {
     Command::new(HERD)
+        .current_dir(dir)
         .args(args)
         .arg("--config")
         .arg(conf)

@@ -288,3 +288,116 @@ fn a_watcher_sees_what_a_restarted_neighbour_catches_it_up_on() {
     let _pb = HerdProc::start(Command::new(HERD), &bdir, &conf, &["B"], &[]);
     assert_eq!(w.text(), at, "the caught-up position, pushed");
 }
+
+/// A server A with a line port and an `http` port, and B linked to it (line
+/// port only); their line and http addresses.
+fn http_pair(dir: &std::path::Path) -> (HerdProc, SocketAddr, SocketAddr, SocketAddr) {
+    let (a, h, b) = (free_port(), free_port(), free_port());
+    let conf = write(
+        dir,
+        "herd.conf",
+        &format!("server A 127.0.0.1:{a} http 127.0.0.1:{h}\nserver B 127.0.0.1:{b}\nlink A B\n"),
+    );
+    let p = HerdProc::start(Command::new(HERD), dir, &conf, &["A", "B"], &[]);
+    let local = |port: u16| -> SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+    (p, local(a), local(h), local(b))
+}
+
+/// A WebSocket client on `addr`'s `/v1/ws`.
+fn websocket(addr: SocketAddr) -> tungstenite::WebSocket<TcpStream> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let (ws, response) = tungstenite::client(format!("ws://{addr}/v1/ws"), stream).unwrap();
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// The next data message, as text.
+fn message(ws: &mut tungstenite::WebSocket<TcpStream>) -> String {
+    use tungstenite::Message;
+    loop {
+        match ws.read().expect("a message") {
+            Message::Text(t) => return t.to_string(),
+            Message::Binary(b) => return String::from_utf8_lossy(&b).into_owned(),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            Message::Close(c) => panic!("closed: {c:?}"),
+        }
+    }
+}
+
+#[test]
+fn over_websocket_each_position_is_a_message_of_its_own() {
+    use tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, a, http, b) = http_pair(dir.path());
+    let mut poster = Client::connect(a);
+    let known = poster.ask("IAMAT known +1+1 1");
+    let other = poster.ask("IAMAT other +1+1 1");
+    let mut ws = websocket(http);
+    ws.send(Message::text("WATCH known other later")).unwrap();
+    let mut snapshot = [message(&mut ws), message(&mut ws)];
+    snapshot.sort();
+    assert_eq!(snapshot, [format!("{known}\n"), format!("{other}\n")]);
+    // A push from the neighbour; anything but WATCH/UNWATCH is refused.
+    let later = Client::connect(b).ask(&format!("IAMAT later +1+1 {}", timestamp()));
+    assert_eq!(message(&mut ws), format!("{later}\n"));
+    ws.send(Message::text("IAMAT me +1+1 1\nUNWATCH other\nWATCH sync"))
+        .unwrap();
+    assert_eq!(message(&mut ws), "? IAMAT me +1+1 1\n");
+    let sync = poster.ask("IAMAT sync +1+1 1");
+    assert_eq!(message(&mut ws), format!("{sync}\n"));
+    poster.ask("IAMAT other +1+1 2");
+    // Several positions owed at once still leave one message each.
+    let k2 = poster.ask("IAMAT known +1+1 2");
+    let s2 = poster.ask("IAMAT sync +1+1 2");
+    let mut got = [message(&mut ws), message(&mut ws)];
+    got.sort();
+    assert_eq!(
+        got,
+        [format!("{k2}\n"), format!("{s2}\n")],
+        "no push of other"
+    );
+
+    // A slow WebSocket watcher is conflated like any: it ends with the newest.
+    let mut slow = websocket(http);
+    slow.send(Message::text("WATCH known sync")).unwrap();
+    let mut batch = String::new();
+    for t in 3..20_000 {
+        batch.push_str(&format!("IAMAT known +1+1 {t}\nIAMAT sync +1+1 {t}\n"));
+    }
+    let mut flood = TcpStream::connect(a).unwrap();
+    let replies = BufReader::new(flood.try_clone().unwrap());
+    let reader = std::thread::spawn(move || replies.lines().take(2 * 19_997).count());
+    flood.write_all(batch.as_bytes()).unwrap();
+    assert_eq!(reader.join().unwrap(), 2 * 19_997);
+    let mut last: HashMap<String, u64> = HashMap::new();
+    while last.values().filter(|&&t| t == 19_999).count() < 2 {
+        let m = message(&mut slow);
+        assert!(m.ends_with('\n') && m.matches('\n').count() == 1, "{m:?}");
+        let t: u64 = time_of(m.trim_end()).parse().unwrap();
+        let prev = last.insert(client_of(&m).to_string(), t);
+        assert!(prev.map_or(true, |p| p < t), "{m:?} after {prev:?}");
+    }
+}
+
+#[test]
+fn an_http_request_cannot_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, _, http, _) = http_pair(dir.path());
+    let body = "WATCH someone\n";
+    let mut s = TcpStream::connect(http).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        s,
+        "POST /v1/lines HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut s, &mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.ends_with("\r\n\r\n? WATCH someone\n"),
+        "{response}"
+    );
+}

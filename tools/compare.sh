@@ -23,6 +23,13 @@
 # endpoint (--metrics, scraped every 100 ms by a loop that GETs /metrics) in
 # one alternating run, and reports throughput with/without per load row.
 #
+#   tools/compare.sh --console [--rounds N] [--duration SECS] ...
+#
+# instead compares herd --log-level info --metrics with no console open and
+# with one (GET /status.json once a second, as the page polls, plus a second
+# poller 10 times a second to exaggerate) in one alternating run, and
+# reports throughput with/without per load row.
+#
 #   tools/compare.sh --baseline REV [--rounds N] ...
 #
 # instead compares this tree's herd with the herd of commit REV (built in a
@@ -37,6 +44,7 @@ WARMUP=0.5
 PORT=12100
 THREADS=1
 METRICS_MODE=
+CONSOLE_MODE=
 BASELINE=
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -45,8 +53,9 @@ while [ $# -gt 0 ]; do
         --port) PORT=$2; shift 2 ;;
         --threads) THREADS=$2; shift 2 ;;
         --metrics) METRICS_MODE=1; shift ;;
+        --console) CONSOLE_MODE=1; shift ;;
         --baseline) BASELINE=$2; shift 2 ;;
-        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -104,6 +113,20 @@ scraper() {
     done
 }
 
+POLLERS=()
+# Polls /status.json on $MPORT every $1 seconds, one line in $WORK/polls per
+# whole answer, until killed: what an open console does (at 1 s).
+poller() {
+    while :; do
+        if exec 3<>"/dev/tcp/127.0.0.1/$MPORT"; then
+            printf 'GET /status.json HTTP/1.1\r\nHost: compare\r\n\r\n' >&3
+            if grep -q '"servers"' <&3; then echo ok >> "$WORK/polls"; fi
+            exec 3<&-
+        fi 2>/dev/null
+        sleep "$1"
+    done
+}
+
 SERVER=
 # start KIND: starts contender KIND on $PORT, sets SERVER to its pid.
 start() {
@@ -111,7 +134,7 @@ start() {
     case "$1" in
         base) "$BASE_BIN" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level debug & ;;
         base-info) "$BASE_BIN" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level info & ;;
-        herd-metrics) "$BIN/herd" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level info --metrics "127.0.0.1:$MPORT" & ;;
+        herd-metrics|herd-endpoint|herd-console) "$BIN/herd" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level info --metrics "127.0.0.1:$MPORT" & ;;
         ceiling) "$BIN/ceiling" "127.0.0.1:$PORT" 2>/dev/null & ;;
         herd) "$BIN/herd" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level debug & ;;
         herd-info) "$BIN/herd" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" --log-level info & ;;
@@ -125,9 +148,21 @@ start() {
         SCRAPER=$!
         PIDS+=("$SCRAPER")
     fi
+    if [ "$1" = herd-console ]; then
+        wait_port "$MPORT"
+        for every in 1 0.1; do
+            poller "$every" &
+            POLLERS+=("$!")
+            PIDS+=("$!")
+        done
+    fi
 }
 
 stop() {
+    for p in "${POLLERS[@]:-}"; do
+        if [ -n "$p" ]; then kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; fi
+    done
+    POLLERS=()
     if [ -n "$SCRAPER" ]; then
         kill -TERM "$SCRAPER" 2>/dev/null || true
         wait "$SCRAPER" 2>/dev/null || true
@@ -168,6 +203,10 @@ declare -A WHO=(
 if [ -n "$METRICS_MODE" ]; then
     ROWS=(rr50 pipe16 rr1000)
     for row in "${ROWS[@]}"; do WHO[$row]="herd-info herd-metrics"; done
+fi
+if [ -n "$CONSOLE_MODE" ]; then
+    ROWS=(rr50 pipe16 rr1000)
+    for row in "${ROWS[@]}"; do WHO[$row]="herd-endpoint herd-console"; done
 fi
 if [ -n "$BASELINE" ]; then
     for row in "${ROWS[@]}"; do WHO[$row]="herd base herd-info base-info"; done
@@ -215,6 +254,19 @@ if [ -n "$BASELINE" ]; then
     for row in "${ROWS[@]}"; do
         pair_row "$row" herd base
         pair_row "$row" herd-info base-info
+    done
+    exit 0
+fi
+
+if [ -n "$CONSOLE_MODE" ]; then
+    ELAPSED=$(( $(date +%s) - START ))
+    echo
+    echo "herd compare --console: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $ROUNDS rounds, ${DURATION} s per run (+${WARMUP} s warm-up), alternating; $(wc -l < "$WORK/polls" 2>/dev/null || echo 0) polls of /status.json answered; took ${ELAPSED} s"
+    echo
+    printf '%-26s %12s %12s %8s   %s\n' "load (replies/s, median)" "no console" "console" "ratio" "(per-round ratios console/none)"
+    for row in "${ROWS[@]}"; do
+        pair_row "$row" herd-console herd-endpoint
     done
     exit 0
 fi

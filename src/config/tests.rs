@@ -49,6 +49,8 @@ fn server(name: &str, host: &str, port: u16) -> ServerSpec {
         line: 0,
         peer: None,
         tls: None,
+        http: None,
+        https: None,
     }
 }
 
@@ -76,6 +78,8 @@ fn reference_herd() {
         places: PlacesConfig::default(),
         secret_env: None,
         tls: None,
+        public: None,
+        api_token_env: None,
     };
     assert_eq!(herd, expected);
     // The table of docs/PROTOCOL.md §1.
@@ -234,10 +238,10 @@ fn errors() {
         ("", 0, "no server defined"),
         ("# nothing\n\nplaces legacy\n", 0, "no server defined"),
         // server: fields, names.
-        ("server A\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]\""),
-        ("server A h:1 B\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]\""),
-        ("server A h:1 B C D\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]\""),
-        ("server\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]\""),
+        ("server A\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT] [http HOST:PORT] [https HOST:PORT]\""),
+        ("server A h:1 B\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT] [http HOST:PORT] [https HOST:PORT]\""),
+        ("server A h:1 B C D\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT] [http HOST:PORT] [https HOST:PORT]\""),
+        ("server\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT] [http HOST:PORT] [https HOST:PORT]\""),
         (
             "server Gol\u{e9}man h:1\n",
             1,
@@ -304,14 +308,14 @@ fn errors() {
             "duplicate address \"kiwi.EXAMPLE:01\" (first used by \"A\" on line 1)",
         ),
         // server: peer and tls ports.
-        ("server A h:1 peer\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]\""),
+        ("server A h:1 peer\n", 1, "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT] [http HOST:PORT] [https HOST:PORT]\""),
         (
             "server A h:1 peer h:2 tls h:3 peer\n",
             1,
-            "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT]\"",
+            "wrong number of fields, want \"server NAME HOST:PORT [peer HOST:PORT] [tls HOST:PORT] [http HOST:PORT] [https HOST:PORT]\"",
         ),
-        ("server A h:1 Peer h:2\n", 1, "unknown port kind \"Peer\", want peer or tls"),
-        ("server A h:1 client h:2\n", 1, "unknown port kind \"client\", want peer or tls"),
+        ("server A h:1 Peer h:2\n", 1, "unknown port kind \"Peer\", want peer, tls, http or https"),
+        ("server A h:1 client h:2\n", 1, "unknown port kind \"client\", want peer, tls, http or https"),
         ("server A h:1 peer h:2 peer h:3\n", 1, "duplicate peer port on one server line"),
         ("server A h:1 tls h:2 peer h:3 tls h:4\n", 1, "duplicate tls port on one server line"),
         ("server A h:1 peer h\n", 1, "bad peer address \"h\": missing :PORT"),
@@ -520,7 +524,7 @@ fn errors() {
         (
             "server A h:1 peer h:2\nserver B h:3 tls h:4\n",
             2,
-            "server \"B\" has a tls port, which needs tls_cert, tls_key and tls_ca",
+            "server \"B\" has a tls port, which needs a certificate: public_cert and public_key, or tls_cert, tls_key and tls_ca",
         ),
         // Links are checked before TLS.
         (

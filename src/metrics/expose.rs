@@ -12,7 +12,9 @@
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::stats::{ServerSnapshot, KINDS, OUTCOMES, PLACES_BUCKETS, PORTS, SOURCES};
+use crate::stats::{
+    ServerSnapshot, KINDS, OUTCOMES, PLACES_BUCKETS, PORTS, ROUTES, SOURCES, STATUSES,
+};
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -40,6 +42,9 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("herd_watchers", "gauge", "Connections watching positions (that have said WATCH)."),
     ("herd_watch_pushes_total", "counter", "Positions sent to watchers, the snapshots that answer WATCH included."),
     ("herd_watch_replaced_total", "counter", "Positions replaced by a newer one of the same client before a watcher had read them (conflated, never queued)."),
+    ("herd_http_requests_total", "counter", "HTTP requests answered on http and https ports, by route (report, client, places, lines, ws, other) and status; a series appears at its first request."),
+    ("herd_websocket_connections", "gauge", "Open WebSocket connections (upgraded by GET /v1/ws)."),
+    ("herd_websocket_connections_total", "counter", "WebSocket connections opened since start."),
     ("herd_log_lines_dropped_total", "counter", "Log lines dropped because the log writer was behind."),
     ("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds."),
 ];
@@ -115,6 +120,20 @@ fn family(out: &mut String, name: &str, s: &ServerSnapshot) {
         "herd_watchers" => one(out, s.watchers),
         "herd_watch_pushes_total" => one(out, s.watch_pushed),
         "herd_watch_replaced_total" => one(out, s.watch_replaced),
+        "herd_http_requests_total" => {
+            for (route, row) in ROUTES.iter().zip(&s.http) {
+                for (status, &v) in STATUSES.iter().zip(row) {
+                    if v > 0 {
+                        out.push_str(name);
+                        out.push_str("{server=\"");
+                        label(out, server);
+                        let _ = writeln!(out, "\",route=\"{route}\",status=\"{status}\"}} {v}");
+                    }
+                }
+            }
+        }
+        "herd_websocket_connections" => one(out, s.websockets),
+        "herd_websocket_connections_total" => one(out, s.websockets_opened),
         "herd_expiries_total" => one(out, s.expiries),
         "herd_refused_connections_total" => {
             for (port, v) in PORTS.iter().zip(s.refused) {

@@ -13,6 +13,7 @@ use rustls::ServerConnection;
 use super::{Server, Wait, ACCEPT_BATCH, ACCEPT_PAUSE, SWEEP_INTERVAL};
 use crate::conn::Conn;
 use crate::engine::{Port, Role};
+use crate::front::Front;
 use crate::tls::stream::{Stream, TlsStream};
 use crate::token;
 
@@ -88,7 +89,7 @@ impl Server {
             return;
         }
         let tls = match (port, &self.tls) {
-            (Port::Tls, Some(tls)) => Some(&tls.clients),
+            (Port::Tls | Port::Https, _) => self.client_tls.as_ref(),
             (Port::Peer, Some(tls)) => Some(&tls.peer),
             _ => None,
         };
@@ -109,6 +110,13 @@ impl Server {
         }
         let mut conn = Conn::new(stream, peer, serial, port);
         conn.active = self.epoch.elapsed().as_secs() as u32;
+        if port.is_http() {
+            let mut front = Front::http(Instant::now());
+            if let Some(due) = front.rearm(self.limits.http_timeouts()) {
+                self.timers.schedule(due, Wait::Front(key, serial));
+            }
+            conn.front = Some(Box::new(front));
+        }
         entry.insert(conn);
         self.engine.stats().client_connected();
         match port {

@@ -56,6 +56,7 @@ use slab::Slab;
 
 use crate::conn::{Conn, Flush, ReadState};
 use crate::engine::{Engine, Port, Role};
+use crate::front::Front;
 use crate::journal::Journal;
 use crate::links::Links;
 use crate::logging::{self, escape};
@@ -86,6 +87,8 @@ enum Wait {
     Handshake(usize, u64),
     /// Once a second: expire old positions, log evictions and expiries.
     Bounds,
+    /// An HTTP connection (key, serial): its request or idle deadline.
+    Front(usize, u64),
 }
 
 /// One server: its poll loop and everything the loop owns.
@@ -93,8 +96,12 @@ pub struct Server {
     poll: Poll,
     /// The client port's listener, and the peer and TLS ports' if it has them.
     listeners: Vec<(Port, TcpListener)>,
-    /// The herd's TLS, for the TLS and peer ports (and links, in `links`).
+    /// The herd's TLS, for the peer port (and links, in `links`).
     tls: Option<Arc<HerdTls>>,
+    /// What the `tls` and `https` ports present.
+    client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The token HTTP requests must carry, if any.
+    api_token: Option<crate::front::Token>,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     /// A reloaded configuration handed over by a [`StopHandle`].
@@ -138,6 +145,8 @@ pub struct Server {
     bounds_logged: (u64, u64),
     /// Who watches which client (docs/PROTOCOL.md §15).
     watch: Hub,
+    /// An HTTP response being gathered (reused between requests).
+    gathered: read::Gathered,
 }
 
 impl Server {
@@ -149,10 +158,13 @@ impl Server {
         let poll = Poll::new()?;
         let mut bound = Vec::new();
         for (port, listener) in listeners.into_ports() {
-            if port == Port::Tls && config.tls.is_none() {
+            if matches!(port, Port::Tls | Port::Https) && config.client_tls().is_none() {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    "a tls port needs tls_cert, tls_key and tls_ca",
+                    format!(
+                        "a {} port needs a certificate: public_cert and public_key, or tls_cert, tls_key and tls_ca",
+                        port.label()
+                    ),
                 ));
             }
             listener.set_nonblocking(true)?;
@@ -162,6 +174,7 @@ impl Server {
             bound.push((port, listener));
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let client_tls = config.client_tls().cloned();
         let places = Places::with_limits(
             &config.places,
             config.places_key.clone(),
@@ -229,6 +242,8 @@ impl Server {
         Ok(Server {
             poll,
             listeners: bound,
+            client_tls,
+            api_token: config.api_token.clone(),
             tls: config.tls,
             waker,
             stop: Arc::new(AtomicBool::new(false)),
@@ -257,6 +272,7 @@ impl Server {
             held: Vec::new(),
             bounds_logged: (0, 0),
             watch,
+            gathered: read::Gathered::default(),
         })
     }
 
@@ -277,10 +293,15 @@ impl Server {
         for (port, listener) in &self.listeners {
             let tls = match (port, &self.tls) {
                 (Port::Peer, Some(_)) => " (mutual TLS)",
-                (Port::Tls, _) => " (TLS)",
+                (Port::Tls | Port::Https, _) => " (TLS)",
                 _ => "",
             };
-            log::info!(target: &name, "listening on {} for {}{tls}", listener.local_addr()?, if *port == Port::Peer { "herd links" } else { "clients" });
+            let what = match port {
+                Port::Peer => "herd links",
+                Port::Http | Port::Https => "HTTP and WebSocket clients",
+                Port::Client | Port::Tls => "clients",
+            };
+            log::info!(target: &name, "listening on {} for {what}{tls}", listener.local_addr()?);
         }
         log::info!(target: &name, "{} neighbours", self.links.len());
         self.engine.stats().set_listening(true);
@@ -363,10 +384,11 @@ impl Server {
                 Wait::Peer(key, serial) => self.check_peer(key, serial, now),
                 Wait::Handshake(key, serial) => self.handshake_due(key, serial),
                 Wait::Bounds => self.bounds(now),
+                Wait::Front(key, serial) => self.front_due(key, serial, now),
             }
         }
         if self.accept_more {
-            for port in [Port::Client, Port::Peer, Port::Tls] {
+            for port in Port::ALL {
                 self.accept(port);
             }
         }
@@ -493,6 +515,9 @@ impl Server {
         };
         let refused = conn.stream.is_handshaking()
             || (conn.session.port == Port::Peer && conn.session.role == Role::Client);
+        if conn.front.as_deref().is_some_and(Front::is_ws) {
+            self.engine.stats().websocket(false);
+        }
         conn.stream.close_notify();
         let _ = self.poll.registry().deregister(conn.stream.tcp_mut());
         self.engine

@@ -17,7 +17,8 @@ use std::io;
 use std::net::SocketAddr;
 
 use super::{Server, READS_PER_TURN};
-use crate::conn::{Flush, Replies};
+use crate::conn::{Flush, ReadState, Replies};
+use crate::front::Envelope;
 use crate::logging;
 use crate::watch::{Mark, Watch, WATCH_FILL};
 
@@ -61,17 +62,26 @@ impl Server {
     /// it is still owed positions then, it goes on next turn.
     pub(super) fn write_out(&mut self, key: usize) -> Option<io::Result<Flush>> {
         let conn = self.conns.get_mut(key)?;
+        // Nothing more once the client closed its side (or, on WebSocket,
+        // after a close frame): what is written is flushed, then it closes.
+        let open = conn.state() != ReadState::Closing;
         let Some(w) = conn.session.watch.as_deref_mut() else {
             return Some(conn.replies.out.flush_to(&mut conn.stream));
         };
         let (store, traffic) = (self.engine.store(), self.engine.traffic());
         let peer = conn.session.peer;
+        // On WebSocket each position is a message of its own.
+        let envelope = if conn.front.as_ref().is_some_and(|f| f.is_ws()) {
+            Envelope::Message
+        } else {
+            Envelope::Raw
+        };
         let mut pushed = 0;
         let mut rounds = 0;
         let result = loop {
             // Behind a WHATSAT still in flight (sent before WATCH), nothing.
-            if conn.replies.queue.is_empty() {
-                pushed += fill(w, &mut conn.replies, store, |line| {
+            if open && conn.replies.queue.is_empty() {
+                pushed += fill(w, &mut conn.replies, &envelope, store, |line| {
                     if traffic {
                         logging::traffic("to", &peer, line, "");
                     }
@@ -79,7 +89,10 @@ impl Server {
             }
             let result = conn.replies.out.flush_to(&mut conn.stream);
             rounds += 1;
-            if !matches!(result, Ok(Flush::Done)) || !w.has_owed() || !conn.replies.queue.is_empty()
+            if !open
+                || !matches!(result, Ok(Flush::Done))
+                || !w.has_owed()
+                || !conn.replies.queue.is_empty()
             {
                 break result;
             }
@@ -114,6 +127,7 @@ impl Server {
 fn fill(
     w: &mut Watch,
     replies: &mut Replies,
+    envelope: &Envelope,
     store: &crate::store::Store,
     mut log: impl FnMut(&[u8]),
 ) -> u64 {
@@ -122,7 +136,7 @@ fn fill(
     }
     w.fill(store, |line| {
         log(line);
-        replies.push_at(line);
+        replies.push_at(line, envelope);
         replies.out.len() < WATCH_FILL
     })
 }

@@ -11,11 +11,14 @@ use mio::Registry;
 use super::{Limits, Server, Wait, READS_PER_TURN};
 use crate::conn::{Conn, ReadState, Replies};
 use crate::engine::{Clock, Effects, Engine, Next, Port, Role};
+use crate::front::http::{Cx, Expired};
+use crate::front::{Envelope, Front, Sink, Step, Token};
 use crate::journal::Journal;
 use crate::links::liveness::{self, Check, Liveness};
 use crate::links::Links;
 use crate::places::{Places, Query, Reply, RequestId};
 use crate::protocol;
+use crate::stats::Route;
 use crate::watch::Hub;
 
 impl Server {
@@ -37,6 +40,8 @@ impl Server {
             next_request: &mut self.next_request,
             done: &mut self.done,
             watch: &mut self.watch,
+            gathered: &mut self.gathered,
+            token: self.api_token.as_ref(),
         };
         let outcome = read_conn(
             &mut self.engine,
@@ -48,6 +53,10 @@ impl Server {
             short_drains,
             self.epoch,
         );
+        let timeouts = self.limits.http_timeouts();
+        if let Some(at) = conn.front.as_deref_mut().and_then(|f| f.rearm(timeouts)) {
+            self.timers.schedule(at, Wait::Front(key, conn.serial));
+        }
         if let Role::Peer(p) = &mut conn.session.role {
             if p.live.is_none() {
                 // It just said HERD: from now on it must show life.
@@ -110,6 +119,48 @@ impl Server {
         self.timers.schedule(live.due(), Wait::Peer(key, serial));
     }
 
+    /// An HTTP connection's deadline is due: a request that has not arrived
+    /// whole gets `408` and the connection closes; an idle keep-alive
+    /// connection is closed; otherwise the timer is armed again.
+    pub(super) fn front_due(&mut self, key: usize, serial: u64, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.serial == serial) else {
+            return;
+        };
+        let busy = !conn.is_drained() || conn.replies.in_flight > 0;
+        let Some(Front::Http(http)) = conn.front.as_deref_mut() else {
+            return;
+        };
+        let mut shared = Shared {
+            registry: self.poll.registry(),
+            journal: self.journal.as_mut(),
+            links: &mut self.links,
+            places: &mut self.places,
+            requests: &mut self.requests,
+            next_request: &mut self.next_request,
+            done: &mut self.done,
+            gathered: &mut self.gathered,
+            token: self.api_token.as_ref(),
+            watch: &mut self.watch,
+        };
+        let mut apply = Apply {
+            replies: &mut conn.replies,
+            key,
+            serial,
+            shared: &mut shared,
+            mode: Mode::Lines,
+        };
+        match http.expired(now, self.limits.http_timeouts(), busy, &mut apply) {
+            Expired::No(at) => self.timers.schedule(at, Wait::Front(key, serial)),
+            Expired::Request => {
+                log::info!(target: &self.name, "client {}: no whole request in {} ms: 408", conn.peer(), self.limits.request_timeout.as_millis());
+                self.engine.stats().http(Route::Other, 408);
+                conn.stop_reading();
+                self.dirty.push(key);
+            }
+            Expired::Idle => self.close(key, "idle keep-alive connection"),
+        }
+    }
+
     /// A throttled connection's pause is over: read it again, unless its
     /// output holds it back meanwhile.
     pub(super) fn unthrottle(&mut self, key: usize, serial: u64) {
@@ -137,6 +188,10 @@ pub(super) enum ReadOutcome {
 
 /// The parts of the loop that handling lines acts on, borrowed for one read.
 pub(super) struct Shared<'a> {
+    /// An envelope being gathered (an HTTP response) and its holes.
+    gathered: &'a mut Gathered,
+    /// The token HTTP requests must carry, if any.
+    token: Option<&'a Token>,
     registry: &'a Registry,
     journal: Option<&'a mut Journal>,
     links: &'a mut Links,
@@ -147,17 +202,47 @@ pub(super) struct Shared<'a> {
     watch: &'a mut Hub,
 }
 
+/// The bytes of an envelope being gathered, and where its Places answers go.
+#[derive(Debug, Default)]
+pub(super) struct Gathered {
+    bytes: Vec<u8>,
+    holes: Vec<(RequestId, usize)>,
+}
+
+/// Where the engine's replies go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// As they are (a line port).
+    Lines,
+    /// One WebSocket message each.
+    Messages,
+    /// Into the envelope being gathered; then back to the mode it was.
+    Gather(Back),
+}
+
+/// The mode a gathering returns to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Back {
+    Lines,
+    Messages,
+}
+
 /// The effects of one connection's lines, performed as the engine asks.
 pub(super) struct Apply<'a, 'b> {
     replies: &'a mut Replies,
     key: usize,
     serial: u64,
     shared: &'a mut Shared<'b>,
+    mode: Mode,
 }
 
 impl Effects for Apply<'_, '_> {
     fn reply(&mut self, bytes: &[u8]) {
-        self.replies.reply(bytes);
+        match self.mode {
+            Mode::Lines => self.replies.reply(bytes),
+            Mode::Messages => self.replies.reply_in(bytes, &Envelope::Message),
+            Mode::Gather(_) => self.shared.gathered.bytes.extend_from_slice(bytes),
+        }
     }
 
     fn whatsat(&mut self, head: &[u8], query: Query) {
@@ -165,7 +250,15 @@ impl Effects for Apply<'_, '_> {
         let id = *s.next_request;
         *s.next_request += 1;
         s.requests.insert(id, (self.key, self.serial));
-        self.replies.wait_for(id, head.to_vec());
+        match self.mode {
+            Mode::Lines => self.replies.wait_for(id, head, Envelope::Raw),
+            Mode::Messages => self.replies.wait_for(id, head, Envelope::Message),
+            Mode::Gather(_) => {
+                s.gathered.bytes.extend_from_slice(head);
+                s.gathered.holes.push((id, s.gathered.bytes.len()));
+                self.replies.counted();
+            }
+        }
         s.places
             .submit(s.registry, id, query, Instant::now(), s.done);
     }
@@ -190,6 +283,11 @@ impl Effects for Apply<'_, '_> {
         self.shared.watch.stored(slot);
     }
 
+    fn can_watch(&self) -> bool {
+        // An HTTP request's replies are one response: nothing may follow.
+        !matches!(self.mode, Mode::Gather(_))
+    }
+
     fn watching(&mut self) {
         self.shared.watch.joined();
     }
@@ -210,6 +308,44 @@ impl Effects for Apply<'_, '_> {
         self.shared.watch.remove_all(self.key, self.serial);
     }
 }
+
+impl Sink for Apply<'_, '_> {
+    fn gather(&mut self) {
+        let back = match self.mode {
+            Mode::Messages => Back::Messages,
+            Mode::Lines | Mode::Gather(_) => Back::Lines,
+        };
+        self.mode = Mode::Gather(back);
+        self.shared.gathered.bytes.clear();
+        self.shared.gathered.holes.clear();
+    }
+
+    fn enclose(&mut self, envelope: Envelope) {
+        let g = &mut *self.shared.gathered;
+        self.replies.enclose(&g.bytes, &g.holes, envelope);
+        g.bytes.clear();
+        g.holes.clear();
+        if g.bytes.capacity() > GATHER_CAPACITY {
+            g.bytes = Vec::new();
+        }
+        self.mode = match self.mode {
+            Mode::Gather(Back::Messages) => Mode::Messages,
+            Mode::Gather(Back::Lines) => Mode::Lines,
+            mode => mode,
+        };
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        self.replies.reply(bytes);
+    }
+
+    fn messages(&mut self) {
+        self.mode = Mode::Messages;
+    }
+}
+
+/// The gathering buffer is kept between requests up to this size.
+const GATHER_CAPACITY: usize = 64 * 1024;
 
 /// On a mutual-TLS peer port, at the first plaintext (the handshake is
 /// done): which neighbours the verified client certificate names. None is
@@ -255,6 +391,7 @@ fn read_conn(
         ReadState::Backpressured | ReadState::Throttled => return ReadOutcome::Yielded,
     }
     let mut clock = Clock::wall();
+    let token = shared.token;
     for _ in 0..READS_PER_TURN {
         if conn.over(limits.client_output, limits.whatsats_per_conn) {
             conn.backpressure();
@@ -267,13 +404,58 @@ fn read_conn(
                 return ReadOutcome::Failed(e);
             }
         }
+        let mode = match conn.front.as_deref() {
+            Some(front) if front.is_ws() => Mode::Messages,
+            _ => Mode::Lines,
+        };
         let mut apply = Apply {
             replies: &mut conn.replies,
             key,
             serial: conn.serial,
             shared,
+            mode,
         };
         let session = &mut conn.session;
+        if let Some(front) = conn.front.as_deref_mut() {
+            let n = match read {
+                Ok(0) => {
+                    // EOF: a request cut short is dropped; what is owed is sent.
+                    if let Front::Http(http) = front {
+                        http.finish();
+                    }
+                    conn.stop_reading();
+                    return ReadOutcome::Drained;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return ReadOutcome::Failed(e),
+            };
+            let mut cx = Cx {
+                engine: &mut *engine,
+                session,
+                clock: &mut clock,
+                token,
+                line_limit: limits.line,
+                now: Instant::now(),
+            };
+            match front.feed(&mut scratch[..n], &mut cx, &mut apply) {
+                Step::Continue(0) => {}
+                Step::Continue(invalid) => {
+                    if let Some(pause) = charge(conn, invalid, limits, epoch) {
+                        return ReadOutcome::Throttled(pause);
+                    }
+                }
+                Step::Close => {
+                    conn.stop_reading();
+                    return ReadOutcome::Drained;
+                }
+            }
+            if short_drains && conn.stream.drained_by(n, scratch.len()) {
+                return ReadOutcome::Drained;
+            }
+            continue;
+        }
         match read {
             Ok(0) => {
                 // EOF: a last line without `\n` is still a request.
@@ -307,11 +489,8 @@ fn read_conn(
                     return ReadOutcome::Drained;
                 }
                 let invalid = invalid + discarded;
-                if invalid > 0 && limits.invalid_rate > 0 {
-                    let now_ms = epoch.elapsed().as_millis() as u32;
-                    let rate = limits.invalid_rate;
-                    if let Some(pause) = conn.throttle.charge(invalid, now_ms, rate) {
-                        conn.throttled();
+                if invalid > 0 {
+                    if let Some(pause) = charge(conn, invalid, limits, epoch) {
                         return ReadOutcome::Throttled(pause);
                     }
                 }
@@ -326,4 +505,16 @@ fn read_conn(
         }
     }
     ReadOutcome::Yielded
+}
+
+/// Charges `invalid` bytes to the connection's throttle; the pause it
+/// must take, if it must (then it is Throttled).
+fn charge(conn: &mut Conn, invalid: usize, limits: &Limits, epoch: Instant) -> Option<Duration> {
+    if limits.invalid_rate == 0 {
+        return None;
+    }
+    let now_ms = epoch.elapsed().as_millis() as u32;
+    let pause = conn.throttle.charge(invalid, now_ms, limits.invalid_rate)?;
+    conn.throttled();
+    Some(pause)
 }

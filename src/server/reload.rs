@@ -56,6 +56,8 @@ impl Server {
         self.links
             .set_tls(config.tls.as_ref().map(|t| std::sync::Arc::clone(&t.dial)));
         self.tls = config.tls.clone();
+        self.client_tls = config.client_tls().cloned();
+        self.api_token = config.api_token.clone();
         let registry = self.poll.registry();
         match self.places.reconfigure(
             &config.places,

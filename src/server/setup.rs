@@ -48,7 +48,17 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often refused connections and idle connections are looked at.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Per-server limits; every one is documented in README.
+impl Limits {
+    /// The HTTP deadlines.
+    pub fn http_timeouts(&self) -> crate::front::http::Timeouts {
+        crate::front::http::Timeouts {
+            request: self.request_timeout,
+            keepalive: self.keepalive_timeout,
+        }
+    }
+}
+
+/// Per-server limits; every one is documented in docs/OPERATING.md.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Longest line accepted, in bytes, without its `\n`.
@@ -72,6 +82,12 @@ pub struct Limits {
     /// Close client connections silent for this long (`None`: never; phones
     /// keep connections idle for long, so this is off by default).
     pub idle_timeout: Option<Duration>,
+    /// An HTTP request must be whole this long after its first byte (or
+    /// after the connection opened), or it gets `408`.
+    pub request_timeout: Duration,
+    /// An HTTP keep-alive connection with no request under way is closed
+    /// after this.
+    pub keepalive_timeout: Duration,
     /// The Places client's limits (requests in flight, queue, body, deadline).
     pub places: places::Limits,
     /// Clients the store holds; past it the oldest is evicted (`--store-limit`).
@@ -97,6 +113,8 @@ impl Default for Limits {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             invalid_rate: DEFAULT_INVALID_RATE,
             idle_timeout: None,
+            request_timeout: crate::front::http::REQUEST_TIMEOUT,
+            keepalive_timeout: crate::front::http::KEEPALIVE_TIMEOUT,
             places: places::Limits::default(),
             store_limit: crate::store::DEFAULT_STORE_LIMIT,
             position_ttl: None,
@@ -118,6 +136,10 @@ pub struct ServerConfig {
     pub peer_listen: Option<SocketAddr>,
     /// Its TLS client port, if it has one.
     pub tls_listen: Option<SocketAddr>,
+    /// Its HTTP port (HTTP/1.1 and WebSocket), if it has one.
+    pub http_listen: Option<SocketAddr>,
+    /// Its HTTPS port, if it has one.
+    pub https_listen: Option<SocketAddr>,
     pub places: PlacesConfig,
     /// The Places API key, if the environment has one.
     pub places_key: Option<String>,
@@ -134,6 +156,21 @@ pub struct ServerConfig {
     /// server: its peer port speaks mutual TLS, its `tls` port TLS, and it
     /// dials neighbours' peer ports over TLS. `None`: no TLS.
     pub tls: Option<std::sync::Arc<crate::tls::HerdTls>>,
+    /// What the client-facing TLS ports (`tls`, `https`) present when it
+    /// is not the herd's certificate: `public_cert`/`public_key`, loaded
+    /// for this server. `None`: they present the herd's (`tls.clients`).
+    pub public_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The token every HTTP request must carry (`api_token_env`), if any.
+    pub api_token: Option<crate::front::Token>,
+}
+
+impl ServerConfig {
+    /// The TLS configuration of the client-facing TLS ports, if there is one.
+    pub fn client_tls(&self) -> Option<&std::sync::Arc<rustls::ServerConfig>> {
+        self.public_tls
+            .as_ref()
+            .or(self.tls.as_ref().map(|t| &t.clients))
+    }
 }
 
 impl ServerConfig {
@@ -148,6 +185,7 @@ impl ServerConfig {
         let resolve_opt =
             |e: &Option<Endpoint>| e.as_ref().map(|e| resolve(&e.address())).transpose();
         let (peer_listen, tls_listen) = (resolve_opt(&me.peer)?, resolve_opt(&me.tls)?);
+        let (http_listen, https_listen) = (resolve_opt(&me.http)?, resolve_opt(&me.https)?);
         let mut neighbours = Vec::new();
         for j in herd.neighbours(i) {
             let s = &herd.servers[j];
@@ -177,12 +215,25 @@ impl ServerConfig {
             },
             None => None,
         };
+        let api_token = match &herd.api_token_env {
+            Some(var) => match std::env::var_os(var) {
+                Some(v) if !v.is_empty() => Some(crate::front::Token::new(v.as_encoded_bytes())),
+                _ => {
+                    return Err(format!(
+                        "api_token_env names ${var}, which is empty or not set"
+                    ))
+                }
+            },
+            None => None,
+        };
         Ok((
             ServerConfig {
                 name: name.to_string(),
                 neighbours,
                 peer_listen,
                 tls_listen,
+                http_listen,
+                https_listen,
                 places: herd.places.clone(),
                 places_key,
                 limits: Limits::default(),
@@ -190,6 +241,8 @@ impl ServerConfig {
                 fsync: None,
                 secret,
                 tls: None,
+                public_tls: None,
+                api_token,
             },
             listen,
         ))
@@ -212,6 +265,8 @@ impl ServerConfig {
             client: bind(client)?,
             peer: self.peer_listen.map(bind).transpose()?,
             tls: self.tls_listen.map(bind).transpose()?,
+            http: self.http_listen.map(bind).transpose()?,
+            https: self.https_listen.map(bind).transpose()?,
         })
     }
 }
@@ -297,13 +352,15 @@ impl Running {
     }
 }
 
-/// A server's bound listeners: its client port, and its peer and TLS
-/// client ports if it has them.
+/// A server's bound listeners: its client port, and its peer, TLS client,
+/// HTTP and HTTPS ports if it has them.
 #[derive(Debug)]
 pub struct Listeners {
     pub client: StdListener,
     pub peer: Option<StdListener>,
     pub tls: Option<StdListener>,
+    pub http: Option<StdListener>,
+    pub https: Option<StdListener>,
 }
 
 impl Listeners {
@@ -311,9 +368,13 @@ impl Listeners {
     pub(super) fn into_ports(self) -> impl Iterator<Item = (Port, StdListener)> {
         let peer = self.peer.map(|l| (Port::Peer, l));
         let tls = self.tls.map(|l| (Port::Tls, l));
+        let http = self.http.map(|l| (Port::Http, l));
+        let https = self.https.map(|l| (Port::Https, l));
         std::iter::once((Port::Client, self.client))
             .chain(peer)
             .chain(tls)
+            .chain(http)
+            .chain(https)
     }
 }
 
@@ -324,6 +385,8 @@ impl From<StdListener> for Listeners {
             client,
             peer: None,
             tls: None,
+            http: None,
+            https: None,
         }
     }
 }

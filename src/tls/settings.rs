@@ -31,7 +31,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, InconsistentKeys, RootCertStore};
 
 use super::HerdTls;
-use crate::config::{ConfigError, TlsFiles};
+use crate::config::{ConfigError, PublicFiles, TlsFiles};
 
 /// Reads the TLS files for server `server` (`{name}` in `tls_cert` and
 /// `tls_key` replaced by it) and builds its [`HerdTls`]. `config_file` is
@@ -152,6 +152,56 @@ pub fn load(files: &TlsFiles, config_file: &Path, server: &str) -> Result<HerdTl
         clients: Arc::new(clients),
         dial: Arc::new(dial),
     })
+}
+
+/// Reads `public_cert` and `public_key` for server `server` (`{name}`
+/// replaced by it) into the configuration its client-facing TLS ports
+/// (`tls`, `https`) present: TLS 1.3 and 1.2, no client certificate. The
+/// certificate is a public host's, so it is not checked against the herd's
+/// CA or names; only that the key is its key.
+pub fn load_public(
+    files: &PublicFiles,
+    config_file: &Path,
+    server: &str,
+) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    let error = |line: usize, message: String| ConfigError {
+        file: config_file.to_path_buf(),
+        line,
+        message,
+    };
+    let cert = Named::new(
+        "public_cert",
+        files.cert.0,
+        TlsFiles::for_server(&files.cert.1, server),
+    );
+    let key = Named::new(
+        "public_key",
+        files.key.0,
+        TlsFiles::for_server(&files.key.1, server),
+    );
+    let at = |file: &Named, what: String| error(file.line, format!("{file}: {what}"));
+    let chain = certificates(&cert.path).map_err(|e| at(&cert, e))?;
+    let key_der =
+        PrivateKeyDer::from_pem_file(&key.path).map_err(|e| at(&key, pem_error(e, KEY_WANTED)))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    check_key(&chain, &key_der, &provider).map_err(|e| match e {
+        KeyProblem::Unusable(e) => at(&key, format!("unusable private key: {e}")),
+        KeyProblem::Mismatch => at(
+            &key,
+            format!(
+                "not the private key of the certificate in {}",
+                cert.path.display()
+            ),
+        ),
+    })?;
+    let setup = |e: rustls::Error| at(&key, format!("TLS set-up: {e}"));
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(setup)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(setup)?;
+    Ok(Arc::new(config))
 }
 
 /// One of the three files: its directive, line and path (for this server).

@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::herd::PATIENCE;
 use super::netns::Host;
@@ -23,22 +23,124 @@ use super::netns::Host;
 /// The built binary.
 pub const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
-/// A free port on 127.0.0.1 (bound and released: good enough for tests
-/// that start their servers at once), never one this test process was
-/// given before: the kernel may hand a released port out again at once,
-/// and a herd.conf with one address twice does not start.
+/// Where the port locks live: one file per port handed out, `flock`ed by
+/// the test process that holds the port until it exits.
+pub const PORT_LOCKS: &str = "/tmp/herd-test-ports";
+
+/// A port on 127.0.0.1 for a server a test starts later (a `herd.conf`
+/// needs every address before any process starts, and a restarted server
+/// needs its port again), that no one else will take meanwhile:
+///
+/// - it lies outside the kernel's ephemeral range
+///   (`/proc/sys/net/ipv4/ip_local_port_range`), so no outgoing connection
+///   and no `bind(0)` anywhere on the machine is given it;
+/// - this process holds an exclusive `flock` on `PORT_LOCKS/PORT` until it
+///   exits, so no other test process (another test binary, another
+///   checkout's tests) hands it out at the same time, and this process
+///   never hands it out twice;
+/// - nothing listens on it when it is handed out.
+///
+/// (Binding port 0 and releasing it, as before, let anything take the
+/// port before herd bound it.)
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
+    use std::os::fd::AsRawFd;
+    static HELD: Mutex<Vec<(u16, std::fs::File)>> = Mutex::new(Vec::new());
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    let (lo, hi) = test_port_range();
+    let span = u32::from(hi - lo) + 1;
+    std::fs::create_dir_all(PORT_LOCKS).expect("the port lock directory");
+    // Processes start at different places, so they rarely contend.
+    let start = std::process::id()
+        .wrapping_mul(7919)
+        .wrapping_add(held.len() as u32);
+    for i in 0..span {
+        let port = lo + ((start.wrapping_add(i)) % span) as u16;
+        if held.iter().any(|(p, _)| *p == port) {
+            continue;
         }
+        let Ok(lock) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(Path::new(PORT_LOCKS).join(port.to_string()))
+        else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue; // Another test process holds it.
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue; // Something outside the tests listens there.
+        }
+        held.push((port, lock));
+        return port;
+    }
+    panic!("no free test port in {lo}-{hi}");
+}
+
+/// The ports [`free_port`] hands out: the larger stretch, above 10000,
+/// outside the kernel's ephemeral range.
+pub fn test_port_range() -> (u16, u16) {
+    let (eph_lo, eph_hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut f = s.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((f.next()??, f.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let below = (10_000, eph_lo.saturating_sub(1));
+    let above = (eph_hi.saturating_add(1).max(10_000), 65_535);
+    let len = |(a, b): (u16, u16)| b.saturating_sub(a);
+    let best = if len(below) >= len(above) {
+        below
+    } else {
+        above
+    };
+    assert!(
+        len(best) >= 1000,
+        "the ephemeral range {eph_lo}-{eph_hi} leaves too few ports for tests"
+    );
+    best
+}
+
+/// A `herd.conf` of servers on 127.0.0.1, ports from [`free_port`], and
+/// the links given; [`LocalConf::write`] puts it in a test's directory.
+pub struct LocalConf {
+    /// Each server's name and client address, in the order given.
+    pub servers: Vec<(String, SocketAddr)>,
+    /// The file's text (add directives before writing it).
+    pub text: String,
+}
+
+impl LocalConf {
+    /// Servers `names` linked by `links`.
+    pub fn new(names: &[&str], links: &[(&str, &str)]) -> LocalConf {
+        let mut text = String::new();
+        let mut servers = Vec::new();
+        for n in names {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            text.push_str(&format!("server {n} {addr}\n"));
+            servers.push((n.to_string(), addr));
+        }
+        for (a, b) in links {
+            text.push_str(&format!("link {a} {b}\n"));
+        }
+        LocalConf { servers, text }
+    }
+
+    /// The client address of server `name`.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.servers
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no server {name} in the config"))
+            .1
+    }
+
+    /// Writes the file as `dir/name` and returns its path.
+    pub fn write(&self, dir: &Path, name: &str) -> PathBuf {
+        write(dir, name, &self.text)
     }
 }
 
@@ -49,10 +151,14 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// A command running the binary with the usual directories under `dir`.
+/// A command running the binary with the usual directories under `dir`,
+/// and `dir` as its working directory: nothing it does lands in the
+/// checkout, whatever flags a test leaves out.
 pub fn herd_command(base: Command, dir: &Path, conf: &Path, names: &[&str]) -> Command {
+    std::fs::create_dir_all(dir).expect("the test's directory");
     let mut cmd = base;
-    cmd.args(names)
+    cmd.current_dir(dir)
+        .args(names)
         .arg("--config")
         .arg(conf)
         .arg("--log-dir")
@@ -72,7 +178,8 @@ pub struct HerdProc {
     pub pid: u32,
     /// Its `--metrics` endpoint.
     pub metrics: SocketAddr,
-    stderr: Arc<Mutex<Vec<String>>>,
+    /// Standard error so far, each line with when it was read.
+    stderr: Arc<Mutex<Vec<(SystemTime, String)>>>,
     /// The thread reading standard error (joined when the process exits
     /// early, so its last words are shown).
     reader: Option<std::thread::JoinHandle<()>>,
@@ -99,7 +206,7 @@ impl HerdProc {
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { return };
-                lines.lock().unwrap().push(line);
+                lines.lock().unwrap().push((SystemTime::now(), line));
             }
         });
         let mut p = HerdProc {
@@ -124,9 +231,18 @@ impl HerdProc {
     /// Waits for a line of standard error for which `pred` holds (any line
     /// since the start counts), and returns it.
     pub fn wait_stderr(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_stderr_at(what, pred).1
+    }
+
+    /// Like [`wait_stderr`](Self::wait_stderr), with when the line was read.
+    pub fn wait_stderr_at(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> (SystemTime, String) {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if let Some(l) = self.stderr.lock().unwrap().iter().find(|l| pred(l)) {
+            if let Some(l) = self.stderr.lock().unwrap().iter().find(|l| pred(&l.1)) {
                 return l.clone();
             }
             if let Some(status) = self
@@ -137,13 +253,13 @@ impl HerdProc {
                 if let Some(reader) = self.reader.take() {
                     let _ = reader.join();
                 }
-                let lines = self.stderr.lock().unwrap().clone();
+                let lines = self.stderr_lines(|_| true);
                 panic!("herd exited ({status}) before {what}: {lines:#?}");
             }
             assert!(
                 Instant::now() < deadline,
                 "timed out waiting for {what}: {:#?}",
-                self.stderr.lock().unwrap()
+                self.stderr_lines(|_| true)
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -152,7 +268,53 @@ impl HerdProc {
     /// The lines of standard error so far that satisfy `pred`.
     pub fn stderr_lines(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
         let lines = self.stderr.lock().unwrap();
-        lines.iter().filter(|l| pred(l)).cloned().collect()
+        lines
+            .iter()
+            .filter(|l| pred(&l.1))
+            .map(|l| l.1.clone())
+            .collect()
+    }
+
+    /// Standard error up to and including `herd: ready`, and when that line
+    /// was read.
+    pub fn banner(&mut self) -> (Vec<String>, SystemTime) {
+        let (at, _) = self.wait_stderr_at("herd: ready", |l| l == "herd: ready");
+        let lines = self.stderr_lines(|_| true);
+        let end = lines.iter().position(|l| l == "herd: ready").unwrap_or(0);
+        (lines[..=end].to_vec(), at)
+    }
+
+    /// Its process ID.
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits (up to [`PATIENCE`]) for it to exit, and returns how it did.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("not reaped yet");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return s;
+            }
+            assert!(Instant::now() < deadline, "herd {} did not exit", self.pid);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILLs it and reaps it (what dropping it does), e.g. to restart
+    /// it on the same files.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Its resident memory now, in bytes (`VmRSS`).
+    pub fn rss(&self) -> u64 {
+        rss(self.pid).expect("the process's VmRSS")
     }
 
     /// Sends `sig` to the process.
@@ -218,6 +380,15 @@ impl Drop for HerdProc {
             let _ = c.wait();
         }
     }
+}
+
+/// The resident memory of process `pid` in bytes (`VmRSS`), if it runs.
+pub fn rss(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
 }
 
 /// Scrapes `/metrics` over a connection `connect` makes (so a test can
