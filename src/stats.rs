@@ -112,6 +112,8 @@ pub struct LinkStats {
     up: AtomicBool,
     queued: AtomicU64,
     catchups: AtomicU64,
+    updates_sent: AtomicU64,
+    update_bytes_sent: AtomicU64,
 }
 
 impl LinkStats {
@@ -122,6 +124,8 @@ impl LinkStats {
             up: AtomicBool::new(false),
             queued: AtomicU64::new(0),
             catchups: AtomicU64::new(0),
+            updates_sent: AtomicU64::new(0),
+            update_bytes_sent: AtomicU64::new(0),
         }
     }
 
@@ -143,12 +147,21 @@ impl LinkStats {
         self.catchups.fetch_add(1, Relaxed);
     }
 
+    /// The flood queued one update of `bytes` (its `\n` included) for the
+    /// neighbour: what a herd's capacity is measured in (docs/CAPACITY.md).
+    pub fn update_sent(&self, bytes: usize) {
+        self.updates_sent.fetch_add(1, Relaxed);
+        self.update_bytes_sent.fetch_add(bytes as u64, Relaxed);
+    }
+
     fn snapshot(&self) -> LinkSnapshot {
         LinkSnapshot {
             neighbour: self.neighbour.clone(),
             up: self.up.load(Relaxed),
             queued_bytes: self.queued.load(Relaxed),
             catchups: self.catchups.load(Relaxed),
+            updates_sent: self.updates_sent.load(Relaxed),
+            update_bytes_sent: self.update_bytes_sent.load(Relaxed),
         }
     }
 }
@@ -494,6 +507,10 @@ pub struct LinkSnapshot {
     pub queued_bytes: u64,
     /// Catch-ups sent since start.
     pub catchups: u64,
+    /// Updates the flood queued for the neighbour since start (catch-ups
+    /// not included), and their bytes.
+    pub updates_sent: u64,
+    pub update_bytes_sent: u64,
 }
 
 /// A journal's figures at one instant.
@@ -615,6 +632,7 @@ mod tests {
         a.set_up(true);
         a.set_queued(10);
         a.catchup_sent();
+        a.update_sent(70);
         let snap = s.snapshot();
         assert_eq!(snap.links.len(), 2);
         assert_eq!(
@@ -623,7 +641,9 @@ mod tests {
                 neighbour: "A".into(),
                 up: true,
                 queued_bytes: 10,
-                catchups: 1
+                catchups: 1,
+                updates_sent: 1,
+                update_bytes_sent: 70,
             }
         );
         s.remove_link("B");

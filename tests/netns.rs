@@ -259,7 +259,19 @@ fn signals_reach_the_program_not_ip() {
     require_netns!();
     let net = Net::new(&["H"]);
     let host = net.host("H");
-    let mut sleep = host.spawn(host.command("sleep").arg("1000"));
+    let mut cmd = host.command("sleep");
+    cmd.arg("1000");
+    // SIGHUP's default action, whatever this test inherited: under nohup
+    // (a loop of test runs in the background) it is ignored, and an
+    // ignored signal stays ignored across exec.
+    // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut sleep = host.spawn(&mut cmd);
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", sleep.pid())).unwrap();
     assert_eq!(comm.trim(), "sleep");
     sleep.hup();

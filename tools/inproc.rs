@@ -74,9 +74,24 @@ impl InProcHerd {
         outside: &[(&str, SocketAddr)],
         tweak: impl Fn(&mut ServerConfig),
     ) -> io::Result<InProcHerd> {
+        Self::start_on(names, links, outside, || 0, tweak)
+    }
+
+    /// Like [`start_with`](Self::start_with), each server on 127.0.0.1 at
+    /// the port `port()` gives (0: one the kernel picks). The tests give
+    /// ports outside the ephemeral range, so that a server restarted on
+    /// its port always gets it back: an ephemeral one could meanwhile be
+    /// the source port of a connection, even a neighbour's redial to it.
+    pub fn start_on(
+        names: &[&str],
+        links: &[(&str, &str)],
+        outside: &[(&str, SocketAddr)],
+        mut port: impl FnMut() -> u16,
+        tweak: impl Fn(&mut ServerConfig),
+    ) -> io::Result<InProcHerd> {
         let listeners = names
             .iter()
-            .map(|_| server::bind(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .map(|_| server::bind(SocketAddr::from(([127, 0, 0, 1], port()))))
             .collect::<io::Result<Vec<_>>>()?;
         let addrs = listeners
             .iter()
@@ -129,6 +144,14 @@ impl InProcHerd {
     /// The address server `name` listens on.
     pub fn addr(&self, name: &str) -> SocketAddr {
         self.addrs[self.index(name)]
+    }
+
+    /// What server `name` counts (its [`herd::stats::ServerStats`]), while
+    /// it runs.
+    pub fn stats(&self, name: &str) -> Option<std::sync::Arc<herd::stats::ServerStats>> {
+        self.running[self.index(name)]
+            .as_ref()
+            .map(|r| r.stats.clone())
     }
 
     /// True while server `name` runs.

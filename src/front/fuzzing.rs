@@ -85,6 +85,16 @@ fn check_head(input: &Input<'_>) {
     let whole = request::parse_head(input.payload);
     if let Ok(Some(head)) = &whole {
         assert!(head.head_len <= input.payload.len().min(request::MAX_HEAD));
+        assert!(head.version <= 1);
+        assert!(!(head.chunked && head.content_length.is_some()));
+        assert!(head.path.starts_with(b"/") || head.path == b"*");
+        // The body that follows, read with the head's own framing.
+        if let Ok(mut reader) = request::BodyReader::new(head, input.limit) {
+            if let Ok(fed) = reader.feed(&input.payload[head.head_len..]) {
+                assert!(fed.consumed <= input.payload.len() - head.head_len);
+                assert!(reader.body().len() <= input.limit);
+            }
+        }
     }
     for &cut in &input.cuts {
         match request::parse_head(&input.payload[..cut]) {

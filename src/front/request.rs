@@ -450,11 +450,13 @@ impl BodyReader {
 
     /// Reads (part of) a chunk-size line.
     fn chunk_size(&mut self, data: &[u8]) -> Result<usize, HttpError> {
-        // Up to and including the next `\n`, or all of it.
-        let take = memchr::memchr(b'\n', data).map_or(data.len(), |i| i + 1);
-        if self.framing.len() + take > MAX_CHUNK_LINE {
-            return Err(HttpError::new(400, "chunk-size line too long"));
-        }
+        // Up to and including the next `\n`, or all of it, but never past
+        // the limit: what is decided (a bad byte, a line too long) then
+        // depends on the line's first bytes only, not on how they arrived.
+        let room = MAX_CHUNK_LINE - self.framing.len();
+        let take = memchr::memchr(b'\n', data)
+            .map_or(data.len(), |i| i + 1)
+            .min(room);
         self.framing.extend_from_slice(&data[..take]);
         match httparse::parse_chunk_size(&self.framing) {
             // (httparse takes an empty size as 0; the grammar wants a digit.)
@@ -470,6 +472,9 @@ impl BodyReader {
                     self.state = BodyState::ChunkData(size);
                 }
                 Ok(take)
+            }
+            Ok(httparse::Status::Partial) if self.framing.len() == MAX_CHUNK_LINE => {
+                Err(HttpError::new(400, "chunk-size line too long"))
             }
             Ok(httparse::Status::Partial) => Ok(take),
             _ => Err(HttpError::new(400, "bad chunk-size line")),

@@ -289,6 +289,7 @@ impl Links {
                 continue;
             }
             link.out.buf().extend_from_slice(line);
+            link.stats.update_sent(line.len());
             if link.out.len() > cap {
                 link.overflowed = true;
             }

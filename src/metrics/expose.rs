@@ -34,6 +34,8 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("herd_link_up", "gauge", "1 while the outbound link to the neighbour carries updates, else 0."),
     ("herd_link_queued_bytes", "gauge", "Bytes queued for the neighbour on the outbound link after its last write."),
     ("herd_link_catchups_total", "counter", "Catch-ups (the whole store) sent to the neighbour."),
+    ("herd_link_updates_sent_total", "counter", "Updates the flood queued for the neighbour (catch-ups not included)."),
+    ("herd_link_update_bytes_sent_total", "counter", "Bytes of the updates the flood queued for the neighbour."),
     ("herd_places_requests_total", "counter", "Places requests answered, by outcome (the reply's status)."),
     ("herd_places_request_duration_seconds", "histogram", "Places request latency, from the WHATSAT to its answer."),
     ("herd_journal_appended_bytes_total", "counter", "Bytes appended to the journal."),
@@ -167,6 +169,28 @@ fn family(out: &mut String, name: &str, s: &ServerSnapshot) {
                 );
             }
         }
+        "herd_link_updates_sent_total" => {
+            for l in &s.links {
+                sample(
+                    out,
+                    name,
+                    server,
+                    Some(("neighbour", &l.neighbour)),
+                    l.updates_sent,
+                );
+            }
+        }
+        "herd_link_update_bytes_sent_total" => {
+            for l in &s.links {
+                sample(
+                    out,
+                    name,
+                    server,
+                    Some(("neighbour", &l.neighbour)),
+                    l.update_bytes_sent,
+                );
+            }
+        }
         "herd_places_requests_total" => {
             for (outcome, v) in OUTCOMES.iter().zip(s.places) {
                 sample(out, name, server, Some(("outcome", outcome)), v);
@@ -222,6 +246,8 @@ mod tests {
                 up: true,
                 queued_bytes: 42,
                 catchups: 1,
+                updates_sent: 3,
+                update_bytes_sent: 210,
             }],
             places_latency: HistogramSnapshot {
                 cumulative: vec![1; PLACES_BUCKETS.len() + 1],
@@ -252,6 +278,7 @@ mod tests {
         let want = [
             "herd_requests_total{server=\"Go\\\"l\\\\oman\",kind=\"iamat\"} 5\n",
             "herd_link_queued_bytes{server=\"Go\\\"l\\\\oman\",neighbour=\"Hands\"} 42\n",
+            "herd_link_update_bytes_sent_total{server=\"Go\\\"l\\\\oman\",neighbour=\"Hands\"} 210\n",
             "herd_places_request_duration_seconds_bucket{server=\"Go\\\"l\\\\oman\",le=\"0.005\"} 1\n",
             "herd_places_request_duration_seconds_bucket{server=\"Go\\\"l\\\\oman\",le=\"+Inf\"} 1\n",
             "herd_places_request_duration_seconds_sum{server=\"Go\\\"l\\\\oman\"} 0.004\n",

@@ -529,6 +529,8 @@ mod tests {
             up: false,
             queued_bytes: 0,
             catchups: 0,
+            updates_sent: 0,
+            update_bytes_sent: 0,
         });
         let b = snap("Welsh");
         assert_eq!(

@@ -198,6 +198,8 @@ mod tests {
                 up: true,
                 queued_bytes: 42,
                 catchups: 1,
+                updates_sent: 3,
+                update_bytes_sent: 210,
             }],
             journal: Some(JournalSnapshot {
                 failing: true,

@@ -36,7 +36,7 @@ impl TestHerd {
         links: &[(&str, &str)],
         tweak: impl Fn(&mut ServerConfig),
     ) -> TestHerd {
-        let herd = InProcHerd::start_with(names, links, &[], |c| {
+        let herd = InProcHerd::start_on(names, links, &[], super::ports::free_port, |c| {
             c.places_key = None;
             tweak(c);
         })

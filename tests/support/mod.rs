@@ -14,6 +14,7 @@ pub mod herd;
 pub mod inproc;
 pub mod netns;
 pub mod places_server;
+pub mod ports;
 pub mod procs;
 pub mod proxy;
 pub mod tls_client;

@@ -22,6 +22,9 @@
 //!   listener with connections; the normal clients' p99 in both phases.
 //! * `fill` (in process): a store of a million clients: bytes per stored
 //!   client, journal replay rate, catch-up time of a restarted server.
+//! * `ingest`: AT lines fed over herd links flat out, no clients: the
+//!   updates a server (or a chain of them) stores per second, and its CPU
+//!   per update, by links fed and journal policy (docs/CAPACITY.md).
 //!
 //! Human-readable results go to stdout, progress to stderr each second, and
 //! the last stdout line is `summary mode=... key=value ...` for scripts.
@@ -36,10 +39,13 @@
 mod attack;
 mod catchup;
 mod churn;
+#[path = "../cputime.rs"]
+mod cputime;
 mod fill;
 mod hist;
 mod hostile;
 mod idle;
+mod ingest;
 #[path = "../inproc.rs"]
 mod inproc;
 mod load;
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
         Mode::Reconnect => reconnect::run(&opts),
         Mode::Hostile => hostile::run(&opts),
         Mode::Fill => fill::run(&opts),
+        Mode::Ingest => ingest::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

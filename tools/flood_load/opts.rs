@@ -28,6 +28,11 @@ MODES:
     hostile      normal clients at --rate alone, then under attack; p99 of both
     fill         in process: a store of --clients clients [default here: 1000000]:
                  bytes per stored client, journal replay rate, catch-up time
+    ingest       feed AT lines over herd links, flat out, no clients: updates
+                 stored per second (the herd's update ceiling) and the servers'
+                 CPU per update; with --in-process, a lone server and a chain,
+                 per journal policy (--links, --chain, --journal); else the
+                 server at --addr as its neighbour Probe, read via --metrics
 
 OPTIONS:
     --addr ADDR          server to load / post at [default: 127.0.0.1:12000;
@@ -52,7 +57,8 @@ OPTIONS:
                          Probe linked to --observe) inside this process
     --clients N          catchup: clients to learn [default: 100000]
     --target NAME        catchup: the server restarted empty [default: Holiday]
-    --rounds N           reconnect rounds [default: 10]
+    --rounds N           reconnect rounds [default: 10]; ingest: rounds of its
+                         cases, alternating [default: 3]
     --down-ms MS         reconnect: how long the Probe stays down, +-50% [default: 500]
     --attack-mbps M      hostile: MB/s per attacker connection (storm: 100*M
                          connections/s); 0 = flat out [default: 5]
@@ -69,6 +75,15 @@ OPTIONS:
                          make one
     --tls-name NAME      the name the server's certificate must carry: its herd
                          NAME [default: Goloman, the server at the default --addr]
+    --links LIST         ingest: herd links fed at once, one case each [default: 1,4]
+    --chain LIST         ingest --in-process: servers in a chain, the feed entering
+                         at the first; the far end's rate is reported [default: 1,3]
+    --journal LIST       ingest --in-process: off (no journal), cache (journal,
+                         written to the page cache) and/or fsync (also fdatasync
+                         every --fsync-ms) [default: off,cache,fsync]
+    --fsync-ms N         ingest: the fsync case's interval [default: 100]
+    --state-dir DIR      ingest: where the journals of its cases go [default: a
+                         temporary directory under $TMPDIR]
     --quiet              no progress lines
     -h, --help           this text
 
@@ -86,6 +101,7 @@ pub enum Mode {
     Reconnect,
     Hostile,
     Fill,
+    Ingest,
 }
 
 /// The options, as given or defaulted; `None`: the mode's own default.
@@ -116,6 +132,10 @@ pub struct Opts {
     pub metrics: Option<SocketAddr>,
     /// `--tls CA_PEM` and `--tls-name NAME`, made into a client configuration.
     pub tls: Option<TlsClient>,
+    /// `--rounds` was given (ingest has a default of its own).
+    pub rounds_set: bool,
+    /// ingest: `--links`, `--chain`, `--journal`, `--fsync-ms`, `--state-dir`.
+    pub ingest: crate::ingest::Cases,
 }
 
 /// The options from the command line; `None` for `--help`.
@@ -146,6 +166,8 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         quiet: false,
         metrics: None,
         tls: None,
+        rounds_set: false,
+        ingest: crate::ingest::Cases::default(),
     };
     let mut tls_ca: Option<PathBuf> = None;
     let mut tls_name = String::from("Goloman");
@@ -167,6 +189,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
                     "reconnect" => Mode::Reconnect,
                     "hostile" => Mode::Hostile,
                     "fill" => Mode::Fill,
+                    "ingest" => Mode::Ingest,
                     _ => return Err(format!("--mode: unknown mode {v:?}").into()),
                 };
             }
@@ -186,7 +209,15 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
             Long("in-process") => o.in_process = true,
             Long("clients") => o.clients = p.value()?.parse::<usize>()?.max(1),
             Long("target") => o.target = p.value()?.parse()?,
-            Long("rounds") => o.rounds = p.value()?.parse::<usize>()?.max(1),
+            Long("rounds") => {
+                o.rounds = p.value()?.parse::<usize>()?.max(1);
+                o.rounds_set = true;
+            }
+            Long("links") => o.ingest.links = crate::ingest::list(&p.value()?.string()?)?,
+            Long("chain") => o.ingest.chain = crate::ingest::list(&p.value()?.string()?)?,
+            Long("journal") => o.ingest.journal = p.value()?.string()?.parse()?,
+            Long("fsync-ms") => o.ingest.fsync_ms = p.value()?.parse::<u64>()?.max(1),
+            Long("state-dir") => o.ingest.state_dir = Some(p.value()?.into()),
             Long("down-ms") => o.down = Duration::from_millis(p.value()?.parse()?),
             Long("attack-mbps") => o.attack_mbps = p.value()?.parse()?,
             Long("attackers") => o.attackers = p.value()?.string()?.parse()?,

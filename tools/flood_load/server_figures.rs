@@ -33,6 +33,38 @@ impl Figures {
             .map(|(_, v)| v)
             .sum()
     }
+
+    /// The sum of the samples of `name` whose labels contain every one of
+    /// `labels` (e.g. `server="Welsh"` and `source="link"`).
+    pub fn sum_all(&self, name: &str, labels: &[&str]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(series, _)| {
+                let (n, l) = series.split_once('{').unwrap_or((series.as_str(), ""));
+                n == name && labels.iter().all(|want| l.contains(want))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// The values of label `label` among the samples of `name` (e.g. every
+    /// `server` that reported `herd_stored_clients`), sorted.
+    pub fn label_values(&self, name: &str, label: &str) -> Vec<String> {
+        let key = format!("{label}=\"");
+        let mut out: Vec<String> = self
+            .samples
+            .keys()
+            .filter_map(|series| {
+                let (n, l) = series.split_once('{')?;
+                let start = l.find(&key)? + key.len();
+                let end = l[start..].find('"')? + start;
+                (n == name).then(|| l[start..end].to_string())
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 /// `GET /metrics` from `addr`; `None` (and a warning on stderr) if that fails.

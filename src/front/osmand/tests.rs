@@ -528,3 +528,17 @@ fn days_from_civil_agrees_with_a_day_count() {
         }
     }
 }
+
+#[test]
+fn pretty_printed_json() {
+    let body = "{\n  \"device_id\" : \"kiwi\",\n  \"location\" :  [\n    {\n      \"coords\" : { \"latitude\" : 34.5 , \"longitude\" : -118 },\n      \"timestamp\" : \"2016-01-27 18:55:47\"\n    }\n  ]\n}\n";
+    assert_eq!(
+        lines("", JSON, body),
+        Ok(vec!["IAMAT kiwi +34.5-118 1453920947".to_string()])
+    );
+    let body = "\t{\"device_id\":\"kiwi\",\"location\": {\"coords\": {\"latitude\": 1, \"longitude\": 2}}}";
+    assert_eq!(
+        lines("", None, body),
+        Ok(vec!["IAMAT kiwi +1+2 1520023934.918963997".to_string()])
+    );
+}

@@ -307,6 +307,7 @@ fn body_refusals() {
     let at_limit = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n";
     assert!(BodyReader::new(&head(at_limit), 10).is_ok());
     let long_line = [&b"5;"[..], &[b'x'; MAX_CHUNK_LINE][..], b"\r\n"].concat();
+    let bad_long_line = [&b"5x"[..], &[b'a'; 2 * MAX_CHUNK_LINE][..], b"\r\n"].concat();
     let many_trailers = [
         &b"0\r\n"[..],
         &b"X: y\r\n".repeat(MAX_TRAILERS / 6 + 1)[..],
@@ -336,6 +337,9 @@ fn body_refusals() {
             (400, "chunk data not followed by CRLF"),
         ),
         (&long_line, 10, (400, "chunk-size line too long")),
+        // A bad byte early in a line too long: the same answer whole or in
+        // pieces (found by the fronts fuzz target).
+        (&bad_long_line, 10, (400, "bad chunk-size line")),
         (&many_trailers, 10, (400, "trailer fields too large")),
     ];
     for (input, limit, expected) in table {
