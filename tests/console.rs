@@ -178,8 +178,8 @@ fn traffic(addr: SocketAddr, which: usize, stop: Arc<AtomicBool>) -> std::thread
         let mut i = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let (name, lat, lon) = PLACES[which][i as usize % 5];
-            let turn = i as f64 / 40.0;
-            let (lat, lon) = (lat + 2.0 * turn.sin(), lon + 3.0 * turn.cos());
+            let turn = i as f64 / 60.0;
+            let (lat, lon) = (lat + 5.0 * turn.sin(), lon + 8.0 * turn.cos());
             let reply = c.ask(&format!("IAMAT {name} {lat:+.4}{lon:+.4} {}", timestamp()));
             assert!(reply.starts_with("AT "), "{reply}");
             if i % 7 == 0 {
