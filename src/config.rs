@@ -627,15 +627,15 @@ fn check_tls(
 ) -> Result<(), (usize, String)> {
     if tls.is_none() && !public {
         let client_tls = servers.iter().find_map(|s| match (&s.tls, &s.https) {
-            (Some(_), _) => Some((s, "tls")),
-            (None, Some(_)) => Some((s, "https")),
+            (Some(_), _) => Some((s, "a tls")),
+            (None, Some(_)) => Some((s, "an https")),
             _ => None,
         });
         if let Some((s, kind)) = client_tls {
             return Err((
                 s.line,
                 format!(
-                    "server {:?} has a {kind} port, which needs a certificate: public_cert and public_key, or tls_cert, tls_key and tls_ca",
+                    "server {:?} has {kind} port, which needs a certificate: public_cert and public_key, or tls_cert, tls_key and tls_ca",
                     s.name
                 ),
             ));

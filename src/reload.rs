@@ -213,7 +213,12 @@ mod tests {
         let plan = prepare(&conf, &plain, &names, &listening).unwrap();
         assert!(plan.configs[0].tls.is_none());
 
-        let cases: [(&Herd, String, &str); 6] = [
+        let cases: [(&Herd, String, &str); 7] = [
+            (
+                &plain,
+                with("server A 127.0.0.1:7001 peer 127.0.0.1:7101 http 127.0.0.1:7301\nserver B 127.0.0.1:7002 peer 127.0.0.1:7102\n", ""),
+                ":1: server A's http port cannot change by a reload (from none to 127.0.0.1:7301); restart it",
+            ),
             (
                 &running,
                 with("server A 127.0.0.1:7001 peer 127.0.0.1:7109 tls 127.0.0.1:7201\nserver B 127.0.0.1:7002 peer 127.0.0.1:7102\n", tls),

@@ -416,6 +416,21 @@ fn https_and_the_api_token() {
         "server Solo 127.0.0.1:{line} https 127.0.0.1:{https}\npublic_cert public.pem\npublic_key public.key\napi_token_env HERD_TEST_TOKEN\n"
     );
     let path = write(dir.path(), "herd.conf", &conf);
+    // --check-config knows the new port and directives.
+    let check = Command::new(HERD)
+        .args(["--check-config", "--config"])
+        .arg(&path)
+        .env("HERD_TEST_TOKEN", "x")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{said}");
+    assert!(said.contains(&format!("https 127.0.0.1:{https}")), "{said}");
+    assert!(said.contains("public  cert "), "{said}");
+    assert!(
+        said.contains("requests need the token in $HERD_TEST_TOKEN: set"),
+        "{said}"
+    );
     let mut cmd = Command::new(HERD);
     cmd.env("HERD_TEST_TOKEN", "s3cret-t0ken");
     let _herd = HerdProc::start(cmd, dir.path(), &path, &["Solo"], &["--log-level", "debug"]);

@@ -318,6 +318,21 @@ fn errors() {
         ("server A h:1 client h:2\n", 1, "unknown port kind \"client\", want peer, tls, http or https"),
         ("server A h:1 peer h:2 peer h:3\n", 1, "duplicate peer port on one server line"),
         ("server A h:1 tls h:2 peer h:3 tls h:4\n", 1, "duplicate tls port on one server line"),
+        ("server A h:1 http h:2 http h:3\n", 1, "duplicate http port on one server line"),
+        ("server A h:1 https h:2 http h:3 https h:4\n", 1, "duplicate https port on one server line"),
+        ("server A h:1 http h\n", 1, "bad http address \"h\": missing :PORT"),
+        ("server A h:1 http h:2 https H:2\n", 1, "duplicate address \"H:2\" (first used by the http port of \"A\" on line 1)"),
+        // Client-facing TLS needs a certificate to present.
+        (
+            "server A h:1 https h:2\n",
+            1,
+            "server \"A\" has an https port, which needs a certificate: public_cert and public_key, or tls_cert, tls_key and tls_ca",
+        ),
+        ("server A h:1\npublic_cert p.pem\n", 2, "public_cert without public_key"),
+        ("public_key p.key\nserver A h:1\n", 1, "public_key without public_cert"),
+        ("server A h:1\npublic_cert a\npublic_key b\npublic_cert c\n", 4, "duplicate public_cert (first on line 2)"),
+        ("server A h:1\napi_token_env 9LIVES\n", 2, "bad variable name \"9LIVES\": want letters, digits and _, not starting with a digit"),
+        ("server A h:1\napi_token_env A B\n", 2, "wrong number of fields, want \"api_token_env VAR\""),
         ("server A h:1 peer h\n", 1, "bad peer address \"h\": missing :PORT"),
         ("server A h:1 tls h:0\n", 1, "bad tls address \"h:0\": bad port \"0\", want 1 to 65535"),
         ("server A h:1 peer ::1:2\n", 1, "bad peer address \"::1:2\": an IPv6 address goes in brackets, like [::1]:12000"),
@@ -626,6 +641,33 @@ fn peer_and_tls_ports() {
     let plain = self::herd("server A h:1 peer h:2\nserver B h:3\n");
     assert_eq!(plain.servers[0].peer, endpoint("h", 2));
     assert_eq!(plain.tls, None);
+}
+
+#[test]
+fn http_ports_public_certificate_and_token() {
+    let herd = herd(
+        "server A 127.0.0.1:1 http 127.0.0.1:2 https [::1]:3\nserver B h:4 https h:5\npublic_cert certs/{name}.pem\npublic_key /k/{name}.key\napi_token_env HERD_TOKEN\n",
+    );
+    let endpoint = |host: &str, port| {
+        Some(Endpoint {
+            host: host.to_string(),
+            port,
+        })
+    };
+    assert_eq!(herd.servers[0].http, endpoint("127.0.0.1", 2));
+    assert_eq!(herd.servers[0].https, endpoint("::1", 3));
+    assert_eq!(herd.servers[1].http, None);
+    assert_eq!(herd.servers[1].https, endpoint("h", 5));
+    let public = herd.public.expect("public files");
+    assert_eq!(
+        public.cert,
+        (3, Path::new("conf/certs/{name}.pem").to_path_buf())
+    );
+    assert_eq!(public.key, (4, Path::new("/k/{name}.key").to_path_buf()));
+    assert_eq!(herd.api_token_env.as_deref(), Some("HERD_TOKEN"));
+    // Public files alone are enough for tls and https ports: no herd TLS,
+    // no peer port needed.
+    assert!(herd.tls.is_none());
 }
 
 #[test]
