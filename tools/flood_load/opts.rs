@@ -31,7 +31,8 @@ MODES:
     ingest       feed AT lines over herd links, flat out, no clients: updates
                  stored per second (the herd's update ceiling) and the servers'
                  CPU per update; with --in-process, a lone server and a chain,
-                 per journal policy (--links, --chain, --journal); else the
+                 per journal policy (--links, --chain, --journal), and with
+                 every line sent twice (the cost of a duplicate); else the
                  server at --addr as its neighbour Probe, read via --metrics
 
 OPTIONS:
