@@ -276,9 +276,12 @@ fn browser_shows_links_down_within_two_seconds_and_up_again() {
     );
     // A has an http port: the page watches it (WATCH * over its WebSocket)
     // and plots every client, B's too (they reach A over the link).
-    page.wait_for("the ten clients plotted from A's WebSocket", POSITIONS, PATIENCE, |v| {
-        v["state"] == "watching" && v["dots"] == 10
-    });
+    page.wait_for(
+        "the ten clients plotted from A's WebSocket",
+        POSITIONS,
+        PATIENCE,
+        |v| v["state"] == "watching" && v["dots"] == 10,
+    );
 
     // Rates over a few seconds, for the plot (and, for the picture, a
     // longer stretch of them).
