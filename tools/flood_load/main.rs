@@ -25,6 +25,9 @@
 //! * `ingest`: AT lines fed over herd links flat out, no clients: the
 //!   updates a server (or a chain of them) stores per second, and its CPU
 //!   per update, by links fed and journal policy (docs/CAPACITY.md).
+//! * `watch` (in process): `--conns` watchers of one client at the server
+//!   it is posted at, `--far` three hops away, posting at `--rate`;
+//!   IAMAT-sent to push-received at both, and pushes a second.
 //!
 //! Human-readable results go to stdout, progress to stderr each second, and
 //! the last stdout line is `summary mode=... key=value ...` for scripts.
@@ -56,6 +59,7 @@ mod reconnect;
 mod report;
 mod rr;
 mod server_figures;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         Mode::Hostile => hostile::run(&opts),
         Mode::Fill => fill::run(&opts),
         Mode::Ingest => ingest::run(&opts),
+        Mode::Watch => watch::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,10 @@ MODES:
                  per journal policy (--links, --chain, --journal), and with
                  every line sent twice (the cost of a duplicate); else the
                  server at --addr as its neighbour Probe, read via --metrics
+    watch        in process: the reference herd; --conns watchers [default: 100]
+                 of one client at Hands, --far watchers at Welsh (three hops),
+                 IAMATs of it posted at Hands at --rate [default: 100]; time
+                 from IAMAT sent to push received at both, pushes per second
 
 OPTIONS:
     --addr ADDR          server to load / post at [default: 127.0.0.1:12000;
@@ -85,6 +89,7 @@ OPTIONS:
     --fsync-ms N         ingest: the fsync case's interval [default: 100]
     --state-dir DIR      ingest: where the journals of its cases go [default: a
                          temporary directory under $TMPDIR]
+    --far N              watch: watchers three hops away, at Welsh [default: 1]
     --quiet              no progress lines
     -h, --help           this text
 
@@ -103,6 +108,7 @@ pub enum Mode {
     Hostile,
     Fill,
     Ingest,
+    Watch,
 }
 
 /// The options, as given or defaulted; `None`: the mode's own default.
@@ -137,6 +143,8 @@ pub struct Opts {
     pub rounds_set: bool,
     /// ingest: `--links`, `--chain`, `--journal`, `--fsync-ms`, `--state-dir`.
     pub ingest: crate::ingest::Cases,
+    /// watch: watchers three hops away.
+    pub far: usize,
 }
 
 /// The options from the command line; `None` for `--help`.
@@ -169,6 +177,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         tls: None,
         rounds_set: false,
         ingest: crate::ingest::Cases::default(),
+        far: 1,
     };
     let mut tls_ca: Option<PathBuf> = None;
     let mut tls_name = String::from("Goloman");
@@ -191,6 +200,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
                     "hostile" => Mode::Hostile,
                     "fill" => Mode::Fill,
                     "ingest" => Mode::Ingest,
+                    "watch" => Mode::Watch,
                     _ => return Err(format!("--mode: unknown mode {v:?}").into()),
                 };
             }
@@ -222,6 +232,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
             Long("down-ms") => o.down = Duration::from_millis(p.value()?.parse()?),
             Long("attack-mbps") => o.attack_mbps = p.value()?.parse()?,
             Long("attackers") => o.attackers = p.value()?.string()?.parse()?,
+            Long("far") => o.far = p.value()?.parse()?,
             Long("quiet") => o.quiet = true,
             Long("metrics") => o.metrics = Some(p.value()?.parse()?),
             Long("tls") => tls_ca = Some(p.value()?.into()),
