@@ -32,7 +32,7 @@ use crate::places::RequestId;
 const KEEP_CAPACITY: usize = 4096;
 
 /// The most a [`Conn`] may take in the slab, in bytes (a test holds it).
-pub const CONN_BUDGET: usize = 192;
+pub const CONN_BUDGET: usize = 200;
 
 /// One unit the [`LineReader`] hands out.
 #[derive(Debug, PartialEq, Eq)]
@@ -471,6 +471,26 @@ impl Replies {
                 envelope: Envelope::Raw,
             }),
         }
+    }
+
+    /// Appends one AT line (without its `\n`) that a watcher is sent, a
+    /// snapshot's or a push (docs/PROTOCOL.md §15), in `envelope`: as it
+    /// is on a line port, one WebSocket message each on WebSocket. Every
+    /// watched position leaves through here and nowhere else. Called only
+    /// while no WHATSAT is in flight (the loop waits for it), so it goes
+    /// straight to the output.
+    pub fn push_at(&mut self, line: &[u8], envelope: &Envelope) {
+        let buf = self.out.buf();
+        if let Envelope::Raw = envelope {
+            buf.reserve(line.len() + 1);
+            buf.extend_from_slice(line);
+            buf.push(b'\n');
+            return;
+        }
+        let mut message = Vec::with_capacity(line.len() + 1);
+        message.extend_from_slice(line);
+        message.push(b'\n');
+        envelope.seal(buf, &message);
     }
 
     /// Appends `bytes` in `envelope` (a WebSocket message, an HTTP

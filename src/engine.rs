@@ -26,9 +26,10 @@ use crate::conn::Piece;
 use crate::links::inbound::{AuthResult, Peer};
 use crate::logging::{self, escape};
 use crate::places::Query;
-use crate::protocol::{self, Command, Nanos};
+use crate::protocol::{self, Command, Nanos, Watched};
 use crate::stats::{Kind, ServerStats, Source};
 use crate::store::Store;
+use crate::watch::{Watch, DEFAULT_WATCH_LIMIT};
 use std::sync::Arc;
 
 /// What handling a line asks of the loop, in order.
@@ -46,6 +47,28 @@ pub trait Effects {
     fn flood(&mut self, line: &[u8], except: Option<usize>);
     /// Neighbour `i` dialled us: it is up, no need to wait out a backoff.
     fn neighbour_dialled(&mut self, i: usize);
+    /// A position was stored in store slot `slot` (from any source): its
+    /// watchers are owed it (docs/PROTOCOL.md §15).
+    fn stored(&mut self, _slot: usize) {}
+    /// Whether the connection can be a watcher: a line port or a
+    /// WebSocket can, an HTTP request (`POST /v1/lines`) cannot.
+    fn can_watch(&self) -> bool {
+        true
+    }
+    /// The connection said its first `WATCH`: it is a watcher from now on.
+    fn watching(&mut self) {}
+    /// The connection watches `client`, at `place` of its
+    /// [`crate::watch::Watch`].
+    fn watch(&mut self, _client: &[u8], _place: u32) {}
+    /// The connection no longer watches `client`.
+    fn unwatch(&mut self, _client: &[u8]) {}
+    /// The connection says `WATCH *`; false when the server already has
+    /// its limit of those (then nothing changes).
+    fn watch_all(&mut self) -> bool {
+        true
+    }
+    /// The connection no longer watches every client.
+    fn unwatch_all(&mut self) {}
 }
 
 /// What the loop must do about the connection after a line.
@@ -118,6 +141,10 @@ pub struct Session {
     /// certificate names, learnt when its first plaintext arrives. `HERD
     /// NAME` must be one of them.
     pub cert_names: Option<Box<CertNames>>,
+    /// What it watches, once it has said `WATCH` (boxed: a connection that
+    /// never watches pays a pointer). It then takes only `WATCH`,
+    /// `UNWATCH` and blank lines, for the rest of its life.
+    pub watch: Option<Box<Watch>>,
 }
 
 /// The neighbours a peer-port connection's certificate names: boxed in its
@@ -147,6 +174,7 @@ impl Session {
             role: Role::Client,
             port,
             cert_names: None,
+            watch: None,
         }
     }
 }
@@ -205,6 +233,8 @@ pub struct Engine {
     stats: Arc<ServerStats>,
     /// The server has a peer port: its client ports refuse herd traffic.
     peer_port: bool,
+    /// Clients one connection may watch by name (`--watch-limit`).
+    watch_limit: usize,
 }
 
 impl Engine {
@@ -226,7 +256,18 @@ impl Engine {
             line: Vec::with_capacity(256),
             stats: Arc::new(ServerStats::new(name)),
             peer_port: false,
+            watch_limit: DEFAULT_WATCH_LIMIT,
         }
+    }
+
+    /// Clients one connection may watch by name (`--watch-limit`).
+    pub fn set_watch_limit(&mut self, limit: usize) {
+        self.watch_limit = limit;
+    }
+
+    /// Whether every line received and sent is logged.
+    pub fn traffic(&self) -> bool {
+        self.traffic
     }
 
     /// Says the server has a peer port: from now on its client ports
@@ -309,6 +350,15 @@ impl Engine {
             logging::traffic("from", &session.peer, line, "");
         }
         let command = protocol::parse(line);
+        let watching_kind = matches!(
+            command,
+            Command::Blank | Command::Watch(_) | Command::Unwatch(_)
+        );
+        // A watcher's lines are AT lines: a reply to anything else could
+        // not be told from a push (docs/PROTOCOL.md §15).
+        if session.watch.is_some() && !watching_kind {
+            return self.invalid(session, line, fx);
+        }
         if !self.port_allows(session, &command) {
             let next = self.invalid(session, line, fx);
             // A peer port's connection that failed to become a link gets
@@ -335,6 +385,7 @@ impl Engine {
                     self.stats.stored(Source::Client, self.store.len());
                     fx.journal(at);
                     fx.flood(&self.line, None);
+                    fx.stored(self.store.last_slot());
                 }
                 Next::Continue
             }
@@ -374,6 +425,8 @@ impl Engine {
                     self.stats.stored(Source::Link, self.store.len());
                     fx.journal(&self.line[..self.line.len() - 1]);
                     fx.flood(&self.line, from);
+                    // A flood or a catch-up (which arrives as AT lines too).
+                    fx.stored(self.store.last_slot());
                 }
                 if let Role::Peer(p) = &mut session.role {
                     p.received(&self.name, stored);
@@ -446,6 +499,11 @@ impl Engine {
                     AuthResult::Unexpected => self.invalid(session, line, fx),
                 }
             }
+            Command::Watch(what) => self.watch(session, line, what, fx),
+            Command::Unwatch(what) => {
+                self.unwatch(session, what, fx);
+                Next::Continue
+            }
             // A heartbeat: its bytes were the sign of life; nothing to answer.
             Command::Ping if matches!(session.role, Role::Peer(_)) => Next::Continue,
             Command::Ping | Command::Challenge { .. } | Command::Invalid => {
@@ -468,7 +526,10 @@ impl Engine {
                 | Command::Sync { .. }
                 | Command::Ping
         );
-        let client_command = matches!(command, Command::Iamat(_) | Command::Whatsat(_));
+        let client_command = matches!(
+            command,
+            Command::Iamat(_) | Command::Whatsat(_) | Command::Watch(_) | Command::Unwatch(_)
+        );
         match session.port {
             Port::Peer if client_command => false,
             // A peer port takes updates from links only, open herd or not.
@@ -500,6 +561,96 @@ impl Engine {
             log::warn!(target: &self.name, "from {}: herd link from {} refused: its certificate names {}", session.peer, escape(name), names.join(", "));
         }
         named
+    }
+
+    /// `WATCH`: the named clients (or every client) are followed from now
+    /// on, and owed their stored position at once (the snapshot, which the
+    /// loop delivers like any push; see [`crate::watch`]). Past
+    /// `--watch-limit` names, or the server's limit of `WATCH *`
+    /// watchers, the line is refused whole with `? `.
+    fn watch(
+        &mut self,
+        session: &mut Session,
+        line: &[u8],
+        what: Watched<'_>,
+        fx: &mut impl Effects,
+    ) -> Next {
+        if session.role != Role::Client || (session.watch.is_none() && !fx.can_watch()) {
+            return self.invalid(session, line, fx);
+        }
+        let watch = session.watch.as_deref();
+        match what {
+            Watched::All => {
+                if watch.is_some_and(Watch::watches_all) {
+                    return Next::Continue;
+                }
+                if !fx.watch_all() {
+                    log::info!(target: &self.name, "from {}: WATCH * refused: the server has its limit of such watchers", session.peer);
+                    return self.invalid(session, line, fx);
+                }
+                let w = self.watcher(session, fx);
+                w.add_all(&self.store);
+            }
+            Watched::Clients(clients) => {
+                let known = watch.map_or(0, Watch::len);
+                let new = clients
+                    .filter(|c| !watch.is_some_and(|w| w.watches(c)))
+                    .count();
+                if known + new > self.watch_limit {
+                    log::info!(target: &self.name, "from {}: WATCH refused: {} clients would pass --watch-limit {}", session.peer, known + new, self.watch_limit);
+                    return self.invalid(session, line, fx);
+                }
+                let w = self.watcher(session, fx);
+                for client in clients {
+                    if let Some(place) = w.add(client) {
+                        fx.watch(client, place);
+                    }
+                }
+            }
+        }
+        Next::Continue
+    }
+
+    /// The session's watch, made (and the loop told) on its first `WATCH`.
+    fn watcher<'s>(&self, session: &'s mut Session, fx: &mut impl Effects) -> &'s mut Watch {
+        session.watch.get_or_insert_with(|| {
+            fx.watching();
+            Box::default()
+        })
+    }
+
+    /// `UNWATCH`: stops following the named clients, every client (`*`),
+    /// or (alone) everything. The connection stays a watcher: pushes may
+    /// already be on their way, which a reply could not be told from. On
+    /// a connection that watches nothing it does nothing.
+    fn unwatch(&mut self, session: &mut Session, what: Option<Watched<'_>>, fx: &mut impl Effects) {
+        let Some(w) = session.watch.as_deref_mut() else {
+            return;
+        };
+        match what {
+            Some(Watched::Clients(clients)) => {
+                for client in clients {
+                    if w.remove(client) {
+                        fx.unwatch(client);
+                    }
+                }
+            }
+            Some(Watched::All) => {
+                if w.remove_all(&self.store) {
+                    fx.unwatch_all();
+                }
+            }
+            None => {
+                let names: Vec<Box<[u8]>> = w.names().map(Box::from).collect();
+                for client in &names {
+                    w.remove(client);
+                    fx.unwatch(client);
+                }
+                if w.remove_all(&self.store) {
+                    fx.unwatch_all();
+                }
+            }
+        }
     }
 
     /// Answers `line` with `? ` + the line.

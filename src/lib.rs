@@ -49,6 +49,14 @@
 //! replies of the same loop turn are written, and replayed at start, so a
 //! server killed and restarted (or a whole herd) loses nothing it answered.
 //!
+//! ## Watchers
+//! A connection that says `WATCH` follows clients' positions
+//! ([`watch`]): the engine says every position it stores; at the turn's
+//! end the server's index from client ID to watchers marks each watcher's
+//! owed set (a bit per client, conflated: only the newest counts), and a
+//! watcher's flush writes the current lines from the store as fast as its
+//! socket takes them, after the journal write.
+//!
 //! ## Around the loops
 //! [`config`] reads `herd.conf` (addresses and URLs through [`addr`]);
 //! [`logging`] gives each server its own log file, written by a thread of
@@ -86,3 +94,4 @@ pub mod store;
 pub mod timer;
 pub mod tls;
 pub mod token;
+pub mod watch;

@@ -94,6 +94,9 @@ LIMITS (see README; every one has a default):
                          client with the oldest timestamp [default: 2000000]
     --position-ttl DURATION  forget positions whose client timestamp is older than
                          this (e.g. 2h, 30m) [default: off]
+    --watch-limit N      clients one connection may WATCH by name; a WATCH past it
+                         is answered `? ` [default: 1024] (WATCH * watchers: at
+                         most 16 per server)
     --log-size BYTES     rotate NAME.log to NAME.log.1 before it passes this size
                          [default: 268435456, 256 MiB]
     --log-keep N         rotated log files kept, NAME.log.1 .. NAME.log.N [default: 5]
@@ -241,6 +244,13 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
                     return Err("--store-limit: at least 1".into());
                 }
                 args.limits.store_limit = n;
+            }
+            Long("watch-limit") => {
+                let n: usize = parser.value()?.parse()?;
+                if n == 0 {
+                    return Err("--watch-limit: at least 1".into());
+                }
+                args.limits.watch_limit = n;
             }
             Long("position-ttl") => {
                 let v: String = parser.value()?.parse()?;

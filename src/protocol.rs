@@ -13,6 +13,9 @@
 //! AUTH MAC                            -> Command::Auth      (herd link handshake)
 //! SYNC COUNT                          -> Command::Sync      (catch-up of COUNT updates follows)
 //! PING                                -> Command::Ping      (herd link heartbeat, never answered)
+//! WATCH CLIENT [CLIENT ...]           -> Command::Watch     (follow clients' positions, §15)
+//! WATCH *                             -> Command::Watch     (follow every client)
+//! UNWATCH [CLIENT ... | *]            -> Command::Unwatch   (stop those; alone, all)
 //!
 //! COORDS  = SIGN DEG SIGN DEG         latitude in [-90, 90], longitude in [-180, 180]
 //! DEG     = DIGITS [ "." DIGITS ]
@@ -153,8 +156,59 @@ pub enum Command<'a> {
     /// `PING`: a herd link's heartbeat, sent by either end when it has said
     /// nothing for a while; never answered.
     Ping,
+    /// `WATCH CLIENT [CLIENT ...]` or `WATCH *`: follow those clients'
+    /// positions, or every client's (docs/PROTOCOL.md §15).
+    Watch(Watched<'a>),
+    /// `UNWATCH CLIENT [CLIENT ...]`, `UNWATCH *` (stop following every
+    /// client; named ones stay) or `UNWATCH` alone (`None`: stop everything).
+    Unwatch(Option<Watched<'a>>),
     /// Anything else: answered with `? ` + the line.
     Invalid,
+}
+
+/// What a `WATCH` or `UNWATCH` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched<'a> {
+    /// One or more client IDs (none of them `*`).
+    Clients(Clients<'a>),
+    /// `*`: every client.
+    All,
+}
+
+/// The client IDs of a `WATCH` or `UNWATCH` line, any number of them:
+/// iterating splits them off the rest of the line (nothing is copied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clients<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Clients<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.rest.iter().position(|&b| !is_space(b))?;
+        let rest = &self.rest[start..];
+        let end = rest.iter().position(|&b| is_space(b)).unwrap_or(rest.len());
+        self.rest = &rest[end..];
+        Some(&rest[..end])
+    }
+}
+
+/// The IDs of a `WATCH`/`UNWATCH` line after its first field (`first`
+/// being its second field, a slice of `line`): `*` alone is every client,
+/// `*` among names is not a line at all.
+fn watched<'a>(line: &'a [u8], first: &'a [u8], n: usize) -> Option<Watched<'a>> {
+    let offset = (first.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
+    let clients = Clients {
+        rest: line.get(offset..)?,
+    };
+    if first == b"*" && n == 2 {
+        return Some(Watched::All);
+    }
+    if clients.clone().any(|c| c == b"*") {
+        return None;
+    }
+    Some(Watched::Clients(clients))
 }
 
 /// A decimal count: 1 to 19 digits, nothing else.
@@ -193,6 +247,9 @@ pub fn parse(line: &[u8]) -> Command<'_> {
         (b"AUTH", 2) => Some(Command::Auth { mac: f[1] }),
         (b"SYNC", 2) => count(f[1]).map(|count| Command::Sync { count }),
         (b"PING", 1) => Some(Command::Ping),
+        (b"WATCH", 2..) => watched(line, f[1], n).map(Command::Watch),
+        (b"UNWATCH", 1) => Some(Command::Unwatch(None)),
+        (b"UNWATCH", 2..) => watched(line, f[1], n).map(|w| Command::Unwatch(Some(w))),
         _ => None,
     };
     command.unwrap_or(Command::Invalid)

@@ -290,6 +290,14 @@ pub struct ServerStats {
     watchers: AtomicU64,
     /// Where the loop listens, by port label; set once, before it serves.
     listen: OnceLock<Vec<(&'static str, SocketAddr)>>,
+    watch: WatchStats,
+}
+
+/// What WATCH counts (docs/PROTOCOL.md §15) besides the watchers.
+#[derive(Debug, Default)]
+struct WatchStats {
+    pushed: AtomicU64,
+    replaced: AtomicU64,
 }
 
 impl ServerStats {
@@ -316,6 +324,7 @@ impl ServerStats {
             journal: Mutex::new(None),
             watchers: AtomicU64::new(0),
             listen: OnceLock::new(),
+            watch: WatchStats::default(),
         }
     }
 
@@ -330,6 +339,16 @@ impl ServerStats {
     /// Connections that watch clients (WATCH) now.
     pub fn set_watchers(&self, n: usize) {
         self.watchers.store(n as u64, Relaxed);
+    }
+
+    /// `n` positions were delivered to watchers (snapshots included).
+    pub fn watch_pushed(&self, n: u64) {
+        self.watch.pushed.fetch_add(n, Relaxed);
+    }
+
+    /// `n` undelivered positions were replaced by newer ones.
+    pub fn watch_replaced(&self, n: u64) {
+        self.watch.replaced.fetch_add(n, Relaxed);
     }
 
     /// The server's name.
@@ -508,6 +527,8 @@ impl ServerStats {
             log_dropped: crate::logging::lines_dropped(&self.name),
             watchers: load(&self.watchers),
             listen: self.listen.get().cloned().unwrap_or_default(),
+            watch_pushed: load(&self.watch.pushed),
+            watch_replaced: load(&self.watch.replaced),
         }
     }
 }
@@ -596,10 +617,14 @@ pub struct ServerSnapshot {
     pub journal: Option<JournalSnapshot>,
     /// Log lines dropped since start.
     pub log_dropped: u64,
-    /// Connections watching clients now.
+    /// Connections watching clients now (§15).
     pub watchers: u64,
     /// Where it listens, by port label (`client` first).
     pub listen: Vec<(&'static str, SocketAddr)>,
+    /// Positions delivered to watchers, snapshots included.
+    pub watch_pushed: u64,
+    /// Undelivered positions replaced by newer ones (conflated).
+    pub watch_replaced: u64,
 }
 
 #[cfg(test)]

@@ -72,6 +72,11 @@ pub struct Entry<'a> {
 }
 
 impl<'a> Entry<'a> {
+    /// The client ID (the line's 4th field).
+    pub fn client(&self) -> &'a [u8] {
+        field(self.line, 3).unwrap_or_default()
+    }
+
     /// The client's position, split as a Places query wants it: read off
     /// the offsets kept when the line was stored, not parsed again (only a
     /// line longer than 64 KiB, whose offsets do not fit, is parsed).
@@ -180,6 +185,8 @@ pub struct Store {
     floor: Option<(Nanos, Vec<u8>)>,
     evicted: u64,
     expired: u64,
+    /// The slot of the last update stored (see [`Store::last_slot`]).
+    last: u32,
 }
 
 impl Default for Store {
@@ -213,6 +220,7 @@ impl Store {
             floor: None,
             evicted: 0,
             expired: 0,
+            last: 0,
         }
     }
 
@@ -336,6 +344,7 @@ impl Store {
                 self.heap.push(Reverse((secs, nanos, s)));
                 self.trim_heap();
             }
+            self.last = s;
             self.maybe_compact_arena();
             return true;
         }
@@ -391,6 +400,7 @@ impl Store {
         self.index
             .insert_unique(spread(h), (s, h), |&(_, t)| spread(t));
         self.len += 1;
+        self.last = s;
         if self.ordered {
             self.heap.push(Reverse((secs, nanos, s)));
             self.trim_heap();
@@ -567,6 +577,12 @@ impl Store {
     pub fn entry(&self, i: usize) -> Option<Entry<'_>> {
         let slot = self.slots.get(i)?;
         (slot.len != FREE).then(|| self.entry_at(i as u32))
+    }
+
+    /// The slot of the update the last offer that returned true stored
+    /// (what a watcher of every client is owed; see [`crate::watch`]).
+    pub fn last_slot(&self) -> usize {
+        self.last as usize
     }
 
     /// One past the last slot in use or free: where a walk of the store ends.

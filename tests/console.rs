@@ -50,14 +50,15 @@ fn get(addr: SocketAddr, path: &str) -> (u16, BTreeMap<String, String>, String) 
 }
 
 /// A herd of A, B (run together) and C (its own process): A—B, A—C, B—C.
+/// A also has an `http` port (the console watches its WebSocket).
 fn three(dir: &std::path::Path) -> std::path::PathBuf {
-    let (a, b, c) = (free_port(), free_port(), free_port());
+    let (a, b, c, http) = (free_port(), free_port(), free_port(), free_port());
     write(
         dir,
         "herd.conf",
         &format!(
-            "server A 127.0.0.1:{a}\nserver B 127.0.0.1:{b}\nserver C 127.0.0.1:{c}\n\
-             link A B\nlink A C\nlink B C\n"
+            "server A 127.0.0.1:{a} http 127.0.0.1:{http}\nserver B 127.0.0.1:{b}\n\
+             server C 127.0.0.1:{c}\nlink A B\nlink A C\nlink B C\n"
         ),
     )
 }
@@ -114,6 +115,8 @@ fn status_json_has_every_documented_field_with_its_type() {
     assert_eq!(a["stored_clients"], 1);
     assert_eq!(a["connected_clients"], 1);
     assert_eq!(a["journal"], "ok");
+    assert!(a["listen"]["http"].is_string(), "{a}");
+    assert_eq!(doc["servers"][1]["listen"]["http"], Value::Null);
     let neighbours: Vec<&str> = a["links"]
         .as_array()
         .unwrap()
@@ -148,21 +151,36 @@ fn status_json_has_every_documented_field_with_its_type() {
     }
 }
 
+/// Where the test's clients are: a name and a latitude and longitude,
+/// five reporting to A and five to B.
+const PLACES: [[(&str, f64, f64); 5]; 2] = [
+    [
+        ("los-angeles", 34.07, -118.44),
+        ("london", 51.51, -0.13),
+        ("tokyo", 35.68, 139.69),
+        ("sydney", -33.87, 151.21),
+        ("sao-paulo", -23.55, -46.63),
+    ],
+    [
+        ("nairobi", -1.29, 36.82),
+        ("new-york", 40.71, -74.01),
+        ("mumbai", 19.08, 72.88),
+        ("reykjavik", 64.15, -21.94),
+        ("cape-town", -33.92, 18.42),
+    ],
+];
+
 /// Sends IAMATs (and now and then a bad line) to `addr` until `stop`, so
-/// the rates move, clients moving along a track.
-fn traffic(addr: SocketAddr, server: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let server = server.to_string();
+/// the rates move: the clients of `PLACES[which]` circle their cities.
+fn traffic(addr: SocketAddr, which: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut c = Client::connect(addr);
         let mut i = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            let lat = 34.0 + (i % 40) as f64 * 0.25;
-            let lon = -118.0 + (i % 60) as f64 * 0.5;
-            let reply = c.ask(&format!(
-                "IAMAT {server}-phone-{} {lat:+.4}{lon:+.4} {}",
-                i % 5,
-                timestamp()
-            ));
+            let (name, lat, lon) = PLACES[which][i as usize % 5];
+            let turn = i as f64 / 60.0;
+            let (lat, lon) = (lat + 5.0 * turn.sin(), lon + 8.0 * turn.cos());
+            let reply = c.ask(&format!("IAMAT {name} {lat:+.4}{lon:+.4} {}", timestamp()));
             assert!(reply.starts_with("AT "), "{reply}");
             if i % 7 == 0 {
                 c.ask("HELLO");
@@ -178,6 +196,11 @@ fn traffic(addr: SocketAddr, server: &str, stop: Arc<AtomicBool>) -> std::thread
 /// The page's link labels, `A — B` → the state word shown.
 const LINKS: &str = "Object.fromEntries([...document.querySelectorAll('#mesh [data-link]')]\
      .map(e => [e.dataset.link, e.textContent.split(' \\u00b7 ')[1]]))";
+
+/// The positions plot of A: its socket's state word and how many clients
+/// it draws.
+const POSITIONS: &str = "(() => { const c = document.querySelector('[data-positions=\"A\"]'); \
+     return c && { state: c.querySelector('.word').textContent, dots: c.querySelectorAll('circle').length }; })()";
 
 /// Whether every one of `links` shows `want` in `shown` (from [`LINKS`]).
 fn shows(shown: &Value, links: &[&str], want: &str) -> bool {
@@ -224,8 +247,8 @@ fn browser_shows_links_down_within_two_seconds_and_up_again() {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let senders = [
-        traffic(addr(0), "A", stop.clone()),
-        traffic(addr(1), "B", stop.clone()),
+        traffic(addr(0), 0, stop.clone()),
+        traffic(addr(1), 1, stop.clone()),
     ];
 
     let browser = Browser::launch(&chromium, &dir.path().join("profile"), 1280, 1000);
@@ -250,6 +273,14 @@ fn browser_shows_links_down_within_two_seconds_and_up_again() {
         servers,
         json!(["Alistening", "Blistening", "Canother process"]),
         "each server drawn with its state in words"
+    );
+    // A has an http port: the page watches it (WATCH * over its WebSocket)
+    // and plots every client, B's too (they reach A over the link).
+    page.wait_for(
+        "the ten clients plotted from A's WebSocket",
+        POSITIONS,
+        PATIENCE,
+        |v| v["state"] == "watching" && v["dots"] == 10,
     );
 
     // Rates over a few seconds, for the plot (and, for the picture, a
@@ -356,7 +387,9 @@ fn browser_shows_links_down_within_two_seconds_and_up_again() {
             "the page requested {u}"
         );
     }
-    for e in page.events_named("Network.webSocketCreated") {
+    let sockets = page.events_named("Network.webSocketCreated");
+    assert!(!sockets.is_empty(), "the page never opened A's WebSocket");
+    for e in sockets {
         let u = e["params"]["url"].as_str().unwrap_or("");
         assert!(
             herd_ws.iter().any(|w| u.starts_with(w.as_str())),

@@ -266,3 +266,170 @@ fn on_a_mutual_tls_peer_port_herd_must_name_a_neighbour_the_certificate_names() 
         )
     );
 }
+
+/// The watch effects, in order, as text; `all` says whether the server
+/// takes another `WATCH *`.
+struct Watching {
+    fx: Vec<String>,
+    all: bool,
+}
+
+impl Effects for Watching {
+    fn reply(&mut self, bytes: &[u8]) {
+        self.fx.push(format!(
+            "reply {}",
+            String::from_utf8_lossy(bytes).trim_end()
+        ));
+    }
+    fn whatsat(&mut self, _: &[u8], _: Query) {
+        self.fx.push("whatsat".into());
+    }
+    fn journal(&mut self, _: &[u8]) {}
+    fn flood(&mut self, _: &[u8], _: Option<usize>) {}
+    fn neighbour_dialled(&mut self, _: usize) {}
+    fn stored(&mut self, slot: usize) {
+        self.fx.push(format!("stored {slot}"));
+    }
+    fn watching(&mut self) {
+        self.fx.push("watching".into());
+    }
+    fn watch(&mut self, client: &[u8], place: u32) {
+        self.fx
+            .push(format!("watch {} {place}", String::from_utf8_lossy(client)));
+    }
+    fn unwatch(&mut self, client: &[u8]) {
+        self.fx
+            .push(format!("unwatch {}", String::from_utf8_lossy(client)));
+    }
+    fn watch_all(&mut self) -> bool {
+        self.fx.push("watch *".into());
+        self.all
+    }
+    fn unwatch_all(&mut self) {
+        self.fx.push("unwatch *".into());
+    }
+}
+
+/// Handles each line in turn; returns every effect.
+fn watching(e: &mut Engine, s: &mut Session, all: bool, lines: &[&str]) -> Vec<String> {
+    let mut clock = Clock::fixed(1_520_023_935_000_000_000);
+    let mut fx = Watching {
+        fx: Vec::new(),
+        all,
+    };
+    for line in lines {
+        let _ = e.handle(s, Piece::Line(line.as_bytes()), &mut clock, &mut fx);
+    }
+    fx.fx
+}
+
+#[test]
+fn a_watcher_takes_only_watch_unwatch_and_blank_lines() {
+    let (mut e, mut s) = (engine(None), session());
+    let fx = watching(&mut e, &mut s, true, &["UNWATCH", "IAMAT a +1+1 1"]);
+    assert_eq!(
+        fx,
+        [
+            "reply AT Goloman +1520023934.000000000 a +1+1 1",
+            "stored 0"
+        ]
+    );
+    assert!(
+        s.watch.is_none(),
+        "UNWATCH on a connection that watches nothing changes nothing"
+    );
+    let fx = watching(
+        &mut e,
+        &mut s,
+        true,
+        &[
+            "WATCH a b a",
+            "IAMAT a +1+1 2",
+            "WHATSAT a 1 1",
+            "  ",
+            "WATCH b c",
+            "UNWATCH a x",
+            "UNWATCH",
+            "IAMAT a +1+1 3",
+        ],
+    );
+    assert_eq!(
+        fx,
+        [
+            "watching",
+            "watch a 0",
+            "watch b 1",
+            "reply ? IAMAT a +1+1 2",
+            "reply ? WHATSAT a 1 1",
+            "watch c 2",
+            "unwatch a",
+            "unwatch b",
+            "unwatch c",
+            // Still a watcher: pushes may be on their way.
+            "reply ? IAMAT a +1+1 3",
+        ]
+    );
+}
+
+#[test]
+fn watch_past_the_limits_is_refused_whole() {
+    let (mut e, mut s) = (engine(None), session());
+    e.set_watch_limit(2);
+    let fx = watching(&mut e, &mut s, false, &["WATCH a b c", "WATCH *"]);
+    assert_eq!(fx, ["reply ? WATCH a b c", "watch *", "reply ? WATCH *"]);
+    assert!(s.watch.is_none(), "refused: not a watcher");
+    let fx = watching(
+        &mut e,
+        &mut s,
+        true,
+        &[
+            "WATCH a b",
+            "WATCH a c",
+            "WATCH b a",
+            "WATCH *",
+            "WATCH *",
+            "UNWATCH *",
+        ],
+    );
+    assert_eq!(
+        fx,
+        [
+            "watching",
+            "watch a 0",
+            "watch b 1",
+            "reply ? WATCH a c",
+            "watch *",
+            "unwatch *"
+        ]
+    );
+}
+
+#[test]
+fn every_stored_position_is_said_with_its_slot_whatever_its_source() {
+    let (mut e, mut s) = (engine(None), session());
+    let fx = watching(
+        &mut e,
+        &mut s,
+        true,
+        &[
+            "IAMAT a +1+1 1",
+            "IAMAT b +1+1 1",
+            "IAMAT a +1+1 0.5",
+            "AT Hands +0.000000000 b +1+1 2",
+            "AT Hands +0.000000000 b +1+1 2",
+        ],
+    );
+    let stored: Vec<_> = fx.iter().filter(|f| f.starts_with("stored")).collect();
+    assert_eq!(stored, ["stored 0", "stored 1", "stored 1"]);
+}
+
+#[test]
+fn herd_links_and_peer_ports_cannot_watch() {
+    let mut e = engine(None);
+    let mut s = Session::on("127.0.0.1:5000".parse().unwrap(), Port::Peer);
+    let fx = watching(&mut e, &mut s, true, &["WATCH a"]);
+    assert_eq!(fx, ["reply ? WATCH a"]);
+    let mut s = session();
+    let fx = watching(&mut e, &mut s, true, &["HERD Hands", "WATCH a"]);
+    assert_eq!(fx.last().map(String::as_str), Some("reply ? WATCH a"));
+}

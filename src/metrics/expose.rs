@@ -42,6 +42,9 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("herd_journal_appended_bytes_total", "counter", "Bytes appended to the journal."),
     ("herd_journal_failing", "gauge", "1 from a failed journal append until one succeeds, else 0."),
     ("herd_journal_write_failures_total", "counter", "Journal appends that failed."),
+    ("herd_watchers", "gauge", "Connections watching positions (that have said WATCH)."),
+    ("herd_watch_pushes_total", "counter", "Positions sent to watchers, the snapshots that answer WATCH included."),
+    ("herd_watch_replaced_total", "counter", "Positions replaced by a newer one of the same client before a watcher had read them (conflated, never queued)."),
     ("herd_http_requests_total", "counter", "HTTP requests answered on http and https ports, by route (report, client, places, lines, ws, other) and status; a series appears at its first request."),
     ("herd_websocket_connections", "gauge", "Open WebSocket connections (upgraded by GET /v1/ws)."),
     ("herd_websocket_connections_total", "counter", "WebSocket connections opened since start."),
@@ -117,6 +120,9 @@ fn family(out: &mut String, name: &str, s: &ServerSnapshot) {
             }
         }
         "herd_evictions_total" => one(out, s.evictions),
+        "herd_watchers" => one(out, s.watchers),
+        "herd_watch_pushes_total" => one(out, s.watch_pushed),
+        "herd_watch_replaced_total" => one(out, s.watch_replaced),
         "herd_http_requests_total" => {
             for (route, row) in ROUTES.iter().zip(&s.http) {
                 for (status, &v) in STATUSES.iter().zip(row) {

@@ -715,7 +715,15 @@ fn radius_metres_of_every_valid_whatsat_parses_back() {
 fn never_panics() {
     // Random lines over the bytes that matter to the grammar.
     const ALPHABET: &[u8] = b"+-.0123456789 \t\r\x0b\x0c\n\xffIAMTWHSDER";
-    let words: [&[u8]; 5] = [b"IAMAT ", b"WHATSAT ", b"AT ", b"HERD ", b""];
+    let words: [&[u8]; 7] = [
+        b"IAMAT ",
+        b"WHATSAT ",
+        b"AT ",
+        b"HERD ",
+        b"WATCH ",
+        b"UNWATCH ",
+        b"",
+    ];
     let mut rng = fastrand::Rng::with_seed(6709);
     let mut line = Vec::new();
     let mut out = Vec::new();
@@ -740,6 +748,10 @@ fn never_panics() {
             | Command::Sync { .. }
             | Command::Ping
             | Command::Blank => {}
+            Command::Watch(Watched::Clients(c)) | Command::Unwatch(Some(Watched::Clients(c))) => {
+                c.for_each(|c| out.extend_from_slice(c))
+            }
+            Command::Watch(_) | Command::Unwatch(_) => {}
             Command::Invalid => write_invalid(&mut out, &line),
         }
     }
@@ -925,5 +937,58 @@ fn word_at_a_time_scans_agree_with_byte_at_a_time() {
             .iter()
             .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
         assert_eq!(digits_value(digits), naive, "{}", show(digits));
+    }
+}
+
+/// The client IDs of a WATCH or UNWATCH, as text; `*` for every client.
+fn watched_of(w: Option<Watched<'_>>) -> Vec<String> {
+    match w {
+        None => vec![],
+        Some(Watched::All) => vec!["*".into()],
+        Some(Watched::Clients(c)) => c.map(show).collect(),
+    }
+}
+
+#[test]
+fn watch_and_unwatch() {
+    // (line, Some(true) WATCH / Some(false) UNWATCH / None invalid, IDs)
+    let cases: &[(Bytes, Option<bool>, &[&str])] = &[
+        (b"WATCH a", Some(true), &["a"]),
+        (b"WATCH a b\tc ", Some(true), &["a", "b", "c"]),
+        (b"  WATCH  a\r", Some(true), &["a"]),
+        // Any number of IDs, past the six fields of other commands.
+        (
+            b"WATCH 1 2 3 4 5 6 7 8 9",
+            Some(true),
+            &["1", "2", "3", "4", "5", "6", "7", "8", "9"],
+        ),
+        (b"WATCH \xff\xfe", Some(true), &["\\xff\\xfe"]),
+        (b"WATCH *", Some(true), &["*"]),
+        (b"WATCH * ", Some(true), &["*"]),
+        (b"WATCH a*", Some(true), &["a*"]),
+        (b"UNWATCH", Some(false), &[]),
+        (b"UNWATCH \r", Some(false), &[]),
+        (b"UNWATCH a b", Some(false), &["a", "b"]),
+        (b"UNWATCH *", Some(false), &["*"]),
+        (b"WATCH", None, &[]),
+        (b"WATCH * a", None, &[]),
+        (b"WATCH a *", None, &[]),
+        (b"UNWATCH a * b c d e f g", None, &[]),
+        (b"watch a", None, &[]),
+        (b"WATCHa", None, &[]),
+    ];
+    for &(line, kind, ids) in cases {
+        let got = match parse(line) {
+            Command::Watch(w) => (Some(true), watched_of(Some(w))),
+            Command::Unwatch(w) => (Some(false), watched_of(w)),
+            Command::Invalid => (None, vec![]),
+            other => panic!("{}: {other:?}", show(line)),
+        };
+        assert_eq!(
+            got,
+            (kind, ids.iter().map(|s| s.to_string()).collect()),
+            "{}",
+            show(line)
+        );
     }
 }

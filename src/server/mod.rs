@@ -31,6 +31,7 @@
 
 mod accept;
 mod durable;
+mod push;
 mod read;
 mod reload;
 mod setup;
@@ -65,6 +66,7 @@ use crate::store::Store;
 use crate::timer::{self, Deadline, Timers};
 use crate::tls::HerdTls;
 use crate::token::{self, Owner};
+use crate::watch::Hub;
 
 /// How often positions are expired and evictions logged.
 const BOUNDS_INTERVAL: Duration = Duration::from_secs(1);
@@ -141,6 +143,8 @@ pub struct Server {
     held: Vec<usize>,
     /// Evictions and expiries already logged.
     bounds_logged: (u64, u64),
+    /// Who watches which client (docs/PROTOCOL.md §15).
+    watch: Hub,
     /// An HTTP response being gathered (reused between requests).
     gathered: read::Gathered,
 }
@@ -213,6 +217,8 @@ impl Server {
             config.limits.line,
         );
         engine.set_peer_port(bound.iter().any(|(port, _)| *port == Port::Peer));
+        engine.set_watch_limit(config.limits.watch_limit);
+        let watch = Hub::new(config.limits.watch_all);
         let stats = engine.stats().clone();
         stats.set_listen(
             bound
@@ -265,6 +271,7 @@ impl Server {
             epoch: now,
             held: Vec::new(),
             bounds_logged: (0, 0),
+            watch,
             gathered: read::Gathered::default(),
         })
     }
@@ -397,6 +404,8 @@ impl Server {
         self.release_held();
         let registry = self.poll.registry();
         self.links.flush(registry, self.engine.store(), now);
+        // After the journal: pushes leave behind their records (see `push`).
+        self.mark_watchers();
         for key in std::mem::take(&mut self.dirty) {
             self.flush(key);
         }
@@ -425,10 +434,13 @@ impl Server {
             self.interest(key);
             return;
         }
+        let Some(written) = self.write_out(key) else {
+            return;
+        };
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let want = match conn.replies.out.flush_to(&mut conn.stream) {
+        let want = match written {
             Ok(Flush::Done) => {
                 if conn.state() == ReadState::Closing && conn.is_drained() {
                     self.close(key, "closed by client");
@@ -511,6 +523,9 @@ impl Server {
         self.engine
             .stats()
             .closed(conn.session.role == Role::Client);
+        if let Some(w) = conn.session.watch.take() {
+            self.forget_watcher(key, conn.serial, conn.peer(), &w);
+        }
         let name = &self.name;
         let peer = conn.peer();
         if refused {

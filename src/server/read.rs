@@ -19,6 +19,7 @@ use crate::links::Links;
 use crate::places::{Places, Query, Reply, RequestId};
 use crate::protocol;
 use crate::stats::Route;
+use crate::watch::Hub;
 
 impl Server {
     /// Reads and handles what connection `key` sent. `short_drains`: a read
@@ -38,6 +39,7 @@ impl Server {
             requests: &mut self.requests,
             next_request: &mut self.next_request,
             done: &mut self.done,
+            watch: &mut self.watch,
             gathered: &mut self.gathered,
             token: self.api_token.as_ref(),
         };
@@ -142,6 +144,7 @@ impl Server {
             done: &mut self.done,
             gathered: &mut self.gathered,
             token: self.api_token.as_ref(),
+            watch: &mut self.watch,
         };
         let mut apply = Apply {
             replies: &mut conn.replies,
@@ -200,6 +203,7 @@ pub(super) struct Shared<'a> {
     requests: &'a mut HashMap<RequestId, (usize, u64)>,
     next_request: &'a mut RequestId,
     done: &'a mut Vec<Reply>,
+    watch: &'a mut Hub,
 }
 
 /// The bytes of an envelope being gathered, and where its Places answers go.
@@ -277,6 +281,35 @@ impl Effects for Apply<'_, '_> {
 
     fn neighbour_dialled(&mut self, i: usize) {
         self.shared.links.neighbour_is_up(i, Instant::now());
+    }
+
+    fn stored(&mut self, slot: usize) {
+        self.shared.watch.stored(slot);
+    }
+
+    fn can_watch(&self) -> bool {
+        // An HTTP request's replies are one response: nothing may follow.
+        !matches!(self.mode, Mode::Gather(_))
+    }
+
+    fn watching(&mut self) {
+        self.shared.watch.joined();
+    }
+
+    fn watch(&mut self, client: &[u8], place: u32) {
+        self.shared.watch.add(client, self.key, self.serial, place);
+    }
+
+    fn unwatch(&mut self, client: &[u8]) {
+        self.shared.watch.remove(client, self.key, self.serial);
+    }
+
+    fn watch_all(&mut self) -> bool {
+        self.shared.watch.add_all(self.key, self.serial)
+    }
+
+    fn unwatch_all(&mut self) {
+        self.shared.watch.remove_all(self.key, self.serial);
     }
 }
 

@@ -95,6 +95,10 @@ pub struct Limits {
     /// Positions older than this (by client timestamp) are forgotten
     /// (`--position-ttl`; `None`: never).
     pub position_ttl: Option<Duration>,
+    /// Clients one connection may watch by name (`--watch-limit`).
+    pub watch_limit: usize,
+    /// `WATCH *` watchers the server takes at once.
+    pub watch_all: usize,
 }
 
 impl Default for Limits {
@@ -114,6 +118,8 @@ impl Default for Limits {
             places: places::Limits::default(),
             store_limit: crate::store::DEFAULT_STORE_LIMIT,
             position_ttl: None,
+            watch_limit: crate::watch::DEFAULT_WATCH_LIMIT,
+            watch_all: crate::watch::DEFAULT_WATCH_ALL_LIMIT,
         }
     }
 }

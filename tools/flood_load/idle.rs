@@ -2,6 +2,12 @@
 //! server's VmRSS and RssAnon (`--server-pid`) before, between and after:
 //! bytes per connection, twice, to show it is linear; then checks that a
 //! sample of the idle connections is still served.
+//!
+//! `--idle-kind` says what the connections are: `line` (a client port;
+//! the newest of each batch of 500 answers a PING, proving the server has
+//! accepted them all), `http` (an `http` port: each has had one OsmAnd
+//! report answered and is kept alive, as a phone's between reports) or
+//! `ws` (an `http` port: each upgraded to a WebSocket, as a browser's).
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -12,7 +18,7 @@ use herd::tls::stream::Stream;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::load;
+use crate::load::{self, FrontConn, Wire};
 use crate::opts::{run_prefix, Opts, DEFAULT_ADDR};
 
 /// VmRSS and RssAnon of a process, in kB.
@@ -42,10 +48,13 @@ pub fn run(o: &Opts) -> io::Result<()> {
         .conns
         .unwrap_or_else(|| hard.saturating_sub(100).min(1_000_000) as usize)
         .max(2);
+    let kind = o.idle_kind;
     println!(
-        "flood_load idle: {n} idle connections to {addr} over {} source addresses; server pid {pid}",
+        "flood_load idle: {n} idle {} connections to {addr} over {} source addresses; server pid {pid}",
+        kind.name(),
         o.sources
     );
+    let prefix = run_prefix();
     let settle = || std::thread::sleep(Duration::from_millis(700));
     let mut conns = Conns::new(o)?;
     let mut errors = 0u64;
@@ -75,13 +84,23 @@ pub fn run(o: &Opts) -> io::Result<()> {
             // A round trip on the newest connection: the server has accepted
             // every connection before it (it accepts in order). With TLS, one
             // on each: the server answering proves it finished the handshake.
-            let which: Vec<usize> = if conns.tls {
+            // Over HTTP, each connection's report answered (a request on
+            // every one) and each upgrade done.
+            let which: Vec<usize> = if conns.tls || kind != Wire::Line {
                 (from..conns.len()).collect()
             } else {
                 vec![conns.len() - 1]
             };
-            for (i, reply) in conns.ask(&which, |_, out| out.extend_from_slice(b"PING\n"))? {
-                reply.map_err(|e| io::Error::other(format!("PING on #{i}: {e}")))?;
+            let replies = match kind {
+                Wire::Line => conns.ask(&which, |_, out| out.extend_from_slice(b"PING\n"))?,
+                Wire::Http => conns.ask_front(&which, |i, front, out| {
+                    let mut client = load::ClientId::new(format!("{prefix}-idle-{i}"));
+                    front.iamat(&mut client, out, load::wall_ns());
+                })?,
+                Wire::Ws => conns.ask_front(&which, |_, front, out| front.upgrade(out))?,
+            };
+            for (i, reply) in replies {
+                reply.map_err(|e| io::Error::other(format!("{} on #{i}: {e}", kind.name())))?;
             }
             if !o.quiet && conns.len() % 5000 < 500 {
                 eprintln!(
@@ -104,10 +123,15 @@ pub fn run(o: &Opts) -> io::Result<()> {
     let mut served = 0;
     let step = (conns.len() / 100).max(1);
     let sample: Vec<usize> = (0..conns.len()).step_by(step).collect();
-    let prefix = run_prefix();
-    let replies = conns.ask(&sample, |i, out| {
-        load::ClientId::new(format!("{prefix}-idle-{i}")).iamat(out, load::wall_ns());
-    })?;
+    let replies = match kind {
+        Wire::Line => conns.ask(&sample, |i, out| {
+            load::ClientId::new(format!("{prefix}-idle-{i}")).iamat(out, load::wall_ns());
+        })?,
+        _ => conns.ask_front(&sample, |i, front, out| {
+            let mut client = load::ClientId::new(format!("{prefix}-idle-{i}"));
+            front.iamat(&mut client, out, load::wall_ns());
+        })?,
+    };
     for (_, reply) in replies {
         match reply {
             Ok(reply) if reply.starts_with(b"AT ") => served += 1,
@@ -146,8 +170,11 @@ pub fn run(o: &Opts) -> io::Result<()> {
         println!("  e.g.      {s}");
     }
     println!(
-        "summary mode=idle conns={n} rss_before_kb={} rss_half_kb={} rss_full_kb={} bytes_per_conn_first={first:.0} bytes_per_conn_second={second:.0} bytes_per_conn={all:.0} errors={errors}",
-        rss0.0, rss1.0, rss2.0
+        "summary mode=idle kind={} conns={n} rss_before_kb={} rss_half_kb={} rss_full_kb={} bytes_per_conn_first={first:.0} bytes_per_conn_second={second:.0} bytes_per_conn={all:.0} errors={errors}",
+        kind.name(),
+        rss0.0,
+        rss1.0,
+        rss2.0
     );
     Ok(())
 }
@@ -157,6 +184,9 @@ pub fn run(o: &Opts) -> io::Result<()> {
 struct Conns {
     poll: Poll,
     streams: Vec<Stream>,
+    /// `--idle-kind http|ws`: each stream's client side.
+    fronts: Vec<FrontConn>,
+    wire: Wire,
     tls: bool,
     spec_tls: Option<load::TlsClient>,
     sources: u32,
@@ -167,6 +197,8 @@ impl Conns {
         Ok(Conns {
             poll: Poll::new()?,
             streams: Vec::new(),
+            fronts: Vec::new(),
+            wire: o.idle_kind,
             tls: o.tls.is_some(),
             spec_tls: o.tls.clone(),
             sources: o.sources,
@@ -183,8 +215,47 @@ impl Conns {
         let sock = load::connect_blocking(addr, load::source(self.streams.len(), self.sources))?;
         sock.set_nonblocking(true)?;
         let stream = load::stream(self.spec_tls.as_ref(), TcpStream::from_std(sock))?;
+        let seed = self.streams.len() as u64;
         self.streams.push(stream);
+        self.fronts.push(FrontConn::new(self.wire, addr, seed));
         Ok(())
+    }
+
+    /// [`Conns::ask`] over HTTP or WebSocket: what `request` writes, and
+    /// each one's first reply (an HTTP body, a message, an upgrade's `101`).
+    fn ask_front(
+        &mut self,
+        which: &[usize],
+        request: impl FnMut(usize, &mut FrontConn, &mut Vec<u8>),
+    ) -> io::Result<Vec<(usize, load::Reply)>> {
+        for &i in which {
+            self.poll.registry().register(
+                self.streams[i].tcp_mut(),
+                Token(i),
+                Interest::READABLE,
+            )?;
+        }
+        let replies = load::exchange(
+            &mut self.poll,
+            &mut self.streams,
+            &mut self.fronts,
+            which,
+            Duration::from_secs(10),
+            request,
+        );
+        for &i in which {
+            let _ = self.poll.registry().deregister(self.streams[i].tcp_mut());
+        }
+        let mut replies = replies?;
+        // A report's answer is its AT line; an upgrade's, nothing.
+        for (_, reply) in &mut replies {
+            if let Ok(body) = reply {
+                if !body.is_empty() && !body.starts_with(b"AT ") {
+                    *reply = Err(format!("reply {:?}", body.escape_ascii().to_string()));
+                }
+            }
+        }
+        Ok(replies)
     }
 
     /// Writes what `line` makes on each of the connections `which`, at once,

@@ -133,26 +133,30 @@ struct Case {
     links: usize,
     chain: usize,
     journal: Journal,
+    /// Each round is sent twice: the second copy of every line is not newer
+    /// and is dropped, as a flood's duplicate is (its cost, per line).
+    duplicates: bool,
 }
 
 impl Case {
     /// A short key for the summary line.
     fn key(&self, fsync_ms: u64) -> String {
         format!(
-            "links{}_chain{}_{}",
+            "links{}_chain{}_{}{}",
             self.links,
             self.chain,
             match self.journal {
                 Journal::Off => "nojournal".to_string(),
                 Journal::Cache => "journal".to_string(),
                 Journal::Fsync => format!("fsync{fsync_ms}"),
-            }
+            },
+            if self.duplicates { "_dups" } else { "" }
         )
     }
 
     fn describe(&self, fsync_ms: u64) -> String {
         format!(
-            "{} link(s) into {}, {}",
+            "{} link(s) into {}, {}{}",
             self.links,
             if self.chain == 1 {
                 "a lone server".to_string()
@@ -163,6 +167,11 @@ impl Case {
                 Journal::Off => "no journal".to_string(),
                 Journal::Cache => "journal (page cache)".to_string(),
                 Journal::Fsync => format!("journal + fdatasync every {fsync_ms} ms"),
+            },
+            if self.duplicates {
+                ", every line sent twice (the second copy dropped as not newer)"
+            } else {
+                ""
             }
         )
     }
@@ -179,6 +188,7 @@ fn cases(c: &Cases, in_process: bool) -> Vec<Case> {
         } else {
             Journal::Cache
         },
+        duplicates: false,
     };
     let mut out = vec![base];
     let mut add = |case: Case| {
@@ -196,6 +206,10 @@ fn cases(c: &Cases, in_process: bool) -> Vec<Case> {
         for &journal in &c.journal.0[1..] {
             add(Case { journal, ..base });
         }
+        add(Case {
+            duplicates: true,
+            ..base
+        });
     }
     out
 }
@@ -414,7 +428,13 @@ fn in_process(o: &Opts, case: &Case) -> io::Result<Measured> {
             .map(|s| s.snapshot().updates_stored[1])
             .collect()
     };
-    let feeder = Feeder::start(herd.addr(name_refs[0]), FEEDER, case.links, o.clients)?;
+    let feeder = Feeder::start(
+        herd.addr(name_refs[0]),
+        FEEDER,
+        case.links,
+        o.clients,
+        case.duplicates,
+    )?;
     std::thread::sleep(o.warmup);
     let (s0, c0, t0, b0) = (stored(), cputime::by_name(), Instant::now(), feeder.bytes());
     std::thread::sleep(o.duration);
@@ -514,7 +534,7 @@ fn external(o: &Opts, case: &Case) -> io::Result<Measured> {
         server_figures::scrape(o.metrics)
             .ok_or_else(|| io::Error::other("--metrics: no answer (see above)"))
     };
-    let feeder = Feeder::start(addr, EXTERNAL_FEEDER, case.links, o.clients)?;
+    let feeder = Feeder::start(addr, EXTERNAL_FEEDER, case.links, o.clients, false)?;
     std::thread::sleep(o.warmup);
     let (f0, c0, t0, b0) = (
         scrape()?,
@@ -571,7 +591,13 @@ struct Feeder {
 impl Feeder {
     /// Dials `addr` `links` times, says `HERD name` on each, and feeds the
     /// lines of `clients` clients (split between the links) until stopped.
-    fn start(addr: SocketAddr, name: &str, links: usize, clients: usize) -> io::Result<Feeder> {
+    fn start(
+        addr: SocketAddr,
+        name: &str,
+        links: usize,
+        clients: usize,
+        duplicates: bool,
+    ) -> io::Result<Feeder> {
         let prefix = run_prefix();
         let mut feeds = Vec::new();
         for i in 0..links {
@@ -580,7 +606,9 @@ impl Feeder {
             std.set_nonblocking(true)?;
             let stream = TcpStream::from_std(std);
             stream.set_nodelay(true)?;
-            feeds.push(Feed::new(stream, name, &prefix, lo..hi.max(lo + 1)));
+            let mut feed = Feed::new(stream, name, &prefix, lo..hi.max(lo + 1));
+            feed.twice = duplicates;
+            feeds.push(feed);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let bytes = Arc::new(AtomicU64::new(0));
@@ -622,6 +650,10 @@ struct Feed {
     pos: usize,
     /// The last write found the socket full: wait for WRITABLE.
     full: bool,
+    /// Send each round twice (the second time, every line is a duplicate).
+    twice: bool,
+    /// The round being sent is the second copy.
+    again: bool,
 }
 
 impl Feed {
@@ -654,11 +686,19 @@ impl Feed {
             secs: (start / 1_000_000_000) as u64,
             pos: 0,
             full: false,
+            twice: false,
+            again: false,
         }
     }
 
     /// The next round: every line one second newer.
     fn next_round(&mut self) {
+        self.pos = 0;
+        if self.twice && !self.again {
+            self.again = true;
+            return;
+        }
+        self.again = false;
         self.secs += 1;
         let digits = format!("{:010}", self.secs);
         for &at in &self.secs_at {

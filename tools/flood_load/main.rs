@@ -5,11 +5,15 @@
 //!
 //! * `rr` (default): C connections over T threads, W requests in flight per
 //!   connection, flat out or at `--rate`; IAMAT/WHATSAT mix.
+//! * `http`, `ws`: rr over a server's `http` port: each IAMAT an OsmAnd
+//!   report over keep-alive HTTP/1.1 (pipelined), or a line in a WebSocket
+//!   message (`load::front`).
 //! * `churn`: C concurrent cycles of connect, one IAMAT, shut down writing,
 //!   read to EOF, close.
 //! * `idle`: opens N idle connections in two halves and reads the server's
 //!   VmRSS (`--server-pid`) before, between and after: bytes per connection,
-//!   twice, to show it is linear.
+//!   twice, to show it is linear; `--idle-kind http|ws`: kept-alive HTTP
+//!   connections (one report answered each) or WebSockets.
 //! * `propagation`: posts IAMATs at one server at `--rate` while playing the
 //!   herd member `Probe` that a server dials (`tools/probe-herd.conf` has
 //!   `link Welsh Probe`); reports post → arrival at the Probe.
@@ -25,6 +29,9 @@
 //! * `ingest`: AT lines fed over herd links flat out, no clients: the
 //!   updates a server (or a chain of them) stores per second, and its CPU
 //!   per update, by links fed and journal policy (docs/CAPACITY.md).
+//! * `watch` (in process): `--conns` watchers of one client at the server
+//!   it is posted at, `--far` three hops away, posting at `--rate`;
+//!   IAMAT-sent to push-received at both, and pushes a second.
 //!
 //! Human-readable results go to stdout, progress to stderr each second, and
 //! the last stdout line is `summary mode=... key=value ...` for scripts.
@@ -56,6 +63,7 @@ mod reconnect;
 mod report;
 mod rr;
 mod server_figures;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -76,7 +84,7 @@ fn main() -> ExitCode {
     // Every connection is a descriptor.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let result = match opts.mode {
-        Mode::Rr => rr::run(&opts),
+        Mode::Rr | Mode::Http | Mode::Ws => rr::run(&opts),
         Mode::Churn => churn::run(&opts),
         Mode::Idle => idle::run(&opts),
         Mode::Propagation => propagation::run(&opts),
@@ -85,6 +93,7 @@ fn main() -> ExitCode {
         Mode::Hostile => hostile::run(&opts),
         Mode::Fill => fill::run(&opts),
         Mode::Ingest => ingest::run(&opts),
+        Mode::Watch => watch::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::attack;
-use crate::load::{self, Spec, TlsClient};
+use crate::load::{self, Spec, TlsClient, Wire};
 
 /// `--help`.
 pub const HELP: &str = "\
@@ -17,8 +17,14 @@ USAGE:
 
 MODES:
     rr           request/reply: C connections x W in flight, or --rate (default)
+    http         rr over a server's http port (--addr; https with --tls): each IAMAT
+                 an OsmAnd report, GET /?id=..&lat=..&lon=..&timestamp=.. on
+                 keep-alive HTTP/1.1, W pipelined; WHATSATs GET /v1/clients/ID/places
+    ws           rr over a server's http port (--addr; wss with --tls): a WebSocket
+                 (GET /v1/ws, upgraded before the warm-up), one line per message
     churn        connect, one IAMAT, shut down writing, read to EOF, close; C at once
-    idle         open N idle connections; server RSS per connection (needs --server-pid)
+    idle         open N idle connections; server RSS per connection (needs --server-pid);
+                 --idle-kind says what they are
     propagation  post at --addr at --rate; time until the AT reaches the Probe
                  (a herd member this tool plays, dialled by the server linked to it)
     catchup      in process: fill the reference herd with --clients clients,
@@ -31,8 +37,13 @@ MODES:
     ingest       feed AT lines over herd links, flat out, no clients: updates
                  stored per second (the herd's update ceiling) and the servers'
                  CPU per update; with --in-process, a lone server and a chain,
-                 per journal policy (--links, --chain, --journal); else the
+                 per journal policy (--links, --chain, --journal), and with
+                 every line sent twice (the cost of a duplicate); else the
                  server at --addr as its neighbour Probe, read via --metrics
+    watch        in process: the reference herd; --conns watchers [default: 100]
+                 of one client at Hands, --far watchers at Welsh (three hops),
+                 IAMATs of it posted at Hands at --rate [default: 100]; time
+                 from IAMAT sent to push received at both, pushes per second
 
 OPTIONS:
     --addr ADDR          server to load / post at [default: 127.0.0.1:12000;
@@ -47,6 +58,10 @@ OPTIONS:
     --whatsat PCT        percentage of WHATSATs among requests [default: 0]
     --sources N          spread connections over 127.0.0.1..127.0.0.N [default: 64]
     --server-pid PID     idle: the server process whose VmRSS is read
+    --idle-kind KIND     idle: line (a client port; a PING on the newest of each
+                         500), http (an http port; each connection has had one
+                         OsmAnd report answered, kept alive) or ws (an http port;
+                         each connection upgraded to a WebSocket) [default: line]
     --probe ADDR         where the Probe listens [default: 127.0.0.1:12010]
     --observe NAME       propagation/reconnect: the server linked to the Probe
                          whose numbers make the summary [default: Welsh]
@@ -68,7 +83,7 @@ OPTIONS:
                          first four]
     --metrics ADDR       rr: the herd's --metrics endpoint; prints the server's own
                          counts (requests, stored clients, link bytes) beside this tool's
-    --tls CA_PEM         rr, churn, idle, propagation (its posting clients): connect
+    --tls CA_PEM         rr, http, ws, churn, idle, propagation (its posting clients): connect
                          over TLS (to a server's tls port), trusting only the
                          certificates in CA_PEM (the herd's tls_ca); rr finishes
                          every handshake before the warm-up, churn's cycles each
@@ -88,6 +103,7 @@ OPTIONS:
     --fsync-ms N         ingest: the fsync case's interval [default: 100]
     --state-dir DIR      ingest: where the journals of its cases go [default: a
                          temporary directory under $TMPDIR]
+    --far N              watch: watchers three hops away, at Welsh [default: 1]
     --quiet              no progress lines
     -h, --help           this text
 
@@ -98,6 +114,8 @@ The last line of stdout is `summary mode=MODE key=value ...`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mode {
     Rr,
+    Http,
+    Ws,
     Churn,
     Idle,
     Propagation,
@@ -106,6 +124,7 @@ pub enum Mode {
     Hostile,
     Fill,
     Ingest,
+    Watch,
 }
 
 /// The options, as given or defaulted; `None`: the mode's own default.
@@ -121,6 +140,8 @@ pub struct Opts {
     pub whatsat: u32,
     pub sources: u32,
     pub server_pid: Option<u32>,
+    /// `--idle-kind`: what idle connections speak.
+    pub idle_kind: Wire,
     pub probe: SocketAddr,
     pub observe: String,
     pub observe_addr: SocketAddr,
@@ -140,6 +161,8 @@ pub struct Opts {
     pub rounds_set: bool,
     /// ingest: `--links`, `--chain`, `--journal`, `--fsync-ms`, `--state-dir`.
     pub ingest: crate::ingest::Cases,
+    /// watch: watchers three hops away.
+    pub far: usize,
 }
 
 /// The options from the command line; `None` for `--help`.
@@ -157,6 +180,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         whatsat: 0,
         sources: 64,
         server_pid: None,
+        idle_kind: Wire::Line,
         probe: SocketAddr::from(([127, 0, 0, 1], 12010)),
         observe: "Welsh".into(),
         observe_addr: SocketAddr::from(([127, 0, 0, 1], 12003)),
@@ -172,6 +196,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         tls: None,
         rounds_set: false,
         ingest: crate::ingest::Cases::default(),
+        far: 1,
     };
     let mut tls_ca: Option<PathBuf> = None;
     let mut tls_name = String::from("Goloman");
@@ -187,6 +212,8 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
                 let v: String = p.value()?.parse()?;
                 o.mode = match v.as_str() {
                     "rr" => Mode::Rr,
+                    "http" => Mode::Http,
+                    "ws" => Mode::Ws,
                     "churn" => Mode::Churn,
                     "idle" => Mode::Idle,
                     "propagation" => Mode::Propagation,
@@ -195,6 +222,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
                     "hostile" => Mode::Hostile,
                     "fill" => Mode::Fill,
                     "ingest" => Mode::Ingest,
+                    "watch" => Mode::Watch,
                     _ => return Err(format!("--mode: unknown mode {v:?}").into()),
                 };
             }
@@ -208,6 +236,15 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
             Long("whatsat") => o.whatsat = p.value()?.parse::<u32>()?.min(100),
             Long("sources") => o.sources = p.value()?.parse()?,
             Long("server-pid") => o.server_pid = Some(p.value()?.parse()?),
+            Long("idle-kind") => {
+                let v: String = p.value()?.parse()?;
+                o.idle_kind = match v.as_str() {
+                    "line" => Wire::Line,
+                    "http" => Wire::Http,
+                    "ws" => Wire::Ws,
+                    _ => return Err(format!("--idle-kind: unknown kind {v:?}").into()),
+                };
+            }
             Long("probe") => o.probe = p.value()?.parse()?,
             Long("observe") => o.observe = p.value()?.parse()?,
             Long("observe-addr") => o.observe_addr = p.value()?.parse()?,
@@ -226,6 +263,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
             Long("down-ms") => o.down = Duration::from_millis(p.value()?.parse()?),
             Long("attack-mbps") => o.attack_mbps = p.value()?.parse()?,
             Long("attackers") => o.attackers = p.value()?.string()?.parse()?,
+            Long("far") => o.far = p.value()?.parse()?,
             Long("quiet") => o.quiet = true,
             Long("metrics") => o.metrics = Some(p.value()?.parse()?),
             Long("tls") => tls_ca = Some(p.value()?.into()),
@@ -237,9 +275,11 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
     if let Some(ca) = tls_ca {
         if !matches!(
             o.mode,
-            Mode::Rr | Mode::Churn | Mode::Idle | Mode::Propagation
+            Mode::Rr | Mode::Http | Mode::Ws | Mode::Churn | Mode::Idle | Mode::Propagation
         ) {
-            return Err("--tls: only rr, churn, idle and propagation connect over TLS".into());
+            return Err(
+                "--tls: only rr, http, ws, churn, idle and propagation connect over TLS".into(),
+            );
         }
         o.tls = Some(TlsClient::new(&ca, &tls_name, tls_resume)?);
     } else if tls_resume {
@@ -268,6 +308,11 @@ pub fn spec(o: &Opts, default_addr: SocketAddr, default_rate: f64) -> Spec {
         sources: o.sources,
         prefix: run_prefix(),
         tls: o.tls.clone(),
+        wire: match o.mode {
+            Mode::Http => Wire::Http,
+            Mode::Ws => Wire::Ws,
+            _ => Wire::Line,
+        },
     }
 }
 

@@ -1,7 +1,7 @@
 //! What the load modes print about a load run: the line describing the load,
 //! and its outcome (rate, latency percentiles, lateness, errors).
 
-use crate::load::{Outcome, Spec};
+use crate::load::{Outcome, Spec, Wire};
 
 /// The load in one line: connections, pace, threads, target, duration, mix.
 pub fn describe_load(s: &Spec) -> String {
@@ -14,9 +14,14 @@ pub fn describe_load(s: &Spec) -> String {
         format!("x {} in flight, flat out", s.inflight)
     };
     format!(
-        "{} {}connections {pace} on {} thread(s) -> {}, {:.1} s (+{:.1} s warm-up), {}% WHATSAT",
+        "{} {}{}connections {pace} on {} thread(s) -> {}, {:.1} s (+{:.1} s warm-up), {}% WHATSAT",
         s.conns,
         if s.tls.is_some() { "TLS " } else { "" },
+        match s.wire {
+            Wire::Line => "",
+            Wire::Http => "HTTP (OsmAnd GET) ",
+            Wire::Ws => "WebSocket ",
+        },
         s.threads,
         s.addr,
         s.duration.as_secs_f64(),

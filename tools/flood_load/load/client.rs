@@ -35,27 +35,45 @@ impl ClientId {
     /// from `wall_ns` made strictly larger than the last one. Returns the
     /// timestamp.
     pub fn iamat(&mut self, out: &mut Vec<u8>, wall_ns: u128) -> u128 {
+        let (lat, lng, t) = self.next(wall_ns);
+        out.extend_from_slice(b"IAMAT ");
+        out.extend_from_slice(&self.id);
+        out.push(b' ');
+        degrees(out, lat, true);
+        degrees(out, lng, true);
+        out.push(b' ');
+        seconds(out, t);
+        out.push(b'\n');
+        t
+    }
+
+    /// Appends the request target of an OsmAnd report saying what
+    /// [`ClientId::iamat`] would: `/?id=ID&lat=LAT&lon=LON&timestamp=TIME`
+    /// (no `+` on positive degrees: in a query it is a space). Returns the
+    /// timestamp.
+    pub fn osmand_target(&mut self, out: &mut Vec<u8>, wall_ns: u128) -> u128 {
+        let (lat, lng, t) = self.next(wall_ns);
+        out.extend_from_slice(b"/?id=");
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(b"&lat=");
+        degrees(out, lat, false);
+        out.extend_from_slice(b"&lon=");
+        degrees(out, lng, false);
+        out.extend_from_slice(b"&timestamp=");
+        seconds(out, t);
+        t
+    }
+
+    /// A new position (micro-degrees) and a timestamp from `wall_ns` made
+    /// strictly larger than the last one.
+    fn next(&mut self, wall_ns: u128) -> (i64, i64, u128) {
         self.seq += 1;
         let t = wall_ns.max(self.last_ns + 1);
         self.last_ns = t;
         let h = mix(self.seq ^ self.salt);
-        out.extend_from_slice(b"IAMAT ");
-        out.extend_from_slice(&self.id);
-        out.push(b' ');
-        degrees(out, (h % 180_000_001) as i64 - 90_000_000);
-        degrees(out, ((h >> 32) % 360_000_001) as i64 - 180_000_000);
-        out.push(b' ');
-        herd::protocol::write_decimal(out, u128::from((t / 1_000_000_000) as u64));
-        out.push(b'.');
-        let mut frac = [b'0'; 9];
-        let mut f = (t % 1_000_000_000) as u64;
-        for d in frac.iter_mut().rev() {
-            *d = b'0' + (f % 10) as u8;
-            f /= 10;
-        }
-        out.extend_from_slice(&frac);
-        out.push(b'\n');
-        t
+        let lat = (h % 180_000_001) as i64 - 90_000_000;
+        let lng = ((h >> 32) % 360_000_001) as i64 - 180_000_000;
+        (lat, lng, t)
     }
 
     /// Appends `WHATSAT ID 10 5\n`: places near this client itself.
@@ -66,9 +84,26 @@ impl ClientId {
     }
 }
 
-/// Micro-degrees as `+D.DDDDDD` / `-D.DDDDDD`.
-fn degrees(out: &mut Vec<u8>, micro: i64) {
-    out.push(if micro < 0 { b'-' } else { b'+' });
+/// Nanoseconds as seconds with nine decimals.
+fn seconds(out: &mut Vec<u8>, t: u128) {
+    herd::protocol::write_decimal(out, u128::from((t / 1_000_000_000) as u64));
+    out.push(b'.');
+    let mut frac = [b'0'; 9];
+    let mut f = (t % 1_000_000_000) as u64;
+    for d in frac.iter_mut().rev() {
+        *d = b'0' + (f % 10) as u8;
+        f /= 10;
+    }
+    out.extend_from_slice(&frac);
+}
+
+/// Micro-degrees as `+D.DDDDDD` / `-D.DDDDDD` (`D.DDDDDD` without `plus`).
+fn degrees(out: &mut Vec<u8>, micro: i64, plus: bool) {
+    if micro < 0 {
+        out.push(b'-');
+    } else if plus {
+        out.push(b'+');
+    }
     let m = micro.unsigned_abs();
     herd::protocol::write_decimal(out, u128::from(m / 1_000_000));
     out.push(b'.');
@@ -122,6 +157,25 @@ mod tests {
         assert!(lines[1].ends_with("1700000000.000000001"), "{}", lines[1]);
         let pos = |l: &str| l.split(' ').nth(2).map(str::to_string);
         assert_ne!(pos(lines[0]), pos(lines[1]), "each IAMAT is a new position");
+    }
+
+    #[test]
+    fn osmand_reports_are_the_iamats_the_line_would_send() {
+        let (mut a, mut b) = (ClientId::new("fl-7".into()), ClientId::new("fl-7".into()));
+        for i in 0..1000 {
+            let (mut line, mut target) = (Vec::new(), Vec::new());
+            a.iamat(&mut line, 1_700_000_000_000_000_000 + i);
+            b.osmand_target(&mut target, 1_700_000_000_000_000_000 + i);
+            let query = target.strip_prefix(b"/?").expect("a query");
+            let reports = herd::front::osmand::parse(query, None, b"").expect("a valid report");
+            let mut iamat = Vec::new();
+            reports[0].write_iamat(&mut iamat, 0);
+            iamat.push(b'\n');
+            assert_eq!(
+                iamat.escape_ascii().to_string(),
+                line.escape_ascii().to_string()
+            );
+        }
     }
 
     #[test]

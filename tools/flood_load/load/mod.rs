@@ -20,13 +20,18 @@
 //! rr connections finish their handshakes before the warm-up starts, as
 //! their TCP connects do, so a TLS run's figures compare with a plain one's.
 //!
+//! With [`Spec::wire`] `Http` or `Ws`, the rr connections speak herd's
+//! HTTP front instead (OsmAnd reports over keep-alive HTTP, or lines over a
+//! WebSocket upgraded before the warm-up): [`front`].
+//!
 //! Modules: [`client`] (what a mobile client sends), [`net`] (its sockets),
-//! [`tls`] (the client configuration and the handshakes), [`rr`] and
+//! [`front`] (its HTTP and WebSocket side), [`tls`] (the client configuration and the handshakes), [`rr`] and
 //! [`churn`] (one thread of each load); here, what a run is
 //! ([`Spec`]), what it measured ([`Outcome`]), and the threads that run it.
 
 mod churn;
 mod client;
+mod front;
 mod net;
 mod rr;
 mod tls;
@@ -40,6 +45,7 @@ use std::time::{Duration, Instant};
 use crate::hist::Hist;
 
 pub use client::{fnv, wall_ns, ClientId};
+pub use front::{exchange, FrontConn, Reply, Wire};
 pub use net::{connect_blocking, source};
 pub use tls::{stream, TlsClient};
 
@@ -152,6 +158,8 @@ pub struct Spec {
     pub prefix: String,
     /// `--tls`: connections speak TLS.
     pub tls: Option<TlsClient>,
+    /// What rr's connections speak: lines, OsmAnd over HTTP, or WebSocket.
+    pub wire: Wire,
 }
 
 /// Runs `body` on `spec.threads` threads after they all set up, prints a

@@ -1,7 +1,9 @@
 //! The request/reply load of one thread ([`super::run_rr`]): its
 //! connections on one `mio::Poll`, each keeping W requests in flight (flat
 //! out) or sending when the open-loop schedule says so, with at most W in
-//! flight; replies matched to requests in order.
+//! flight; replies matched to requests in order. Over HTTP or WebSocket
+//! ([`Spec::wire`]) the requests and replies are [`FrontConn`]'s, and
+//! WebSocket connections are upgraded before the warm-up.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -14,6 +16,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::client::{mix, wall_ns, ClientId};
+use super::front::{exchange, FrontConn, Wire};
 use super::net::{connect_blocking, source};
 use super::tls::{count_handshake, handshake, stream};
 use super::{show, Kind, Outcome, Progress, Spec, Tally, REPLY_LINE_LIMIT};
@@ -29,6 +32,8 @@ struct Conn {
     /// Plain, or TLS with its handshake done.
     stream: Stream,
     client: ClientId,
+    /// How requests are written and (HTTP, WebSocket) replies read.
+    front: FrontConn,
     /// Requests not yet written.
     out: Output,
     /// WRITABLE is in the interest: `out` waits for room in the socket.
@@ -47,10 +52,10 @@ impl Conn {
     fn send(&mut self, spec: &Spec, now: Instant, wall: u128, tally: &mut Tally) {
         self.rng = mix(self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15));
         let kind = if self.known && (self.rng % 100) < u64::from(spec.whatsat_pct) {
-            self.client.whatsat(self.out.buf());
+            self.front.whatsat(&self.client, self.out.buf());
             Kind::Whatsat
         } else {
-            let t = self.client.iamat(self.out.buf(), wall);
+            let t = self.front.iamat(&mut self.client, self.out.buf(), wall);
             if now >= tally.measure_from {
                 let w = &mut tally.out.window_wall_ns;
                 *w = if *w == (0, 0) {
@@ -102,6 +107,12 @@ impl Conn {
                     tally.out.error("server closed the connection".into());
                     return false;
                 }
+                Ok(n) if self.front.wire() != Wire::Line => {
+                    if let Err(e) = self.consume_front(&scratch[..n], now, tally) {
+                        tally.out.error(e);
+                        return false;
+                    }
+                }
                 Ok(n) => self.consume(&scratch[..n], now, tally),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -119,6 +130,35 @@ impl Conn {
             Piece::Line(line) | Piece::TooLong(line) => self.line(line, now, tally),
         });
         self.reader = reader;
+    }
+
+    /// Replies over HTTP or WebSocket: one per request, in order.
+    fn consume_front(
+        &mut self,
+        data: &[u8],
+        now: Instant,
+        tally: &mut Tally,
+    ) -> Result<(), String> {
+        let Conn {
+            front,
+            pending,
+            known,
+            ..
+        } = self;
+        front.feed(data, |reply| {
+            let Some(p) = pending.pop_front() else {
+                tally.out.error("a reply to no request".into());
+                return;
+            };
+            match reply {
+                Ok(body) if p.kind == Kind::Whatsat || body.starts_with(b"AT ") => {
+                    *known = true;
+                    tally.completed(p.kind, p.sent, now);
+                }
+                Ok(body) => tally.out.error(format!("reply {:?}", show(body))),
+                Err(e) => tally.out.error(e),
+            }
+        })
     }
 
     fn line(&mut self, line: &[u8], now: Instant, tally: &mut Tally) {
@@ -184,9 +224,29 @@ pub fn rr_thread(
             Err(e) => tally.out.error(format!("connect {}: {e}", spec.addr)),
         }
     }
-    // TLS handshakes are part of setting up, like the connects.
-    let ready = handshake(&mut poll, &mut streams, 0, Duration::from_secs(30))?;
-    for (i, ((mut stream, k), ready)) in streams.into_iter().zip(ids).zip(ready).enumerate() {
+    // TLS handshakes are part of setting up, like the connects; so are
+    // WebSocket upgrades.
+    let mut ready = handshake(&mut poll, &mut streams, 0, Duration::from_secs(30))?;
+    let mut fronts: Vec<FrontConn> = ids
+        .iter()
+        .map(|&k| FrontConn::new(spec.wire, spec.addr, k as u64))
+        .collect();
+    if spec.wire == Wire::Ws {
+        let which: Vec<usize> = (0..streams.len()).filter(|&i| ready[i].is_ok()).collect();
+        let upgrades = exchange(
+            &mut poll,
+            &mut streams,
+            &mut fronts,
+            &which,
+            Duration::from_secs(30),
+            |_, front, out| front.upgrade(out),
+        )?;
+        for (i, upgraded) in upgrades {
+            ready[i] = upgraded.map(|_| ());
+        }
+    }
+    let setup = streams.into_iter().zip(ids).zip(ready).zip(fronts);
+    for (i, (((mut stream, k), ready), front)) in setup.enumerate() {
         match ready {
             Ok(()) => {
                 count_handshake(&stream, &mut tally.out);
@@ -201,6 +261,7 @@ pub fn rr_thread(
                 conns.push(Conn {
                     stream,
                     client: ClientId::new(format!("{}-{k}", spec.prefix)),
+                    front,
                     out: Output::default(),
                     writable: false,
                     reader: LineReader::default(),
