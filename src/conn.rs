@@ -591,7 +591,7 @@ impl Replies {
     }
 
     /// Replies wait behind a WHATSAT.
-    fn queued(&self) -> bool {
+    pub fn queued(&self) -> bool {
         self.waiting.as_ref().is_some_and(|w| !w.queue.is_empty())
     }
 

@@ -80,7 +80,7 @@ impl Server {
         let mut rounds = 0;
         let result = loop {
             // Behind a WHATSAT still in flight (sent before WATCH), nothing.
-            if open && conn.replies.queue.is_empty() {
+            if open && !conn.replies.queued() {
                 pushed += fill(w, &mut conn.replies, &envelope, store, |line| {
                     if traffic {
                         logging::traffic("to", &peer, line, "");
@@ -89,10 +89,7 @@ impl Server {
             }
             let result = conn.replies.out.flush_to(&mut conn.stream);
             rounds += 1;
-            if !open
-                || !matches!(result, Ok(Flush::Done))
-                || !w.has_owed()
-                || !conn.replies.queue.is_empty()
+            if !open || !matches!(result, Ok(Flush::Done)) || !w.has_owed() || conn.replies.queued()
             {
                 break result;
             }
