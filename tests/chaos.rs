@@ -122,9 +122,18 @@ impl DiskPhase {
     }
 
     /// Waits until `DISK`'s log holds `what` more often than `before`.
+    /// While it waits for the failure, the disk is kept full: a restarted
+    /// server's start-up compaction, or the slack `fill` had to leave, can
+    /// give back room that a slow workload (a loaded machine) takes long
+    /// to use up.
     fn await_log(&self, what: &str, before: usize) {
         let name = REFERENCE_NAMES[DISK];
+        let mut filled = Instant::now();
         wait_for(&format!("{what:?} in {name}'s log"), || {
+            if what == FAILING && filled.elapsed() > Duration::from_millis(250) {
+                self.fs.fill();
+                filled = Instant::now();
+            }
             (self.logged(what) > before).then_some(())
         });
     }

@@ -724,6 +724,9 @@ fn wrong_method(head: &RequestHead, allowed: &[&str]) -> Option<&'static str> {
 
 /// Logs a request (at `debug`, like client lines), its token hidden.
 fn log_request(cx: &Cx<'_>, head: &RequestHead, body: usize) {
+    if !cx.engine.traffic() {
+        return;
+    }
     let mut text = Vec::with_capacity(head.path.len() + head.query.len() + 32);
     text.extend_from_slice(head.method.as_bytes());
     text.push(b' ');
@@ -738,6 +741,9 @@ fn log_request(cx: &Cx<'_>, head: &RequestHead, body: usize) {
 
 /// Logs a response's status and size.
 fn log_response(cx: &Cx<'_>, status: u16, size: usize) {
+    if !cx.engine.traffic() {
+        return;
+    }
     let text = format!("HTTP {status} {}", response::reason(status));
     let suffix = if size > 0 {
         format!(" ({size} bytes)")
