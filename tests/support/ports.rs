@@ -20,7 +20,11 @@ pub const PORT_LOCKS: &str = "/tmp/herd-test-ports";
 ///   exits, so no other test process (another test binary, another
 ///   checkout's tests) hands it out at the same time, and this process
 ///   never hands it out twice;
-/// - nothing listens on it when it is handed out.
+/// - nothing listens on it when it is handed out;
+/// - it is not one of [`RESERVED`], the ports the repository's own
+///   configs and tools bind by default, so a herd started by hand from
+///   README (`herd.conf`) or a `flood_load` Probe never takes a port a
+///   test was given (which the check above cannot see coming).
 ///
 /// (Binding port 0 and releasing it, as before, let anything take the
 /// port before herd bound it.)
@@ -37,7 +41,7 @@ pub fn free_port() -> u16 {
         .wrapping_add(held.len() as u32);
     for i in 0..span {
         let port = lo + ((start.wrapping_add(i)) % span) as u16;
-        if held.iter().any(|(p, _)| *p == port) {
+        if RESERVED.contains(&port) || held.iter().any(|(p, _)| *p == port) {
             continue;
         }
         let Ok(lock) = std::fs::OpenOptions::new()
@@ -61,7 +65,13 @@ pub fn free_port() -> u16 {
     panic!("no free test port in {lo}-{hi}");
 }
 
-/// The ports [`free_port`] hands out: the larger stretch, above 10000,
+/// Never handed out: the reference `herd.conf` (12000–12004),
+/// `tools/probe-herd.conf`'s Probe (12010) and `flood_load`'s defaults
+/// (12000, 12001, 12003, 12010) lie here, and a person runs those beside
+/// the tests.
+pub const RESERVED: std::ops::RangeInclusive<u16> = 12_000..=12_099;
+
+/// The ports [`free_port`] hands out (less [`RESERVED`]): the larger stretch, above 10000,
 /// outside the kernel's ephemeral range.
 pub fn test_port_range() -> (u16, u16) {
     let (eph_lo, eph_hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
