@@ -20,11 +20,11 @@ pub const PORT_LOCKS: &str = "/tmp/herd-test-ports";
 ///   exits, so no other test process (another test binary, another
 ///   checkout's tests) hands it out at the same time, and this process
 ///   never hands it out twice;
-/// - nothing listens on it when it is handed out;
 /// - it is not one of [`RESERVED`], the ports the repository's own
-///   configs and tools bind by default, so a herd started by hand from
-///   README (`herd.conf`) or a `flood_load` Probe never takes a port a
-///   test was given (which the check above cannot see coming).
+///   `herd.conf` and `tools/*.sh` use by default, so a herd or a
+///   measurement someone runs by hand beside the tests never takes a port
+///   a test was given (the locks bind only the tests);
+/// - nothing listens on it when it is handed out.
 ///
 /// (Binding port 0 and releasing it, as before, let anything take the
 /// port before herd bound it.)
@@ -65,11 +65,11 @@ pub fn free_port() -> u16 {
     panic!("no free test port in {lo}-{hi}");
 }
 
-/// Never handed out: the reference `herd.conf` (12000–12004),
-/// `tools/probe-herd.conf`'s Probe (12010) and `flood_load`'s defaults
-/// (12000, 12001, 12003, 12010) lie here, and a person runs those beside
-/// the tests.
-pub const RESERVED: std::ops::RangeInclusive<u16> = 12_000..=12_099;
+/// Ports never handed out: `herd.conf` (12000-12004), `tools/probe-herd.conf`
+/// (12000-12010) and the tools' default `--port`s (compare.sh 12100,
+/// hostile.sh 12300, liveness.sh 12310, tls-compare.sh 12400,
+/// fronts-compare.sh 12700, each with a few dozen above it).
+pub const RESERVED: std::ops::RangeInclusive<u16> = 12_000..=12_999;
 
 /// The ports [`free_port`] hands out (less [`RESERVED`]): the larger stretch, above 10000,
 /// outside the kernel's ephemeral range.
