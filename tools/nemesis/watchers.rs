@@ -6,8 +6,12 @@
 //! (its server killed, a reset) the watcher connects again, to a server
 //! drawn from its seed, and says its `WATCH` again (a new snapshot). A
 //! paused server, or one cut off, keeps its watchers: they wait, as a real
-//! watcher would, and get what they missed once it is back. The checker's
-//! rule 4 (checker.rs) judges the record.
+//! watcher would, and get what they missed once it is back. A quiet
+//! watcher sends a blank line (over WebSocket a ping) every
+//! [`PROBE_EVERY`], which a server ignores (a pong), so that a connection
+//! whose server died unheard (killed while cut off: its FIN lost) is
+//! found dead (the restarted server's reset) rather than waited on
+//! forever. The checker's rule 4 (checker.rs) judges the record.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,6 +24,9 @@ use crate::cluster::Connector;
 
 /// Clients a named watcher follows.
 const NAMED: usize = 10;
+
+/// How long a watcher is quiet before it probes its connection.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// How a watcher connects, and what it watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,13 +173,18 @@ fn watcher(
             .unwrap_or_else(|e| e.into_inner())
             .conns
             .push(Vec::new());
-        read(&mut s, k.websocket, log, stop);
+        read(&mut s, k.websocket, &mut rng, log, stop);
     }
 }
 
 /// A masked text frame of `payload` (a client's frames are masked).
 fn frame(rng: &mut fastrand::Rng, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x81];
+    masked(rng, 0x81, payload)
+}
+
+/// A masked frame: `head` (FIN and the opcode), then `payload`.
+fn masked(rng: &mut fastrand::Rng, head: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![head];
     match payload.len() {
         n @ 0..=125 => f.push(0x80 | n as u8),
         n @ 126..=0xffff => {
@@ -193,26 +205,47 @@ fn frame(rng: &mut fastrand::Rng, payload: &[u8]) -> Vec<u8> {
 /// Reads `s` until it fails, ends or the watcher is stopped, recording
 /// every line into the log's last connection. Over WebSocket, first the
 /// `101` head (anything else is recorded as a line), then frames whose
-/// data are lines.
-fn read(s: &mut TcpStream, websocket: bool, log: &Mutex<WatchLog>, stop: &AtomicBool) {
+/// data are lines. Probes a quiet connection every [`PROBE_EVERY`].
+fn read(
+    s: &mut TcpStream,
+    websocket: bool,
+    rng: &mut fastrand::Rng,
+    log: &Mutex<WatchLog>,
+    stop: &AtomicBool,
+) {
     let mut raw: Vec<u8> = Vec::new();
     let mut text: Vec<u8> = Vec::new();
     let mut upgraded = !websocket;
     let mut buf = [0u8; 16 * 1024];
+    let mut heard = std::time::Instant::now();
     loop {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         match s.read(&mut buf) {
             Ok(0) => return,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                raw.extend_from_slice(&buf[..n]);
+                heard = std::time::Instant::now();
+            }
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                continue
+                if upgraded && heard.elapsed() >= PROBE_EVERY {
+                    heard = std::time::Instant::now();
+                    let probe = if websocket {
+                        masked(rng, 0x89, b"")
+                    } else {
+                        b"\n".to_vec()
+                    };
+                    if s.write_all(&probe).is_err() {
+                        return;
+                    }
+                }
+                continue;
             }
             Err(_) => return,
         }
