@@ -50,8 +50,14 @@ struct Watcher {
 pub fn run(o: &Opts) -> io::Result<()> {
     let (same_n, far_n) = (o.conns.unwrap_or(100), o.far);
     let rate = o.rate.unwrap_or(100.0);
+    if rate <= 0.0 {
+        let addr = o
+            .addr
+            .ok_or_else(|| io::Error::other("watch --rate 0 (idle watchers) needs --addr"))?;
+        return idle(o, addr, same_n);
+    }
     // In process, or the addresses of a running herd.
-    let (_herd, same_addr, far_addr) = match o.addr {
+    let (herd, same_addr, far_addr) = match o.addr {
         Some(addr) => (None, addr, o.far_addr),
         None => {
             let herd = InProcHerd::start_with(REFERENCE_NAMES, REFERENCE_LINKS, &[], |c| {
@@ -63,12 +69,6 @@ pub fn run(o: &Opts) -> io::Result<()> {
             (Some(herd), h, Some(w))
         }
     };
-    if rate <= 0.0 {
-        if _herd.is_some() {
-            return Err(io::Error::other("watch --rate 0 (idle watchers) needs --addr"));
-        }
-        return idle(o, same_addr, same_n);
-    }
     let far_n = if far_addr.is_some() { far_n } else { 0 };
     let watched = format!("{}.watched", run_prefix());
     // One position first: every watcher's snapshot is then a line, which
@@ -108,7 +108,7 @@ pub fn run(o: &Opts) -> io::Result<()> {
             receipts: Vec::new(),
         });
     }
-    let where_ = match (&_herd, far_addr) {
+    let where_ = match (&herd, far_addr) {
         (Some(_), _) => "at Hands, far ones at Welsh (three hops)".to_string(),
         (None, Some(f)) => format!("at {same_addr}, far ones at {f}"),
         (None, None) => format!("at {same_addr}"),
@@ -199,7 +199,10 @@ pub fn run(o: &Opts) -> io::Result<()> {
     let from = measure_wall.unwrap_or(0);
     let (last, uncovered) = last_watcher(&sent_times, from, &watchers);
     println!("posted {posted} IAMATs ({rate}/s asked)");
-    println!("same server ({same_n} watchers), each push: {}", same.describe());
+    println!(
+        "same server ({same_n} watchers), each push: {}",
+        same.describe()
+    );
     println!(
         "same server, the last of the {same_n} watchers to have each update (or a newer one): {}{}",
         last.describe(),
