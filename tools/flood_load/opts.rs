@@ -93,10 +93,13 @@ OPTIONS:
                          certificates in CA_PEM (the herd's tls_ca); rr finishes
                          every handshake before the warm-up, churn's cycles each
                          make one
-    --tls-resume         with --tls: connections resume TLS sessions from the
-                         tickets earlier ones got (a phone reconnecting);
-                         without it every handshake is a full one (churn and rr
-                         print how many of each)
+    --tls-resume         with --tls: connections resume TLS sessions, as phones
+                         reconnecting do: churn's cycles from the ticket their
+                         slot's last cycle got; rr, http and ws connections each
+                         from the ticket of an earlier visit of their own (a
+                         connection made, fully handshaken and closed before
+                         the warm-up); without it every handshake is a full one
+                         (churn, rr, http and ws print how many of each)
     --tls-name NAME      the name the server's certificate must carry: its herd
                          NAME [default: Goloman, the server at the default --addr]
     --links LIST         ingest: herd links fed at once, one case each [default: 1,4]
