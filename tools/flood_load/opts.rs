@@ -61,7 +61,9 @@ OPTIONS:
     --warmup SECS        unmeasured time before it [default: 0.5]
     --whatsat PCT        percentage of WHATSATs among requests [default: 0]
     --sources N          spread connections over 127.0.0.1..127.0.0.N [default: 64]
-    --server-pid PID     idle: the server process whose VmRSS is read; watch:
+    --server-pid PID     idle: the server process whose VmRSS is read; churn:
+                         whose CPU time per connection is reported beside the
+                         tool's own (tool_cpu_us=, server_cpu_us=); watch:
                          whose CPU time is reported
     --idle-kind KIND     idle: line (a client port; a PING on the newest of each
                          500), http (an http port; each connection has had one

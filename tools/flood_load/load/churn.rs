@@ -305,5 +305,6 @@ pub fn churn_thread(
         }
         progress.report(&tally, &mut reported);
     }
+    tally.out.all = tally.done_all;
     Ok(tally.out)
 }

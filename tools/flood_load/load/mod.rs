@@ -105,6 +105,9 @@ pub struct Outcome {
     /// the start; not the earlier visits of `--tls-resume`).
     pub tls_full: u64,
     pub tls_resumed: u64,
+    /// Churn: cycles completed in the whole run, warm-up included (what
+    /// the CPU time read around the run is divided by).
+    pub all: u64,
 }
 
 impl Outcome {
@@ -130,6 +133,7 @@ impl Outcome {
         self.connected += other.connected;
         self.tls_full += other.tls_full;
         self.tls_resumed += other.tls_resumed;
+        self.all += other.all;
         self.window = other.window;
         self.window_wall_ns = match (self.window_wall_ns, other.window_wall_ns) {
             ((0, 0), w) | (w, (0, 0)) => w,
