@@ -271,7 +271,7 @@ impl Effects for Apply<'_, '_> {
         if let Some(j) = self.shared.journal.as_deref_mut() {
             // The reply just queued acknowledges this record (for a peer's
             // AT, nothing is queued, and holding its output costs nothing).
-            self.replies.ack = j.record(line);
+            self.replies.set_ack(j.record(line));
         }
     }
 
