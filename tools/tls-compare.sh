@@ -18,7 +18,11 @@
 #   churn resumed  the same again, the TLS cycles resuming their sessions
 #            from the tickets earlier cycles got (flood_load --tls-resume),
 #            as phones that reconnect do; its plaintext runs are a second
-#            sample of plaintext churn, adjacent in time;
+#            sample of plaintext churn, adjacent in time. Both churn rows
+#            also give the CPU time per connection of the tool and of the
+#            server (flood_load --server-pid; there the ratio is TLS's cost
+#            over plaintext's, the inverse of a rate's), which the machine's
+#            other work does not change as it does the rates;
 #   prop     the five-server herd of tools/probe-herd.conf (ports moved to
 #            P+10...), posting at Hands at 20,000 IAMAT/s and observing
 #            Welsh -> Probe: once with plaintext links, once with every link
@@ -50,7 +54,7 @@ while [ $# -gt 0 ]; do
         --port) PORT=$2; shift 2 ;;
         --idle-conns) IDLE_CONNS=$2; shift 2 ;;
         --log-level) LEVEL=$2; shift 2 ;;
-        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "tls-compare.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -166,9 +170,9 @@ load() {
     shift 2
     if [ "$variant" = tls ]; then
         # shellcheck disable=SC2086
-        "$BIN/flood_load" --addr "127.0.0.1:$((PORT + 1))" "${TLS_ARGS[@]}" ${TLS_EXTRA[$row]:-} "$@" || true
+        "$BIN/flood_load" --addr "127.0.0.1:$((PORT + 1))" "${TLS_ARGS[@]}" ${TLS_EXTRA[$row]:-} ${CPU_ARGS[$row]:-} "$@" || true
     else
-        "$BIN/flood_load" --addr "127.0.0.1:$PORT" "$@" || true
+        "$BIN/flood_load" --addr "127.0.0.1:$PORT" ${CPU_ARGS[$row]:-} "$@" || true
     fi
 }
 
@@ -177,6 +181,8 @@ for round in $(seq "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then order="plain tls"; else order="tls plain"; fi
 
     start_bench
+    # The churn rows read the server's CPU time around each run.
+    declare -A CPU_ARGS=([churn]="--server-pid $SERVER" [churnr]="--server-pid $SERVER")
     for row in "${ROWS[@]}"; do
         for variant in $order; do
             # shellcheck disable=SC2086
@@ -185,6 +191,10 @@ for round in $(seq "$ROUNDS"); do
             record "$row" "$variant" "$rate" "$(field errors <<< "$out")"
             if [ "$variant" = tls ] && [ "$row" = churnr ]; then
                 record churnr_share tls "$(awk -v r="$(field tls_resumed <<< "$out")" -v f="$(field tls_full <<< "$out")" 'BEGIN { if (r + f > 0) printf "%.3f", r / (r + f); else print 0 }')" 0
+            fi
+            if [ "$row" = churn ] || [ "$row" = churnr ]; then
+                record "${row}_tool_cpu" "$variant" "$(field tool_cpu_us <<< "$out")" 0
+                record "${row}_server_cpu" "$variant" "$(field server_cpu_us <<< "$out")" 0
             fi
             if [ "$row" = rr50 ]; then
                 record rr50_p50 "$variant" "$(field p50_us <<< "$out")" 0
@@ -256,6 +266,10 @@ row "pipelined 50 x 16, replies/s" pipe16
 row "churn 50, connections/s" churn
 row "churn 50 resumed, connections/s" churnr
 printf '%-34s %10s %10s %6s %6s   tls:%s\n' "churn 50 resumed: share resumed" "" "$(median <<< "${V[churnr_share,tls]:-}")" "" "" "${V[churnr_share,tls]:-}"
+row "churn 50: tool CPU us/conn" churn_tool_cpu
+row "churn 50: server CPU us/conn" churn_server_cpu
+row "churn 50 resumed: tool CPU us/conn" churnr_tool_cpu
+row "churn 50 resumed: server CPU us/conn" churnr_server_cpu
 row "propagation p50 us (20,000/s)" prop_p50
 row "propagation p99 us" prop_p99
 row "propagation posted/s" prop_rate
