@@ -1,24 +1,67 @@
 //! One TCP connection with its rustls session, client or server side,
-//! driven by hand over a nonblocking mio `TcpStream` (rustls
-//! `examples/src/bin/tlsclient-mio.rs` and `tlsserver-mio.rs`, errors
-//! handled): `read_tls` → `process_new_packets` → drain `reader()` until
-//! `WouldBlock`; `write_tls` while `wants_write()`; WRITABLE interest while
-//! records wait. Never `Stream`/`complete_io`, which would block the loop.
-//!
-//! This is the one piece of TLS driving in the repository. The Places
-//! client uses [`TlsStream::read_step`] (everything rustls has, into a
-//! response buffer); the loop's connections and herd links use [`Stream`],
-//! which reads into the loop's scratch buffer and writes from an
+//! driven by hand over a nonblocking mio `TcpStream`: never
+//! `Stream`/`complete_io`, which would block the loop. This is the one
+//! piece of TLS driving in the repository. The Places client uses
+//! [`TlsStream::read_step`] (everything rustls has, into a response
+//! buffer); the loop's connections and herd links use [`Stream`], which
+//! reads into the loop's scratch buffer and writes from an
 //! [`crate::conn::Output`] like a plain socket does, so the line reader,
 //! the engine, the throttle and the output caps see plaintext and never
 //! know which transport carried it.
 //!
-//! Memory stays bounded whatever the peer does: rustls keeps at most
-//! 16 KiB of received plaintext (we drain it before reading more), one
+//! **Two drivers.** What herd dials (links, the Places client, flood_load)
+//! uses rustls's buffered connection ([`TlsStream::new`]), as rustls's
+//! `tlsclient-mio` example does: `read_tls` → `process_new_packets` →
+//! drain `reader()` until `WouldBlock`; `write_tls` while `wants_write()`.
+//! What herd accepts on its `tls`, `https` and peer ports uses rustls's
+//! unbuffered API ([`TlsStream::server`], an `UnbufferedServerConnection`),
+//! because a buffered connection keeps a 4 KiB read buffer for as long as
+//! it lives, which was half of what an idle TLS connection cost
+//! (docs/PERFORMANCE.md, issue 22). The unbuffered server side owns no
+//! read buffer:
+//!
+//! - **Reading** ([`TlsStream::read_plain`] with the loop's 64 KiB scratch
+//!   buffer): the ciphertext is read from the socket into the buffer's
+//!   second half, after the piece of a record held from the last read;
+//!   rustls decrypts the records there (`process_tls_records`) and their
+//!   plaintext is copied to the first half, which the caller gets as if it
+//!   had read plaintext. What remains of an incomplete record is copied to
+//!   the connection's `held` buffer, which is empty, with no allocation,
+//!   whenever a read ends on a record boundary, as an idle connection's
+//!   last one does. It holds at most [`MAX_HELD`] bytes (one record) once
+//!   the handshake is done, [`MAX_HELD_HANDSHAKING`] during it (a
+//!   handshake message rustls joins from several records stays in the
+//!   buffer until it is whole; one larger than the half buffer is gathered
+//!   in `held` itself). A handshake's answers are encoded into `pending`
+//!   and written at once.
+//! - **Writing** ([`TlsStream::write_plain`]): at most [`PLAINTEXT_CHUNK`]
+//!   of plaintext, only once the last records are on the socket, is
+//!   encrypted into one buffer per thread (`SEAL`) and written from
+//!   there; only what the socket does not take is copied to `pending`
+//!   (WRITABLE interest brings the loop back, as for the buffered driver).
+//!   `pending` is empty, with no allocation, once it is written, and
+//!   bounded by [`MAX_PENDING`] (rustls's own messages a peer provokes
+//!   without reading them).
+//! - **rustls's rules**: what a call to `process_tls_records` did not tell
+//!   the caller to discard must be in front of the next call's buffer
+//!   (rustls remembers where it was in a handshake message being joined),
+//!   so the write side hands rustls `held`, never an empty buffer; after an
+//!   error only the alert rustls queued is taken from it (processing the
+//!   failed records again would make it fail twice), and the session is
+//!   asked nothing more.
+//!
+//! Idle, a server side holds what rustls keeps per session (its
+//! connection struct, the two directions' AES-GCM keys, the traffic
+//! secrets for key updates, two small queues) and nothing of its own;
+//! `examples/tls-memory.rs` counts it.
+//!
+//! Memory stays bounded whatever the peer does: the buffered driver keeps
+//! at most 16 KiB of received plaintext (drained before reading more), one
 //! record being reassembled, and what we hand its writer, which is one
 //! [`PLAINTEXT_CHUNK`] at a time and only once the records of the last one
-//! are on the socket. Plaintext waiting for the handshake stays in the
-//! caller's own output buffer, under the caller's cap.
+//! are on the socket; the unbuffered one the bounds above. Plaintext
+//! waiting for the handshake stays in the caller's own output buffer,
+//! under the caller's cap.
 
 use std::cell::RefCell;
 use std::fmt;
