@@ -39,6 +39,8 @@ pub const DEFAULT_WATCH_LIMIT: usize = 1024;
 /// bytes, and only once what was there is written: the rest stays owed
 /// (conflated) until the socket drains.
 pub const WATCH_FILL: usize = 32 * 1024;
+/// A place whose client's store slot is not known (yet).
+const NO_SLOT: u32 = u32::MAX;
 
 /// A set of small integers with a round-robin cursor: a bit each, and a
 /// summary bit for each 64-bit word that has one set, so finding the next
@@ -152,6 +154,11 @@ pub struct Watch {
     /// The IDs watched by name; a place stays put while its ID is watched
     /// (the hub knows it), and a freed place is reused.
     names: Vec<Option<Box<[u8]>>>,
+    /// The store slot each place's client was last stored in, as the hub
+    /// said ([`NO_SLOT`] until it does): delivery reads it there, checking
+    /// the slot still holds that client, instead of hashing the ID again
+    /// for every watcher of it.
+    slots: Vec<u32>,
     free: Vec<u32>,
     /// ID → its place in `names`.
     places: HashMap<Box<[u8]>, u32>,
@@ -195,10 +202,12 @@ impl Watch {
         let place = match self.free.pop() {
             Some(p) => {
                 self.names[p as usize] = Some(client.into());
+                self.slots[p as usize] = NO_SLOT;
                 p
             }
             None => {
                 self.names.push(Some(client.into()));
+                self.slots.push(NO_SLOT);
                 (self.names.len() - 1) as u32
             }
         };
@@ -219,6 +228,7 @@ impl Watch {
         self.free.push(place);
         if self.places.is_empty() {
             self.names = Vec::new();
+            self.slots = Vec::new();
             self.free = Vec::new();
             self.owed.clear();
         }
@@ -252,6 +262,15 @@ impl Watch {
             }
         }
         true
+    }
+
+    /// The named client at `place` has a newer position, in store slot
+    /// `slot`.
+    pub fn mark_at(&mut self, place: u32, slot: usize) {
+        if let Some(s) = self.slots.get_mut(place as usize) {
+            *s = u32::try_from(slot).unwrap_or(NO_SLOT);
+        }
+        self.mark(place);
     }
 
     /// The named client at `place` has a newer position.
@@ -290,7 +309,14 @@ impl Watch {
                 let Some(Some(name)) = self.names.get(place) else {
                     continue;
                 };
-                store.get(name).map(|e| e.line)
+                // Where the hub last saw it stored, if that slot still
+                // holds it (a slot is reused once its client is evicted).
+                let slot = self.slots.get(place).copied().unwrap_or(NO_SLOT);
+                store
+                    .entry(slot as usize)
+                    .filter(|e| e.client() == &name[..])
+                    .or_else(|| store.get(name))
+                    .map(|e| e.line)
             } else if let Some(slot) = self.all.as_mut().and_then(Pending::pop) {
                 store.entry(slot).map(|e| e.line)
             } else {
@@ -321,8 +347,9 @@ struct Sub {
 /// What a watcher is marked with at the turn's end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
-    /// A client it watches by name, at this place of its [`Watch`].
-    Named(u32),
+    /// A client it watches by name, at this place of its [`Watch`], and
+    /// the store slot its position is in.
+    Named(u32, usize),
     /// A store slot, for `WATCH *`.
     Slot(usize),
 }
@@ -425,7 +452,7 @@ impl Hub {
                 let client = store.entry(slot).map(|e| e.client());
                 if let Some(subs) = client.and_then(|c| self.by_client.get(c)) {
                     for s in subs {
-                        mark(s.key, s.serial, Mark::Named(s.place));
+                        mark(s.key, s.serial, Mark::Named(s.place, slot));
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! `flood_load`'s fronts modes against the built herd binary: `--mode http`
-//! (OsmAnd reports over keep-alive HTTP, plain and over TLS), `--mode ws`
-//! (lines over a WebSocket) and `--mode idle --idle-kind http|ws`, each run
+//! (OsmAnd reports over keep-alive HTTP) and `--mode ws` (lines over a
+//! WebSocket), plain, over TLS and resuming TLS sessions (`--tls-resume`),
+//! and `--mode idle --idle-kind http|ws`, each run
 //! for about a second against a real server; each must report non-zero
 //! throughput and no errors, and what it sent must be stored.
 //! (How fast is measured by `tools/fronts-compare.sh`, not asserted here.)
@@ -164,6 +165,31 @@ fn http_and_ws_modes_load_a_server_and_what_they_send_is_stored() {
             cwd,
         );
         assert!(number(&got, "rate") > 0.0, "{mode} over TLS: {got:?}");
+        assert_eq!(got["tls_full"], "2", "{mode} over TLS: {got:?}");
+        assert_eq!(got["tls_resumed"], "0", "{mode} over TLS: {got:?}");
+    }
+    // Phones that reconnect: with --tls-resume each connection resumes the
+    // session of an earlier visit of its own, on the https port too.
+    for mode in ["http", "ws"] {
+        let got = flood_load(
+            &[
+                "--mode",
+                mode,
+                "--addr",
+                &https,
+                "--tls",
+                &ca,
+                "--tls-name",
+                "localhost",
+                "--tls-resume",
+                "--conns",
+                "3",
+            ],
+            cwd,
+        );
+        assert!(number(&got, "rate") > 0.0, "{mode} resuming: {got:?}");
+        assert_eq!(got["tls_resumed"], "3", "{mode} resuming: {got:?}");
+        assert_eq!(got["tls_full"], "0", "{mode} resuming: {got:?}");
     }
 
     // An http mode pointed at a line port fails loudly, not silently.

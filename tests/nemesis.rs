@@ -3,7 +3,9 @@
 //! tools/nemesis/checker.rs, whose own tests break each rule on purpose):
 //! two seeds in the default network (as root, a host per server), one on
 //! loopback behind the fault proxies, and one of a herd linked by mutual
-//! TLS whose certificates rotate. As root the journals' disks fill too. `HERD_NEMESIS_SEEDS` and
+//! TLS whose certificates rotate. As root the journals' disks fill too.
+//! Six watchers follow clients throughout (two `WATCH *`, two over
+//! WebSocket), reconnecting when their server dies. `HERD_NEMESIS_SEEDS` and
 //! `HERD_NEMESIS_SECS` make it longer; the seed printed replays a failure:
 //! `nemesis --seed S --seeds 1`.
 
@@ -27,7 +29,8 @@ fn clock_seed() -> u64 {
 }
 
 /// Runs nemesis with `args`; panics unless every seed passed, injected
-/// faults and checked more than 1,000 acknowledgements.
+/// faults and checked more than 1,000 acknowledgements and 1,000 positions
+/// pushed to watchers.
 fn nemesis(args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_nemesis"))
         .arg("--herd")
@@ -51,6 +54,13 @@ fn nemesis(args: &[&str]) {
         .and_then(|n| n.parse().ok())
         .expect("the acknowledged count");
     assert!(acked > 1000, "too little load: {total}");
+    let pushed: u64 = total
+        .split(" positions pushed to watchers and checked")
+        .next()
+        .and_then(|p| p.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the pushed count");
+    assert!(pushed > 1000, "too few pushes watched: {total}");
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! - On the `tls` port a second connection resumes (and on the `https`
 //!   port, which has the same configuration); a ticket whose key has
 //!   rotated out, or that another server (a restart) made, falls back to a
-//!   full handshake and is served.
+//!   full handshake and is served. Every handshake gives the phone one
+//!   ticket, and each resumption the next.
 //! - On the peer port a resumed link still carries the certificate its first
 //!   handshake verified (rustls keeps it in the ticket): `HERD` is checked
 //!   against it as on a full handshake; another neighbour holding its
@@ -15,6 +16,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +28,10 @@ use herd::server::{self, Limits, Listeners, ServerConfig};
 use herd::stats::ServerStats;
 use herd::tls::tickets::{self, TicketKeys};
 use herd::tls::HerdTls;
-use rustls::client::{ClientSessionMemoryCache, Resumption};
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
+    Tls13ClientSessionValue,
+};
 use rustls::pki_types::ServerName;
 use rustls::HandshakeKind;
 
@@ -221,6 +226,79 @@ fn a_phone_resumes_and_falls_back_to_a_full_handshake_when_its_ticket_cannot_ope
     wait_for(&restarted.stats, |s| s.handshakes[TLS], [1, 1]);
     assert_eq!(restarted.stats.snapshot().refused, [0; 5]);
     restarted.stop().unwrap();
+}
+
+/// A phone's session store that counts the TLS 1.3 tickets it is given.
+#[derive(Debug)]
+struct CountingStore {
+    inner: ClientSessionMemoryCache,
+    tickets: AtomicUsize,
+}
+
+impl ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(&self, name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(&self, name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(&self, name: ServerName<'static>, value: Tls13ClientSessionValue) {
+        self.tickets.fetch_add(1, Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(&self, name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+#[test]
+fn every_handshake_gives_the_phone_one_ticket_and_it_keeps_resuming() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("herd CA");
+    write_herd_certs(dir.path(), &ca, &["Alpha"]);
+    let (server, tls_addr, _, _) = alpha(load(dir.path(), "Alpha"));
+    let store = Arc::new(CountingStore {
+        inner: ClientSessionMemoryCache::new(8),
+        tickets: AtomicUsize::new(0),
+    });
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(ca.roots())
+        .with_no_client_auth();
+    config.resumption = Resumption::store(store.clone());
+    let phone = Arc::new(config);
+
+    // The ticket comes before the answer (right after the phone's
+    // Finished), so it is stored once the answer is read.
+    let (answer, kind) = ask(tls_addr, &phone, IAMAT);
+    assert!(answer.starts_with("AT Alpha "), "{answer:?}");
+    assert_eq!(kind, Some(HandshakeKind::Full));
+    assert_eq!(
+        store.tickets.load(Ordering::SeqCst),
+        tickets::TICKETS_PER_HANDSHAKE
+    );
+    assert_eq!(tickets::TICKETS_PER_HANDSHAKE, 1);
+    // Each resumption uses the one ticket and brings the next: a phone
+    // that reconnects keeps resuming on one ticket at a time.
+    for n in 2..=5 {
+        let (answer, kind) = ask(tls_addr, &phone, IAMAT);
+        assert!(answer.starts_with("AT Alpha "), "{answer:?}");
+        assert_eq!(kind, Some(HandshakeKind::Resumed), "connection {n}");
+        assert_eq!(store.tickets.load(Ordering::SeqCst), n);
+    }
+    wait_for(&server.stats, |s| s.handshakes[TLS], [1, 4]);
+    server.stop().unwrap();
 }
 
 #[test]

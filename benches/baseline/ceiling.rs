@@ -11,6 +11,15 @@
 //! closed once its replies are written, as herd does (docs/PROTOCOL.md §2), so the churn
 //! load works against it. It is what `tools/compare.sh` calls the *ceiling*:
 //! herd's targets are ratios to it. Default address 127.0.0.1:12100.
+//!
+//! `ceiling ADDR --watch`: the same, and the least a server can do to fan
+//! positions out to watchers (docs/PROTOCOL.md §15), the ceiling of
+//! `flood_load --mode watch` (docs/PERFORMANCE.md): lines are split, a
+//! connection that says `WATCH ...` becomes a watcher (sent the newest
+//! AT line at once, if any), and each `IAMAT CLIENT COORDS TIME` makes an
+//! AT line of its fields, once, that every watcher is sent at the end of
+//! that poll turn — one write(2) per watcher, no store, no conflation, no
+//! clock, no logging.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -33,6 +42,19 @@ struct Conn {
     mid_line: bool,
     read_closed: bool,
     interest: Interest,
+    /// `--watch`: the unfinished line, and whether it said `WATCH`.
+    line: Vec<u8>,
+    watcher: bool,
+}
+
+/// `--watch`: the watchers, and the newest AT line (sent to all of them
+/// at the turn's end when `fresh`).
+#[derive(Default)]
+struct Fanout {
+    on: bool,
+    watchers: Vec<usize>,
+    last: Vec<u8>,
+    fresh: bool,
 }
 
 /// What serving a connection came to.
@@ -42,8 +64,10 @@ enum Step {
 }
 
 fn main() -> io::Result<()> {
+    let fanout_on = std::env::args().any(|a| a == "--watch");
     let addr: SocketAddr = std::env::args()
-        .nth(1)
+        .skip(1)
+        .find(|a| a != "--watch")
         .unwrap_or_else(|| "127.0.0.1:12100".to_string())
         .parse()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("address: {e}")))?;
@@ -58,6 +82,10 @@ fn main() -> io::Result<()> {
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0u8; 64 * 1024];
     let mut dirty: Vec<usize> = Vec::new();
+    let mut fanout = Fanout {
+        on: fanout_on,
+        ..Fanout::default()
+    };
     loop {
         if let Err(e) = poll.poll(&mut events, None) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -74,10 +102,21 @@ fn main() -> io::Result<()> {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
-            match read(conn, &mut scratch) {
+            match read(conn, key, &mut scratch, &mut fanout) {
                 Step::Open => dirty.push(key),
                 Step::Close => close(&mut conns, &poll, key),
             }
+        }
+        if fanout.fresh {
+            fanout.fresh = false;
+            fanout.watchers.retain(|&key| {
+                let Some(conn) = conns.get_mut(key) else {
+                    return false;
+                };
+                conn.out.extend_from_slice(&fanout.last);
+                dirty.push(key);
+                true
+            });
         }
         for key in dirty.drain(..) {
             let Some(conn) = conns.get_mut(key) else {
@@ -115,6 +154,8 @@ fn accept(listener: &mut TcpListener, poll: &Poll, conns: &mut Slab<Conn>) {
                         mid_line: false,
                         read_closed: false,
                         interest: Interest::READABLE,
+                        line: Vec::new(),
+                        watcher: false,
                     });
                 }
             }
@@ -130,7 +171,10 @@ fn accept(listener: &mut TcpListener, poll: &Poll, conns: &mut Slab<Conn>) {
 }
 
 /// Reads to `WouldBlock` and answers every line.
-fn read(conn: &mut Conn, scratch: &mut [u8]) -> Step {
+fn read(conn: &mut Conn, key: usize, scratch: &mut [u8], fanout: &mut Fanout) -> Step {
+    if fanout.on {
+        return read_lines(conn, key, scratch, fanout);
+    }
     while !conn.read_closed {
         match conn.stream.read(scratch) {
             Ok(0) => {
@@ -154,6 +198,51 @@ fn read(conn: &mut Conn, scratch: &mut [u8]) -> Step {
         }
     }
     Step::Open
+}
+
+/// `--watch`: reads to `WouldBlock`, line by line: `WATCH` makes a
+/// watcher, `IAMAT` the newest AT line, and every other line is answered.
+fn read_lines(conn: &mut Conn, key: usize, scratch: &mut [u8], fanout: &mut Fanout) -> Step {
+    loop {
+        match conn.stream.read(scratch) {
+            Ok(0) => return Step::Close,
+            Ok(n) => {
+                for &b in &scratch[..n] {
+                    if b != b'\n' {
+                        conn.line.push(b);
+                        continue;
+                    }
+                    let line = std::mem::take(&mut conn.line);
+                    let fields: Vec<&[u8]> = line.split(|&c| c == b' ').collect();
+                    match fields[0] {
+                        b"WATCH" if !conn.watcher => {
+                            conn.watcher = true;
+                            fanout.watchers.push(key);
+                            conn.out.extend_from_slice(&fanout.last);
+                        }
+                        b"WATCH" => {}
+                        b"IAMAT" if fields.len() == 4 && !conn.watcher => {
+                            let mut at = b"AT Ceiling +0.000012345".to_vec();
+                            for f in &fields[1..] {
+                                at.push(b' ');
+                                at.extend_from_slice(f);
+                            }
+                            at.push(b'\n');
+                            conn.out.extend_from_slice(&at);
+                            fanout.last = at;
+                            fanout.fresh = true;
+                        }
+                        _ => conn.out.extend_from_slice(REPLY),
+                    }
+                    conn.line = line;
+                    conn.line.clear();
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Open,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Step::Close,
+        }
+    }
 }
 
 /// Writes what it can; asks for WRITABLE while bytes remain.

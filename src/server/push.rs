@@ -43,7 +43,7 @@ impl Server {
                 let idle = !w.has_owed();
                 let was = w.replaced;
                 match mark {
-                    Mark::Named(place) => w.mark(place),
+                    Mark::Named(place, slot) => w.mark_at(place, slot),
                     Mark::Slot(slot) => w.mark_slot(slot),
                 }
                 replaced += w.replaced - was;

@@ -33,10 +33,16 @@ use rustls::server::{ProducesTickets, ServerSessionMemoryCache};
 /// again. A ticket lives between one and two of these.
 pub const TICKET_KEY_LIFETIME: Duration = Duration::from_secs(6 * 60 * 60);
 
-/// Tickets sent after each full or resumed handshake (TLS 1.3): one to
-/// resume with next time, and one spare for a second connection opened
-/// meanwhile (rustls's default).
-pub const TICKETS_PER_HANDSHAKE: usize = 2;
+/// Tickets sent after each full or resumed handshake (TLS 1.3): one, to
+/// resume with next time. A client uses a ticket once (RFC 8446 C.4;
+/// rustls's, BoringSSL's and Go's clients do), and every resumption brings
+/// it a new one, so a phone that reconnects always holds one; as Go's
+/// crypto/tls servers do. rustls's default of two (OpenSSL's too) only
+/// helps a client that opens a second connection before its first
+/// resumes, which then makes one full handshake; each ticket costs the
+/// server randomness, a key derivation and an encryption per handshake, and
+/// the client a record to decrypt and a session to store.
+pub const TICKETS_PER_HANDSHAKE: usize = 1;
 
 /// Sessions a server remembers for TLS 1.2 clients that cannot take a
 /// ticket (about 100 bytes each); the oldest are forgotten first.

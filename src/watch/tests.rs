@@ -86,6 +86,22 @@ fn a_slow_watcher_is_owed_one_position_per_client_the_newest() {
 }
 
 #[test]
+fn a_slot_that_holds_another_client_is_not_believed() {
+    let mut store = Store::new();
+    offer(&mut store, at("a", 1).as_bytes());
+    offer(&mut store, at("b", 1).as_bytes());
+    let mut w = Watch::default();
+    let a = w.add(b"a").unwrap();
+    assert_eq!(drain(&mut w, &store), [at("a", 1)]);
+    // As if a's slot had been reused by b: a is looked up by name.
+    w.mark_at(a, store.last_slot());
+    assert_eq!(drain(&mut w, &store), [at("a", 1)]);
+    offer(&mut store, at("a", 2).as_bytes());
+    w.mark_at(a, store.last_slot());
+    assert_eq!(drain(&mut w, &store), [at("a", 2)]);
+}
+
+#[test]
 fn unwatching_drops_what_is_owed_and_a_place_is_reused() {
     let mut store = Store::new();
     offer(&mut store, at("a", 1).as_bytes());
@@ -171,8 +187,8 @@ fn the_hub_notes_nothing_while_nobody_watches_and_marks_by_client() {
     assert_eq!(
         marks,
         [
-            (7, 70, Mark::Named(0)),
-            (8, 80, Mark::Named(3)),
+            (7, 70, Mark::Named(0, 0)),
+            (8, 80, Mark::Named(3, 0)),
             (9, 90, Mark::Slot(0)),
             (9, 90, Mark::Slot(1)),
         ]

@@ -20,6 +20,10 @@ pub const PORT_LOCKS: &str = "/tmp/herd-test-ports";
 ///   exits, so no other test process (another test binary, another
 ///   checkout's tests) hands it out at the same time, and this process
 ///   never hands it out twice;
+/// - it is not one of [`RESERVED`], the ports the repository's own
+///   `herd.conf` and `tools/*.sh` use by default, so a herd or a
+///   measurement someone runs by hand beside the tests never takes a port
+///   a test was given (the locks bind only the tests);
 /// - nothing listens on it when it is handed out.
 ///
 /// (Binding port 0 and releasing it, as before, let anything take the
@@ -37,7 +41,7 @@ pub fn free_port() -> u16 {
         .wrapping_add(held.len() as u32);
     for i in 0..span {
         let port = lo + ((start.wrapping_add(i)) % span) as u16;
-        if held.iter().any(|(p, _)| *p == port) {
+        if RESERVED.contains(&port) || held.iter().any(|(p, _)| *p == port) {
             continue;
         }
         let Ok(lock) = std::fs::OpenOptions::new()
@@ -61,7 +65,13 @@ pub fn free_port() -> u16 {
     panic!("no free test port in {lo}-{hi}");
 }
 
-/// The ports [`free_port`] hands out: the larger stretch, above 10000,
+/// Ports never handed out: `herd.conf` (12000-12004), `tools/probe-herd.conf`
+/// (12000-12010) and the tools' default `--port`s (compare.sh 12100,
+/// hostile.sh 12300, liveness.sh 12310, tls-compare.sh 12400,
+/// fronts-compare.sh 12700, each with a few dozen above it).
+pub const RESERVED: std::ops::RangeInclusive<u16> = 12_000..=12_999;
+
+/// The ports [`free_port`] hands out (less [`RESERVED`]): the larger stretch, above 10000,
 /// outside the kernel's ephemeral range.
 pub fn test_port_range() -> (u16, u16) {
     let (eph_lo, eph_hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")

@@ -29,9 +29,10 @@
 //! * `ingest`: AT lines fed over herd links flat out, no clients: the
 //!   updates a server (or a chain of them) stores per second, and its CPU
 //!   per update, by links fed and journal policy (docs/CAPACITY.md).
-//! * `watch` (in process): `--conns` watchers of one client at the server
-//!   it is posted at, `--far` three hops away, posting at `--rate`;
-//!   IAMAT-sent to push-received at both, and pushes a second.
+//! * `watch`: `--conns` watchers of one client at the server it is posted
+//!   at, `--far` three hops away, posting at `--rate`; IAMAT-sent to
+//!   push-received at both, to the last watcher of each update, and
+//!   pushes a second; in process, or against a herd at `--addr`.
 //!
 //! Human-readable results go to stdout, progress to stderr each second, and
 //! the last stdout line is `summary mode=... key=value ...` for scripts.

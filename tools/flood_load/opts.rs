@@ -40,10 +40,14 @@ MODES:
                  per journal policy (--links, --chain, --journal), and with
                  every line sent twice (the cost of a duplicate); else the
                  server at --addr as its neighbour Probe, read via --metrics
-    watch        in process: the reference herd; --conns watchers [default: 100]
-                 of one client at Hands, --far watchers at Welsh (three hops),
-                 IAMATs of it posted at Hands at --rate [default: 100]; time
-                 from IAMAT sent to push received at both, pushes per second
+    watch        --conns watchers [default: 100] of one client where it is
+                 posted at --rate [default: 100], --far watchers three hops
+                 away; time from IAMAT sent to push received at both, to the
+                 last watcher of each update, pushes per second. In process
+                 (the reference herd, Hands and Welsh) unless --addr (posting
+                 and watchers there, far ones at --far-addr); --rate 0: idle
+                 watchers at --addr, each of a client that never moves, held
+                 for --duration
 
 OPTIONS:
     --addr ADDR          server to load / post at [default: 127.0.0.1:12000;
@@ -57,7 +61,8 @@ OPTIONS:
     --warmup SECS        unmeasured time before it [default: 0.5]
     --whatsat PCT        percentage of WHATSATs among requests [default: 0]
     --sources N          spread connections over 127.0.0.1..127.0.0.N [default: 64]
-    --server-pid PID     idle: the server process whose VmRSS is read
+    --server-pid PID     idle: the server process whose VmRSS is read; watch:
+                         whose CPU time is reported
     --idle-kind KIND     idle: line (a client port; a PING on the newest of each
                          500), http (an http port; each connection has had one
                          OsmAnd report answered, kept alive) or ws (an http port;
@@ -88,10 +93,13 @@ OPTIONS:
                          certificates in CA_PEM (the herd's tls_ca); rr finishes
                          every handshake before the warm-up, churn's cycles each
                          make one
-    --tls-resume         with --tls: connections resume TLS sessions from the
-                         tickets earlier ones got (a phone reconnecting);
-                         without it every handshake is a full one (churn and rr
-                         print how many of each)
+    --tls-resume         with --tls: connections resume TLS sessions, as phones
+                         reconnecting do: churn's cycles from the ticket their
+                         slot's last cycle got; rr, http and ws connections each
+                         from the ticket of an earlier visit of their own (a
+                         connection made, fully handshaken and closed before
+                         the warm-up); without it every handshake is a full one
+                         (churn, rr, http and ws print how many of each)
     --tls-name NAME      the name the server's certificate must carry: its herd
                          NAME [default: Goloman, the server at the default --addr]
     --links LIST         ingest: herd links fed at once, one case each [default: 1,4]
@@ -103,7 +111,9 @@ OPTIONS:
     --fsync-ms N         ingest: the fsync case's interval [default: 100]
     --state-dir DIR      ingest: where the journals of its cases go [default: a
                          temporary directory under $TMPDIR]
-    --far N              watch: watchers three hops away, at Welsh [default: 1]
+    --far N              watch: watchers three hops away [default: 1]
+    --far-addr ADDR      watch with --addr: where the far watchers connect
+                         [default: none, no far watchers]
     --quiet              no progress lines
     -h, --help           this text
 
@@ -163,6 +173,8 @@ pub struct Opts {
     pub ingest: crate::ingest::Cases,
     /// watch: watchers three hops away.
     pub far: usize,
+    /// watch with `--addr`: where they connect.
+    pub far_addr: Option<SocketAddr>,
 }
 
 /// The options from the command line; `None` for `--help`.
@@ -197,6 +209,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         rounds_set: false,
         ingest: crate::ingest::Cases::default(),
         far: 1,
+        far_addr: None,
     };
     let mut tls_ca: Option<PathBuf> = None;
     let mut tls_name = String::from("Goloman");
@@ -264,6 +277,7 @@ pub fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
             Long("attack-mbps") => o.attack_mbps = p.value()?.parse()?,
             Long("attackers") => o.attackers = p.value()?.string()?.parse()?,
             Long("far") => o.far = p.value()?.parse()?,
+            Long("far-addr") => o.far_addr = Some(p.value()?.parse()?),
             Long("quiet") => o.quiet = true,
             Long("metrics") => o.metrics = Some(p.value()?.parse()?),
             Long("tls") => tls_ca = Some(p.value()?.into()),

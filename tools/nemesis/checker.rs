@@ -11,9 +11,23 @@
 //!    an update acknowledged with an AT line is held as exactly that line.
 //! 3. Every server holds the same newest line per client
 //!    ([`Violation::Divergent`]).
-//! 4. A watcher sees, per client, never an older position after a newer one
-//!    ([`Violation::StalePush`]), and last the newest
-//!    ([`Violation::WatchBehind`]).
+//! 4. Watchers (§15). A watcher is a thread that holds one watching
+//!    connection at a time and opens another when it fails (its server
+//!    killed, a connection reset); each connection says one `WATCH`. The
+//!    rule, per watcher:
+//!    - on one connection, each client's positions strictly increase: a
+//!      push is newer than anything sent before it, and the snapshot sends
+//!      each position once ([`Violation::StalePush`], also for a repeat);
+//!    - across connections nothing is required: a new connection's
+//!      snapshot comes from the server it reached, which may be behind what
+//!      an earlier connection saw elsewhere (or the same server restarted
+//!      on its journal, which never pushed a position it had not written);
+//!    - the last connection, the one open once the herd has converged,
+//!      ends, for each client it watches that the herd holds, at the line
+//!      every server holds ([`Violation::WatchBehind`]);
+//!    - everything received is the AT line of an update the workload sent,
+//!      of a client the watcher asked for, exactly as acknowledged if it
+//!      was (anything else, a `? ` too: [`Violation::WatchStray`]).
 //! 5. No process died unexpectedly or panicked ([`Violation::Incident`]);
 //!    none grew past the memory bound ([`Violation::Memory`]).
 
@@ -56,11 +70,24 @@ pub struct Ack {
     pub line: String,
 }
 
-/// What one watcher received, in order: (client, stamp) per AT line.
+/// What one watcher received: per connection, in order, every line.
 #[derive(Debug, Clone, Default)]
 pub struct WatchLog {
     pub name: String,
-    pub seen: Vec<(String, Stamp)>,
+    /// The clients it watches by name; None: `WATCH *`.
+    pub watches: Option<Vec<String>>,
+    /// Each connection's lines (AT lines, or anything else it was sent),
+    /// the connections in the order they were opened.
+    pub conns: Vec<Vec<String>>,
+}
+
+impl WatchLog {
+    /// Whether it watches `client`.
+    pub fn watches(&self, client: &str) -> bool {
+        self.watches
+            .as_ref()
+            .map_or(true, |w| w.iter().any(|c| c == client))
+    }
 }
 
 /// Everything the checker looks at.
@@ -119,7 +146,14 @@ pub enum Violation {
         after: Stamp,
         got: Stamp,
     },
-    /// `watcher`'s last position of `client` is not the newest the herd holds.
+    /// `watcher` was sent `line`: not an AT line the workload sent (or not
+    /// as acknowledged), or of a client it did not ask for.
+    WatchStray {
+        watcher: String,
+        line: String,
+    },
+    /// `watcher`'s last position of `client` (on its last connection) is
+    /// not the newest the herd holds.
     WatchBehind {
         watcher: String,
         client: String,
@@ -164,6 +198,10 @@ impl fmt::Display for Violation {
                 f,
                 "stale push: {watcher} got {got} for {client} after {after}"
             ),
+            Violation::WatchStray { watcher, line } => write!(
+                f,
+                "watch stray: {watcher} was sent {line:?}, not a sent update of a client it watches"
+            ),
             Violation::WatchBehind {
                 watcher,
                 client,
@@ -171,7 +209,7 @@ impl fmt::Display for Violation {
                 newest,
             } => write!(
                 f,
-                "watch behind: {watcher} last saw {last:?} for {client}, the herd holds {newest}"
+                "watch behind: {watcher}'s last connection last saw {last:?} for {client}, the herd holds {newest}"
             ),
             Violation::Incident(what) => write!(f, "incident: {what}"),
             Violation::Memory {
@@ -259,22 +297,49 @@ pub fn check(h: &History) -> Vec<Violation> {
     };
     for w in &h.watchers {
         let mut last: BTreeMap<&str, Stamp> = BTreeMap::new();
-        for (client, t) in &w.seen {
-            if let Some(&before) = last.get(client.as_str()) {
-                if *t < before {
-                    out.push(Violation::StalePush {
+        for conn in &w.conns {
+            last.clear();
+            for line in conn {
+                let (client, t) = match (client_of(line), stamp_of(line)) {
+                    (Some(c), Some(t)) if line.starts_with("AT ") => (c, t),
+                    _ => {
+                        out.push(Violation::WatchStray {
+                            watcher: w.name.clone(),
+                            line: line.clone(),
+                        });
+                        continue;
+                    }
+                };
+                let sent = h.sent.get(client).is_some_and(|s| s.contains(&t))
+                    && acked_line
+                        .get(&(client, t))
+                        .map_or(true, |l| *l == line.as_str());
+                if !sent || !w.watches(client) {
+                    out.push(Violation::WatchStray {
                         watcher: w.name.clone(),
-                        client: client.clone(),
-                        after: before,
-                        got: *t,
+                        line: line.clone(),
                     });
                     continue;
                 }
+                if let Some(&before) = last.get(client) {
+                    if t <= before {
+                        out.push(Violation::StalePush {
+                            watcher: w.name.clone(),
+                            client: client.to_string(),
+                            after: before,
+                            got: t,
+                        });
+                        continue;
+                    }
+                }
+                last.insert(client, t);
             }
-            last.insert(client, *t);
         }
-        let watched: BTreeSet<&str> = w.seen.iter().map(|(c, _)| c.as_str()).collect();
-        for client in watched {
+        // `last` is the last connection's now.
+        for client in &clients {
+            if !w.watches(client) {
+                continue;
+            }
             if let Some(n) = newest(client) {
                 if last.get(client) != Some(&n) {
                     out.push(Violation::WatchBehind {
@@ -337,9 +402,22 @@ mod tests {
         .into();
         h.finals.insert("A".into(), held.clone());
         h.finals.insert("B".into(), held);
+        // A watcher of every client: its first connection saw c1's first
+        // update and c2, then failed; its second connection's snapshot is
+        // c1's newest and c2.
         h.watchers.push(WatchLog {
             name: "w".into(),
-            seen: vec![("c1".into(), 10), ("c2".into(), 15), ("c1".into(), 20)],
+            watches: None,
+            conns: vec![
+                vec![at("A", "c1", 10), at("B", "c2", 15)],
+                vec![at("B", "c2", 15), at("A", "c1", 20)],
+            ],
+        });
+        // A watcher of c1 alone, on one connection.
+        h.watchers.push(WatchLog {
+            name: "v".into(),
+            watches: Some(vec!["c1".into()]),
+            conns: vec![vec![at("A", "c1", 10), at("A", "c1", 20)]],
         });
         h.rss.insert("A".into(), 1 << 20);
         h
@@ -403,6 +481,8 @@ mod tests {
     #[test]
     fn a_line_never_sent_or_not_as_acknowledged_fails() {
         let mut h = good();
+        // (What watchers were sent is another rule's.)
+        h.watchers.clear();
         for m in h.finals.values_mut() {
             m.insert("c3".into(), at("A", "c3", 99));
         }
@@ -422,6 +502,7 @@ mod tests {
         // The acknowledged stamp, but another server's line: not what was
         // acknowledged.
         let mut h = good();
+        h.watchers.clear();
         for m in h.finals.values_mut() {
             m.insert("c1".into(), at("B", "c1", 20));
         }
@@ -431,14 +512,49 @@ mod tests {
     #[test]
     fn a_stale_push_fails() {
         let mut h = good();
-        h.watchers[0].seen = vec![("c1".into(), 20), ("c1".into(), 10), ("c1".into(), 20)];
+        h.watchers[1].conns = vec![vec![at("A", "c1", 20), at("A", "c1", 10)]];
         assert_eq!(
             check(&h),
             vec![Violation::StalePush {
-                watcher: "w".into(),
+                watcher: "v".into(),
                 client: "c1".into(),
                 after: 20,
                 got: 10,
+            }]
+        );
+        // The same position twice on one connection: not a newer one.
+        let mut h = good();
+        h.watchers[1].conns = vec![vec![at("A", "c1", 20), at("A", "c1", 20)]];
+        assert_eq!(
+            check(&h),
+            vec![Violation::StalePush {
+                watcher: "v".into(),
+                client: "c1".into(),
+                after: 20,
+                got: 20,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_new_connection_may_start_behind_but_must_end_at_the_newest() {
+        // The second connection reached a server that was behind (c1 at
+        // 10 after the first saw 20), then was pushed the newest.
+        let mut h = good();
+        h.watchers[1].conns = vec![
+            vec![at("A", "c1", 20)],
+            vec![at("A", "c1", 10), at("A", "c1", 20)],
+        ];
+        assert_eq!(check(&h), vec![]);
+        // Without that push it ends behind, whatever the first saw.
+        h.watchers[1].conns[1].pop();
+        assert_eq!(
+            check(&h),
+            vec![Violation::WatchBehind {
+                watcher: "v".into(),
+                client: "c1".into(),
+                last: Some(10),
+                newest: 20,
             }]
         );
     }
@@ -446,16 +562,55 @@ mod tests {
     #[test]
     fn a_watcher_that_never_saw_the_newest_fails() {
         let mut h = good();
-        h.watchers[0].seen.pop();
+        h.watchers[1].conns[0].pop();
         assert_eq!(
             check(&h),
             vec![Violation::WatchBehind {
-                watcher: "w".into(),
+                watcher: "v".into(),
                 client: "c1".into(),
                 last: Some(10),
                 newest: 20,
             }]
         );
+        // A watcher of every client that was never sent c2 on its last
+        // connection (the first one saw it).
+        let mut h = good();
+        h.watchers[0].conns[1].remove(0);
+        assert_eq!(
+            check(&h),
+            vec![Violation::WatchBehind {
+                watcher: "w".into(),
+                client: "c2".into(),
+                last: None,
+                newest: 15,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_line_a_watcher_should_not_have_been_sent_fails() {
+        let stray = |line: String| {
+            let mut h = good();
+            h.watchers[1].conns[0].push(line.clone());
+            (
+                check(&h),
+                vec![Violation::WatchStray {
+                    watcher: "v".into(),
+                    line,
+                }],
+            )
+        };
+        // Never sent; sent, but not the line acknowledged; a client it did
+        // not ask for; a refusal.
+        for line in [
+            at("A", "c1", 30),
+            at("B", "c1", 20),
+            at("B", "c2", 15),
+            "? WATCH c1".to_string(),
+        ] {
+            let (got, want) = stray(line);
+            assert_eq!(got, want);
+        }
     }
 
     #[test]

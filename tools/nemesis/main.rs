@@ -7,13 +7,15 @@
 //! server, a journal's disk filled and freed (as root), and with `--tls`
 //! certificates rotated on a herd linked by mutual TLS. Then everything is
 //! healed and the checker (`checker.rs`) says whether every acknowledged
-//! update survived everywhere, the servers agree, no process died on its
-//! own or panicked, and memory stayed bounded; and how long the herd took
-//! to converge after the heal.
+//! update survived everywhere, the servers agree, the watchers
+//! (`watchers.rs`: `WATCH` on line ports and over WebSocket, reconnecting
+//! when their server dies) saw only newer positions per connection and end
+//! at the newest, no process died on its own or panicked, and memory stayed
+//! bounded; and how long the herd took to converge after the heal.
 //!
 //!     nemesis [--seed S] [--seeds N] [--secs T] [--herd PATH] [--clients N]
-//!             [--rss-mib M] [--tls DIR] [--with KIND] [--net hosts|loopback]
-//!             [--keep]
+//!             [--watchers N] [--rss-mib M] [--tls DIR] [--with KIND]
+//!             [--net hosts|loopback] [--keep]
 //!
 //! Prints each seed's schedule, then one `nemesis:` summary line per seed;
 //! `--seed S --seeds 1` replays seed S's schedule. Exit status 1 if any
@@ -34,6 +36,7 @@ mod schedule;
 #[allow(dead_code)]
 #[path = "../../tests/support/tmpfs.rs"]
 mod tmpfs;
+mod watchers;
 mod workload;
 
 /// What the shared test helpers (proxy, tmpfs) call `herd::PATIENCE`.
@@ -48,7 +51,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use checker::check;
+use checker::{check, Violation};
 use cluster::Cluster;
 use schedule::{schedule, Fault, Herd};
 
@@ -69,12 +72,16 @@ const SPARE_LINKS: &[(&str, &str)] = &[("Spare", "Welsh"), ("Spare", "Hands")];
 /// checker judges what it holds.
 const CONVERGE_PATIENCE: Duration = Duration::from_secs(60);
 
+/// The workload's client IDs: `n0` .. `n199`.
+const CLIENT_IDS: usize = 200;
+
 struct Opts {
     seed: u64,
     seeds: u64,
     secs: u64,
     bin: PathBuf,
     clients: usize,
+    watchers: usize,
     rss_mib: u64,
     tls: Option<PathBuf>,
     with: Option<String>,
@@ -83,12 +90,14 @@ struct Opts {
     keep: bool,
 }
 
-const USAGE: &str = "usage: nemesis [--seed S] [--seeds N] [--secs T] [--herd PATH] [--clients N] [--rss-mib M] [--tls DIR] [--with KIND] [--net hosts|loopback] [--keep]
+const USAGE: &str = "usage: nemesis [--seed S] [--seeds N] [--secs T] [--herd PATH] [--clients N] [--watchers N] [--rss-mib M] [--tls DIR] [--with KIND] [--net hosts|loopback] [--keep]
   --seed S     the first seed (default: from the clock); --seed S --seeds 1 replays S
   --seeds N    seeds to run, S, S+1, ... (default 1)
   --secs T     seconds of faults per seed (default 20)
   --herd PATH  the herd binary (default: next to this one)
   --clients N  client threads of the workload (default 4)
+  --watchers N watcher threads (default 6: two `WATCH *`, four of 10 named
+               clients; the 2nd and 5th over WebSocket; 0: none)
   --rss-mib M  the bound on any server's resident memory (default 256)
   --tls DIR    a herd linked by mutual TLS on peer ports, its certificates
                rotating through DIR/gen0, DIR/gen1, ... (each made by
@@ -115,6 +124,7 @@ fn opts() -> Result<Opts, String> {
             .and_then(|p| p.parent().map(|d| d.join("herd")))
             .unwrap_or_else(|| PathBuf::from("herd")),
         clients: 4,
+        watchers: 6,
         rss_mib: 256,
         tls: None,
         with: None,
@@ -134,6 +144,7 @@ fn opts() -> Result<Opts, String> {
             Long("seeds") => o.seeds = num(&mut p)?,
             Long("secs") => o.secs = num(&mut p)?,
             Long("clients") => o.clients = num(&mut p)?.max(1) as usize,
+            Long("watchers") => o.watchers = num(&mut p)? as usize,
             Long("rss-mib") => o.rss_mib = num(&mut p)?,
             Long("herd") => o.bin = p.value().map_err(|e| e.to_string())?.into(),
             Long("keep") => o.keep = true,
@@ -171,6 +182,10 @@ struct Outcome {
     sent: usize,
     violations: usize,
     converged: Option<Duration>,
+    /// Lines the watchers received (each checked).
+    pushes: usize,
+    /// When the watchers had caught up, from the heal.
+    caught_up: Option<Duration>,
 }
 
 fn main() {
@@ -207,6 +222,7 @@ fn main() {
         .collect();
     let mut totals: BTreeMap<&'static str, u32> = BTreeMap::new();
     let (mut acks, mut sent, mut bad, mut worst) = (0, 0, 0u64, Duration::ZERO);
+    let (mut pushes, mut worst_watch) = (0, Duration::ZERO);
     let started = Instant::now();
     let (mut seed, mut last) = (o.seed, o.seed);
     for _ in 0..o.seeds {
@@ -234,10 +250,12 @@ fn main() {
             bad += 1;
         }
         worst = worst.max(out.converged.unwrap_or(CONVERGE_PATIENCE));
+        pushes += out.pushes;
+        worst_watch = worst_watch.max(out.caught_up.unwrap_or(CONVERGE_PATIENCE * 2));
     }
     let kinds: Vec<String> = totals.iter().map(|(k, n)| format!("{k}={n}")).collect();
     println!(
-        "nemesis total: seeds {}..{} ({}) in {:.0} s: faults {} ({}); {sent} updates sent, {acks} acknowledged and checked; {bad} seeds failed; worst convergence {:.2} s",
+        "nemesis total: seeds {}..{} ({}) in {:.0} s: faults {} ({}); {sent} updates sent, {acks} acknowledged and checked; {pushes} positions pushed to watchers and checked; {bad} seeds failed; worst convergence {:.2} s, watchers caught up {:.2} s",
         o.seed,
         last,
         o.seeds,
@@ -245,6 +263,7 @@ fn main() {
         totals.values().sum::<u32>(),
         kinds.join(" "),
         worst.as_secs_f64(),
+        worst_watch.as_secs_f64(),
     );
     if bad > 0 {
         std::process::exit(1);
@@ -313,8 +332,20 @@ fn run(
     );
     println!("  on {}", cluster.network());
     cluster.start_all();
-    let load =
-        workload::Workload::start(seed, o.clients, 200, cluster.targets(), cluster.connector());
+    let load = workload::Workload::start(
+        seed,
+        o.clients,
+        CLIENT_IDS,
+        cluster.targets(),
+        cluster.connector(),
+    );
+    let watch = watchers::Watchers::start(
+        seed,
+        o.watchers,
+        CLIENT_IDS,
+        load.targets.clone(),
+        cluster.connector(),
+    );
 
     // Begin and end events, in time order (an end before a begin at the
     // same instant).
@@ -329,6 +360,7 @@ fn run(
     for (at, begin, i) in &events {
         if interrupted.load(Ordering::SeqCst) {
             load.finish();
+            watch.finish();
             drop(cluster);
             println!("  kept {}", dir.display());
             return None;
@@ -379,6 +411,35 @@ fn run(
         cluster.tick();
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Then the watchers must catch up: each one's last connection ends at
+    // the line every server holds, for every client it watches (timed from
+    // the heal too).
+    let mut caught_up = None;
+    if converged.is_some() {
+        let since = Instant::now();
+        loop {
+            history.watchers = watch.logs();
+            let behind = check(&history)
+                .iter()
+                .any(|v| matches!(v, Violation::WatchBehind { .. }));
+            if !behind {
+                caught_up = Some(healed.elapsed());
+                break;
+            }
+            if since.elapsed() > CONVERGE_PATIENCE {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    history.watchers = watch.finish();
+    let conns: usize = history.watchers.iter().map(|w| w.conns.len()).sum();
+    let pushes: usize = history
+        .watchers
+        .iter()
+        .flat_map(|w| &w.conns)
+        .map(Vec::len)
+        .sum();
     cluster.tick();
     history.incidents.append(&mut cluster.incidents);
     history.incidents.extend(cluster.panics());
@@ -394,7 +455,7 @@ fn run(
     let max_rss = history.rss.values().max().copied().unwrap_or(0);
     let kinds: Vec<String> = faults.iter().map(|(k, n)| format!("{k}={n}")).collect();
     println!(
-        "nemesis: seed {seed}: faults {} ({}); {} updates sent, {} acknowledged ({} of them OsmAnd reports over HTTP), {} whatsats; {} clients on {} servers; violations {}; converged {}; max rss {} MiB",
+        "nemesis: seed {seed}: faults {} ({}); {} updates sent, {} acknowledged ({} of them OsmAnd reports over HTTP), {} whatsats; {} clients on {} servers; {} watchers on {conns} connections, {pushes} positions received ({}); violations {}; converged {}; watchers caught up {}; max rss {} MiB",
         faults.values().sum::<u32>(),
         kinds.join(" "),
         history.sent.values().map(|s| s.len()).sum::<usize>(),
@@ -403,8 +464,16 @@ fn run(
         seen.whatsats,
         clients.len(),
         present.len(),
+        history.watchers.len(),
+        history
+            .watchers
+            .iter()
+            .map(|w| w.conns.iter().map(Vec::len).sum::<usize>().to_string())
+            .collect::<Vec<_>>()
+            .join("/"),
         violations.len(),
         converged.map_or("never".to_string(), |d| format!("in {:.2} s", d.as_secs_f64())),
+        caught_up.map_or("never".to_string(), |d| format!("in {:.2} s", d.as_secs_f64())),
         max_rss >> 20,
     );
     let failed = !violations.is_empty() || converged.is_none();
@@ -420,6 +489,8 @@ fn run(
         sent: history.sent.values().map(|s| s.len()).sum(),
         violations: violations.len(),
         converged,
+        pushes,
+        caught_up,
     })
 }
 

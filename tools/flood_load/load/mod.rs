@@ -19,6 +19,9 @@
 //! own [`herd::tls::stream::Stream`] as the server drives its connections;
 //! rr connections finish their handshakes before the warm-up starts, as
 //! their TCP connects do, so a TLS run's figures compare with a plain one's.
+//! With `--tls-resume` ([`tls::visit`]) each rr connection is a phone that
+//! was connected before: a connection of its own, fully handshaken and
+//! closed first, leaves it a ticket, and the measured connection resumes.
 //!
 //! With [`Spec::wire`] `Http` or `Ws`, the rr connections speak herd's
 //! HTTP front instead (OsmAnd reports over keep-alive HTTP, or lines over a
@@ -98,7 +101,8 @@ pub struct Outcome {
     pub window_wall_ns: (u128, u128),
     pub window: Duration,
     /// TLS handshakes completed in full, and resumed from a ticket (churn:
-    /// of the cycles completed in the window; rr: at the start).
+    /// of the cycles completed in the window; rr: of its connections, at
+    /// the start; not the earlier visits of `--tls-resume`).
     pub tls_full: u64,
     pub tls_resumed: u64,
 }

@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::client::{mix, wall_ns, ClientId};
 use super::front::{exchange, FrontConn, Wire};
 use super::net::{connect_blocking, source};
-use super::tls::{count_handshake, handshake, stream};
+use super::tls::{count_handshake, handshake, stream, visit, TlsClient};
 use super::{show, Kind, Outcome, Progress, Spec, Tally, REPLY_LINE_LIMIT};
 
 /// A request written and not yet answered.
@@ -209,10 +209,32 @@ pub fn rr_thread(
     };
     let mut streams = Vec::new();
     let mut ids = Vec::new();
-    for k in (t..spec.conns).step_by(threads) {
+    let mine: Vec<usize> = (t..spec.conns).step_by(threads).collect();
+    // With --tls-resume each connection is a phone that was here before:
+    // its own sessions, and a ticket from an earlier visit to resume with.
+    let phones: Vec<Option<TlsClient>> = mine
+        .iter()
+        .map(|_| spec.tls.as_ref().map(TlsClient::own_sessions))
+        .collect();
+    let mut visited: Vec<Result<(), String>> = vec![Ok(()); mine.len()];
+    if spec.tls.as_ref().is_some_and(TlsClient::resumes) {
+        let all: Vec<TlsClient> = phones.iter().flatten().cloned().collect();
+        visited = visit(
+            spec.addr,
+            spec.sources,
+            &mine,
+            &all,
+            Duration::from_secs(30),
+        )?;
+    }
+    for (i, &k) in mine.iter().enumerate() {
+        if let Err(e) = &visited[i] {
+            tally.out.error(format!("{}: {e}", spec.addr));
+            continue;
+        }
         let sock = connect_blocking(spec.addr, source(k, spec.sources)).and_then(|s| {
             s.set_nonblocking(true)?;
-            stream(spec.tls.as_ref(), TcpStream::from_std(s))
+            stream(phones[i].as_ref(), TcpStream::from_std(s))
         });
         match sock {
             Ok(mut s) => {

@@ -2,13 +2,15 @@
 //! rustls client configuration trusting only the given CA, and the
 //! handshakes of a set of connections, finished before anything is measured.
 //!
-//! The connections themselves are herd's own [`Stream`]s, driven in the
-//! load's mio loops exactly as plain sockets are (nonblocking `Read` and
-//! `Write` of plaintext, [`Stream::send_pending`] for records waiting below
-//! it, WRITABLE interest while [`Stream::wants_write`]); this module drives
-//! no TLS of its own.
+//! The connections of rr, http, ws and idle are herd's own [`Stream`]s,
+//! driven in the load's mio loops exactly as plain sockets are
+//! (nonblocking `Read` and `Write` of plaintext, [`Stream::send_pending`]
+//! for records waiting below it, WRITABLE interest while
+//! [`Stream::wants_write`]); churn's cycles drive their sessions
+//! themselves, to send each flight in one write (`super::churn`).
 
 use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::HandshakeKind;
 
+use super::net::{connect_blocking, source};
 use super::Outcome;
 
 /// Server names whose sessions a phone of the load keeps (one is used).
@@ -95,11 +98,20 @@ impl TlsClient {
         }
     }
 
+    /// Whether new connections resume sessions (`--tls-resume`).
+    pub fn resumes(&self) -> bool {
+        self.resumes
+    }
+
+    /// A new client session (its ClientHello queued, not sent).
+    pub fn session(&self) -> io::Result<rustls::ClientConnection> {
+        rustls::ClientConnection::new(self.config.clone(), self.name.clone())
+            .map_err(|e| io::Error::other(format!("TLS: {e}")))
+    }
+
     /// `sock` with a new client session (its ClientHello queued, not sent).
     pub fn wrap(&self, sock: TcpStream) -> io::Result<Stream> {
-        let conn = rustls::ClientConnection::new(self.config.clone(), self.name.clone())
-            .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
-        Ok(Stream::Tls(Box::new(TlsStream::new(sock, conn))))
+        Ok(Stream::Tls(Box::new(TlsStream::new(sock, self.session()?))))
     }
 }
 
@@ -118,6 +130,118 @@ pub fn stream(tls: Option<&TlsClient>, sock: TcpStream) -> io::Result<Stream> {
         Some(t) => t.wrap(sock),
         None => Ok(Stream::Plain(sock)),
     }
+}
+
+/// Gives each of `phones` a session to resume, as a phone that was
+/// connected a while ago holds one: a connection of its own to `addr` (from
+/// the source address of connection `ids[i]`), a full handshake, then
+/// close_notify, a write shutdown, and a read to the end, which brings the
+/// server's ticket (sent right after the handshake). All at once, within
+/// `patience`; each result says whether that phone's visit went through.
+pub fn visit(
+    addr: SocketAddr,
+    sources: u32,
+    ids: &[usize],
+    phones: &[TlsClient],
+    patience: Duration,
+) -> io::Result<Vec<Result<(), String>>> {
+    let mut poll = Poll::new()?;
+    let mut streams = Vec::new();
+    let mut result: Vec<Result<(), String>> = Vec::new();
+    for (&k, phone) in ids.iter().zip(phones) {
+        let made = connect_blocking(addr, source(k, sources)).and_then(|s| {
+            s.set_nonblocking(true)?;
+            phone.wrap(TcpStream::from_std(s))
+        });
+        // Streams are tokened by their index among those that connected.
+        match made {
+            Ok(mut s) => {
+                poll.registry()
+                    .register(s.tcp_mut(), Token(streams.len()), Interest::READABLE)?;
+                streams.push(s);
+                result.push(Ok(()));
+            }
+            Err(e) => result.push(Err(format!("earlier visit: connect {addr}: {e}"))),
+        }
+    }
+    let deadline = Instant::now() + patience;
+    let shaken = handshake(&mut poll, &mut streams, 0, patience)?;
+    // Which result each stream is, and whether it still reads to its end.
+    let slots: Vec<usize> = (0..result.len()).filter(|&i| result[i].is_ok()).collect();
+    let mut open = vec![false; streams.len()];
+    let mut waiting = 0;
+    for (j, s) in streams.iter_mut().enumerate() {
+        let step = shaken[j].clone().and_then(|()| {
+            s.close_notify();
+            s.send_pending()
+                .and_then(|()| s.tcp().shutdown(Shutdown::Write))
+                .map_err(|e| format!("close: {e}"))
+        });
+        match step {
+            Ok(()) => {
+                open[j] = true;
+                waiting += 1;
+            }
+            Err(e) => result[slots[j]] = Err(format!("earlier visit: {e}")),
+        }
+    }
+    let mut events = Events::with_capacity(1024);
+    let mut scratch = [0u8; 512];
+    // Reads `s` until it would block; `Some` at its end or on an error.
+    let drain = |s: &mut Stream, scratch: &mut [u8]| -> Option<Result<(), String>> {
+        loop {
+            match s.read(scratch) {
+                Ok(0) => return Some(Ok(())),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Err(format!("read: {e}"))),
+            }
+        }
+    };
+    // What came before the handshake's end may already be read.
+    for (j, s) in streams.iter_mut().enumerate() {
+        if open[j] {
+            if let Some(end) = drain(s, &mut scratch) {
+                open[j] = false;
+                waiting -= 1;
+                if let Err(e) = end {
+                    result[slots[j]] = Err(format!("earlier visit: {e}"));
+                }
+            }
+        }
+    }
+    while waiting > 0 {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match poll.poll(&mut events, Some(deadline - now)) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        }
+        for event in events.iter() {
+            let j = event.token().0;
+            if !open.get(j).copied().unwrap_or(false) {
+                continue;
+            }
+            if let Some(end) = drain(&mut streams[j], &mut scratch) {
+                open[j] = false;
+                waiting -= 1;
+                if let Err(e) = end {
+                    result[slots[j]] = Err(format!("earlier visit: {e}"));
+                }
+            }
+        }
+    }
+    for (j, still) in open.iter().enumerate() {
+        if *still {
+            result[slots[j]] = Err(format!(
+                "earlier visit: the server had not closed after {patience:?}"
+            ));
+        }
+    }
+    Ok(result)
 }
 
 /// Finishes the TLS handshakes of `streams` (nothing to do for plain ones),
