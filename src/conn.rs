@@ -31,8 +31,10 @@ use crate::places::RequestId;
 /// a connection that once had a burst goes back to costing a few bytes.
 const KEEP_CAPACITY: usize = 4096;
 
-/// The most a [`Conn`] may take in the slab, in bytes (a test holds it).
-pub const CONN_BUDGET: usize = 200;
+/// The most a [`Conn`] may take in the slab, in bytes (a test holds it):
+/// an idle plaintext connection is to cost at most 200 B all told, and the
+/// slab slot is nearly all of it.
+pub const CONN_BUDGET: usize = 176;
 
 /// One unit the [`LineReader`] hands out.
 #[derive(Debug, PartialEq, Eq)]
@@ -363,7 +365,7 @@ impl Conn {
 
     /// Its address.
     pub fn peer(&self) -> SocketAddr {
-        self.session.peer
+        self.session.peer.get()
     }
 
     /// Whether it is read, and why not.
@@ -437,11 +439,16 @@ pub struct Replies {
     waiting: Option<Box<Waiting>>,
     /// The journal sequence number of the last record its replies
     /// acknowledge: none of its output leaves before the journal has
-    /// written that far (docs/PROTOCOL.md §5).
-    pub ack: u64,
-    /// Its output is held for the journal (it is on the loop's held list).
-    pub held: bool,
+    /// written that far (docs/PROTOCOL.md §5). Its top bit ([`HELD`]) says
+    /// whether the output is held for the journal (it is on the loop's
+    /// held list): sequence numbers count records and never reach 2^63,
+    /// and a `bool` beside it would cost every connection 8 bytes of
+    /// padding ([`CONN_BUDGET`]).
+    ack: u64,
 }
+
+/// The bit of [`Replies`]'s `ack` that says its output is held.
+const HELD: u64 = 1 << 63;
 
 /// The replies behind WHATSATs in flight.
 #[derive(Debug, Default)]
@@ -452,6 +459,31 @@ struct Waiting {
 }
 
 impl Replies {
+    /// The journal sequence number its replies acknowledge (0: none).
+    pub fn ack(&self) -> u64 {
+        self.ack & !HELD
+    }
+
+    /// Its replies now acknowledge record `seq`.
+    pub fn set_ack(&mut self, seq: u64) {
+        debug_assert!(seq < HELD);
+        self.ack = (self.ack & HELD) | seq;
+    }
+
+    /// Whether its output is held for the journal (on the held list).
+    pub fn held(&self) -> bool {
+        self.ack & HELD != 0
+    }
+
+    /// Marks its output held for the journal, or no longer.
+    pub fn set_held(&mut self, held: bool) {
+        self.ack = if held {
+            self.ack | HELD
+        } else {
+            self.ack & !HELD
+        };
+    }
+
     /// Appends a reply, as it is, behind any WHATSAT still in flight.
     pub fn reply(&mut self, bytes: &[u8]) {
         let queue = match self.waiting.as_deref_mut() {
@@ -754,6 +786,21 @@ mod tests {
         // 100 ms later, past the wrap: 100 bytes leaked.
         assert_eq!(t.charge(100, 89, 1000), None);
         assert_eq!(t.charge(1, 89, 1000), Some(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn the_held_bit_and_the_acknowledged_record_are_kept_apart() {
+        let mut r = Replies::default();
+        assert_eq!((r.ack(), r.held()), (0, false));
+        r.set_ack(41);
+        r.set_held(true);
+        assert_eq!((r.ack(), r.held()), (41, true));
+        r.set_ack((1 << 63) - 1);
+        assert_eq!((r.ack(), r.held()), ((1 << 63) - 1, true));
+        r.set_held(false);
+        assert_eq!((r.ack(), r.held()), ((1 << 63) - 1, false));
+        r.set_ack(7);
+        assert_eq!((r.ack(), r.held()), (7, false));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::auth::Secret;
 use crate::conn::Piece;
 use crate::links::inbound::{AuthResult, Peer};
 use crate::logging::{self, escape};
+use crate::peer::PeerAddr;
 use crate::places::Query;
 use crate::protocol::{self, Command, Nanos, Watched};
 use crate::stats::{Kind, ServerStats, Source};
@@ -133,8 +134,8 @@ impl Port {
 /// A connection as the engine sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    /// Its address, for the log.
-    pub peer: SocketAddr,
+    /// Its address, for the log (compact: [`PeerAddr`]).
+    pub peer: PeerAddr,
     pub role: Role,
     pub port: Port,
     /// On a peer port speaking mutual TLS: the neighbours its verified
@@ -170,7 +171,7 @@ impl Session {
     /// A new connection from `peer` on `port`.
     pub fn on(peer: SocketAddr, port: Port) -> Session {
         Session {
-            peer,
+            peer: peer.into(),
             role: Role::Client,
             port,
             cert_names: None,

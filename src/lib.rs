@@ -85,6 +85,7 @@ pub mod links;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod peer;
 pub mod places;
 pub mod protocol;
 pub mod reload;

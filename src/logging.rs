@@ -55,6 +55,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::peer::PeerAddr;
 use crate::protocol;
 use crate::timer::Deadline;
 
@@ -236,7 +237,7 @@ struct Batch {
     dropped: u64,
     /// The last traffic line's peer, and its address as written: the lines
     /// of one connection come in runs (its requests, then their replies).
-    peer: Option<SocketAddr>,
+    peer: Option<PeerAddr>,
     peer_text: Vec<u8>,
 }
 
@@ -696,7 +697,7 @@ pub fn attach_loop(name: &str) -> bool {
 
 /// Logs a traffic line on the loop thread: `VERB PEER: BYTES SUFFIX`, e.g.
 /// `from 127.0.0.1:5000: IAMAT ...`, with BYTES escaped.
-pub fn traffic(verb: &str, peer: &SocketAddr, bytes: &[u8], suffix: &str) {
+pub fn traffic(verb: &str, peer: &PeerAddr, bytes: &[u8], suffix: &str) {
     BATCH.with(|b| {
         let mut b = b.borrow_mut();
         let Some(batch) = b.as_mut().filter(|b| b.traffic) else {
@@ -715,7 +716,7 @@ pub fn traffic(verb: &str, peer: &SocketAddr, bytes: &[u8], suffix: &str) {
         if batch.peer != Some(*peer) {
             batch.peer = Some(*peer);
             batch.peer_text.clear();
-            write_addr(&mut batch.peer_text, peer);
+            write_addr(&mut batch.peer_text, &peer.get());
         }
         let buf = &mut batch.buf;
         buf.extend_from_slice(&batch.prefix);

@@ -13,7 +13,8 @@ use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::stats::{
-    ServerSnapshot, HANDSHAKES, KINDS, OUTCOMES, PLACES_BUCKETS, PORTS, ROUTES, SOURCES, STATUSES,
+    LinkSnapshot, ServerSnapshot, HANDSHAKES, KINDS, OUTCOMES, PLACES_BUCKETS, PORTS, ROUTES,
+    SOURCES, STATUSES,
 };
 
 /// The `Content-Type` of the exposition.
@@ -101,6 +102,20 @@ pub fn write(servers: &[ServerSnapshot], start: SystemTime) -> String {
     out
 }
 
+/// One sample of family `name` per outbound link of `s`, labelled with the
+/// neighbour's name.
+fn per_link(
+    out: &mut String,
+    name: &str,
+    s: &ServerSnapshot,
+    value: impl Fn(&LinkSnapshot) -> u64,
+) {
+    for l in &s.links {
+        let neighbour = Some(("neighbour", l.neighbour.as_str()));
+        sample(out, name, &s.name, neighbour, value(l));
+    }
+}
+
 fn family(out: &mut String, name: &str, s: &ServerSnapshot) {
     let server = s.name.as_str();
     let one = |out: &mut String, v: u64| sample(out, name, server, None, v);
@@ -157,61 +172,11 @@ fn family(out: &mut String, name: &str, s: &ServerSnapshot) {
                 }
             }
         }
-        "herd_link_up" => {
-            for l in &s.links {
-                sample(
-                    out,
-                    name,
-                    server,
-                    Some(("neighbour", &l.neighbour)),
-                    l.up.into(),
-                );
-            }
-        }
-        "herd_link_queued_bytes" => {
-            for l in &s.links {
-                sample(
-                    out,
-                    name,
-                    server,
-                    Some(("neighbour", &l.neighbour)),
-                    l.queued_bytes,
-                );
-            }
-        }
-        "herd_link_catchups_total" => {
-            for l in &s.links {
-                sample(
-                    out,
-                    name,
-                    server,
-                    Some(("neighbour", &l.neighbour)),
-                    l.catchups,
-                );
-            }
-        }
-        "herd_link_updates_sent_total" => {
-            for l in &s.links {
-                sample(
-                    out,
-                    name,
-                    server,
-                    Some(("neighbour", &l.neighbour)),
-                    l.updates_sent,
-                );
-            }
-        }
-        "herd_link_update_bytes_sent_total" => {
-            for l in &s.links {
-                sample(
-                    out,
-                    name,
-                    server,
-                    Some(("neighbour", &l.neighbour)),
-                    l.update_bytes_sent,
-                );
-            }
-        }
+        "herd_link_up" => per_link(out, name, s, |l| l.up.into()),
+        "herd_link_queued_bytes" => per_link(out, name, s, |l| l.queued_bytes),
+        "herd_link_catchups_total" => per_link(out, name, s, |l| l.catchups),
+        "herd_link_updates_sent_total" => per_link(out, name, s, |l| l.updates_sent),
+        "herd_link_update_bytes_sent_total" => per_link(out, name, s, |l| l.update_bytes_sent),
         "herd_places_requests_total" => {
             for (outcome, v) in OUTCOMES.iter().zip(s.places) {
                 sample(out, name, server, Some(("outcome", outcome)), v);
@@ -254,7 +219,7 @@ fn family(out: &mut String, name: &str, s: &ServerSnapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{HistogramSnapshot, JournalSnapshot, LinkSnapshot};
+    use crate::stats::{HistogramSnapshot, JournalSnapshot};
 
     fn server() -> ServerSnapshot {
         ServerSnapshot {

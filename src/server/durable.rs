@@ -21,11 +21,11 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
-        if conn.replies.ack <= durable {
+        if conn.replies.ack() <= durable {
             return false;
         }
-        if !conn.replies.held {
-            conn.replies.held = true;
+        if !conn.replies.held() {
+            conn.replies.set_held(true);
             self.held.push(key);
         }
         true
@@ -40,13 +40,13 @@ impl Server {
         let conns = &mut self.conns;
         let dirty = &mut self.dirty;
         self.held.retain(|&key| {
-            let Some(conn) = conns.get_mut(key).filter(|c| c.replies.held) else {
+            let Some(conn) = conns.get_mut(key).filter(|c| c.replies.held()) else {
                 return false;
             };
-            if conn.replies.ack > durable {
+            if conn.replies.ack() > durable {
                 return true;
             }
-            conn.replies.held = false;
+            conn.replies.set_held(false);
             dirty.push(key);
             false
         });

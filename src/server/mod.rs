@@ -576,7 +576,7 @@ impl Server {
         }
         let durable = self.durable();
         for (_, conn) in self.conns.iter_mut() {
-            if conn.replies.ack <= durable {
+            if conn.replies.ack() <= durable {
                 let _ = conn.replies.out.flush_to(&mut conn.stream);
             }
         }

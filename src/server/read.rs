@@ -21,6 +21,27 @@ use crate::protocol;
 use crate::stats::Route;
 use crate::watch::Hub;
 
+/// The parts of the loop a connection's lines reach ([`Shared`]), borrowed
+/// field by field from the server `$s`, so that one of its connections
+/// (from `$s.conns`) can be borrowed beside them: a method would borrow
+/// the whole server.
+macro_rules! shared {
+    ($s:ident) => {
+        Shared {
+            registry: $s.poll.registry(),
+            journal: $s.journal.as_mut(),
+            links: &mut $s.links,
+            places: &mut $s.places,
+            requests: &mut $s.requests,
+            next_request: &mut $s.next_request,
+            done: &mut $s.done,
+            watch: &mut $s.watch,
+            gathered: &mut $s.gathered,
+            token: $s.api_token.as_ref(),
+        }
+    };
+}
+
 impl Server {
     /// Reads and handles what connection `key` sent. `short_drains`: a read
     /// shorter than the scratch buffer means the socket is drained (saves
@@ -31,18 +52,7 @@ impl Server {
             return;
         };
         conn.active = active;
-        let mut shared = Shared {
-            registry: self.poll.registry(),
-            journal: self.journal.as_mut(),
-            links: &mut self.links,
-            places: &mut self.places,
-            requests: &mut self.requests,
-            next_request: &mut self.next_request,
-            done: &mut self.done,
-            watch: &mut self.watch,
-            gathered: &mut self.gathered,
-            token: self.api_token.as_ref(),
-        };
+        let mut shared = shared!(self);
         let outcome = read_conn(
             &mut self.engine,
             conn,
@@ -134,18 +144,7 @@ impl Server {
         let Some(Front::Http(http)) = conn.front.as_deref_mut() else {
             return;
         };
-        let mut shared = Shared {
-            registry: self.poll.registry(),
-            journal: self.journal.as_mut(),
-            links: &mut self.links,
-            places: &mut self.places,
-            requests: &mut self.requests,
-            next_request: &mut self.next_request,
-            done: &mut self.done,
-            gathered: &mut self.gathered,
-            token: self.api_token.as_ref(),
-            watch: &mut self.watch,
-        };
+        let mut shared = shared!(self);
         let mut apply = Apply {
             replies: &mut conn.replies,
             key,
@@ -271,7 +270,7 @@ impl Effects for Apply<'_, '_> {
         if let Some(j) = self.shared.journal.as_deref_mut() {
             // The reply just queued acknowledges this record (for a peer's
             // AT, nothing is queued, and holding its output costs nothing).
-            self.replies.ack = j.record(line);
+            self.replies.set_ack(j.record(line));
         }
     }
 

@@ -2,75 +2,158 @@
 //! the C cycles on one `mio::Poll`, each a nonblocking connect, one IAMAT,
 //! a half-close, a read to EOF that must hold exactly one AT line, and a
 //! close; then the slot starts its next cycle.
+//!
+//! Over TLS a cycle drives its rustls session itself rather than through
+//! herd's `Stream`, to send what a client sends in as few writes as it
+//! can, as a plaintext cycle does: the ClientHello; then, in one write, the
+//! client's Finished, the IAMAT (handed to rustls with the ClientHello, so
+//! it goes out as soon as the handshake allows) and close_notify; then the
+//! write shutdown. A plaintext cycle writes the IAMAT, then shuts down.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use herd::conn::{Flush, Output};
-use herd::tls::stream::Stream;
+use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::{ClientConnection, HandshakeKind};
 
 use super::client::{wall_ns, ClientId};
 use super::net::{connect_nonblocking, source};
-use super::tls::{count_handshake, stream};
+use super::tls::TlsClient;
 use super::{show, Kind, Outcome, Progress, Spec, Tally};
 
 /// One connection cycle of the churn load.
 struct Cycle {
-    /// Plain until connected; then plain or TLS.
-    stream: Stream,
+    sock: TcpStream,
+    /// The TLS session, if the load speaks TLS.
+    tls: Option<Box<ClientConnection>>,
     /// Makes the client ID of this cycle.
     n: usize,
     started: Instant,
-    /// The connect finished (and the IAMAT waits in `out`).
+    /// The connect finished (and the IAMAT is written or queued).
     connected: bool,
     /// The IAMAT is out and writing is shut down (TLS: after close_notify).
     sent: bool,
+    /// TLS: close_notify is queued (once the handshake is done).
+    closing: bool,
+    /// Plaintext: the IAMAT not yet written.
     out: Output,
     got: Vec<u8>,
 }
 
 impl Cycle {
-    /// Writes the IAMAT (TLS: once the handshake allows), then shuts down
-    /// writing; `Ok(())` also when the socket would block.
+    /// The connect is done: the IAMAT goes out (plaintext), or is handed to
+    /// the TLS session, which holds it until the handshake is done, and the
+    /// ClientHello goes out.
+    fn start(&mut self, id: String, wall: u128) -> io::Result<()> {
+        ClientId::new(id).iamat(self.out.buf(), wall);
+        if let Some(tls) = self.tls.as_mut() {
+            let mut iamat = std::mem::take(&mut self.out);
+            tls.writer().write_all(iamat.buf())?;
+        }
+        self.send()
+    }
+
+    /// Writes what waits (TLS: its records), then shuts down writing once
+    /// the IAMAT (TLS: and close_notify) is out; `Ok(())` also when the
+    /// socket would block.
     fn send(&mut self) -> io::Result<()> {
-        self.stream.send_pending()?;
-        if self.out.flush_to(&mut self.stream)? == Flush::WouldBlock || self.stream.wants_write() {
+        if self.sent {
             return Ok(());
         }
-        self.stream.close_notify();
-        if self.stream.wants_write() {
-            // The close_notify waits for WRITABLE.
+        let Some(tls) = self.tls.as_mut() else {
+            if self.out.flush_to(&mut self.sock)? == Flush::WouldBlock {
+                return Ok(());
+            }
+            self.sock.shutdown(Shutdown::Write)?;
+            self.sent = true;
             return Ok(());
+        };
+        while tls.wants_write() {
+            match tls.write_tls(&mut self.sock) {
+                Ok(_) => {}
+                // The rest when the socket is writable again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        self.stream.tcp().shutdown(Shutdown::Write)?;
-        self.sent = true;
+        // close_notify is queued with the Finished and the IAMAT, when
+        // the handshake is done ([`Cycle::read`]).
+        if self.closing {
+            self.sock.shutdown(Shutdown::Write)?;
+            self.sent = true;
+        }
         Ok(())
     }
 
     /// Reads until `WouldBlock`; at EOF, whether what came is one AT line.
     fn read(&mut self, scratch: &mut [u8]) -> Option<Result<(), String>> {
-        loop {
-            match self.stream.read(scratch) {
-                Ok(0) => {
-                    let got = &self.got;
-                    let one_line =
-                        got.ends_with(b"\n") && got.iter().filter(|&&b| b == b'\n').count() == 1;
-                    return Some(if self.sent && got.starts_with(b"AT ") && one_line {
-                        Ok(())
-                    } else {
-                        Err(format!("reply {:?}", show(got)))
-                    });
+        let Some(tls) = self.tls.as_mut() else {
+            return loop {
+                match self.sock.read(scratch) {
+                    Ok(0) => break Some(self.verdict()),
+                    Ok(n) => self.got.extend_from_slice(&scratch[..n]),
+                    // The rest comes with the next event.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Some(Err(format!("read: {e}"))),
                 }
-                Ok(n) => self.got.extend_from_slice(&scratch[..n]),
-                // The rest comes with the next event.
+            };
+        };
+        loop {
+            let eof = match tls.read_tls(&mut self.sock) {
+                Ok(0) => true,
+                Ok(_) => false,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Some(Err(format!("read: {e}"))),
+            };
+            if let Err(e) = tls.process_new_packets() {
+                // Tell the server why, best effort.
+                let _ = tls.write_tls(&mut self.sock);
+                return Some(Err(format!("TLS: {e}")));
+            }
+            if !tls.is_handshaking() && !self.closing {
+                tls.send_close_notify();
+                self.closing = true;
+            }
+            loop {
+                match tls.reader().read(scratch) {
+                    // close_notify.
+                    Ok(0) => return Some(self.verdict()),
+                    Ok(n) => self.got.extend_from_slice(&scratch[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // TCP EOF without close_notify, after all plaintext.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Some(self.verdict())
+                    }
+                    Err(e) => return Some(Err(format!("read: {e}"))),
+                }
+            }
+            if eof {
+                return Some(self.verdict());
             }
         }
+    }
+
+    /// Whether the cycle got what it should have by its end.
+    fn verdict(&self) -> Result<(), String> {
+        let got = &self.got;
+        let one_line = got.ends_with(b"\n") && got.iter().filter(|&&b| b == b'\n').count() == 1;
+        if self.sent && got.starts_with(b"AT ") && one_line {
+            Ok(())
+        } else {
+            Err(format!("reply {:?}", show(got)))
+        }
+    }
+
+    /// How its TLS handshake went (`None`: plaintext, or not done).
+    fn handshake_kind(&self) -> Option<HandshakeKind> {
+        self.tls.as_ref().and_then(|t| t.handshake_kind())
     }
 }
 
@@ -102,8 +185,8 @@ pub fn churn_thread(
     let mut reported = (0, 0);
     let mut to_open: Vec<usize> = (0..slots).collect();
     // Each slot is a phone reconnecting, with its own sessions.
-    let phones: Vec<_> = (0..slots)
-        .map(|_| spec.tls.as_ref().map(|t| t.own_sessions()))
+    let phones: Vec<Option<TlsClient>> = (0..slots)
+        .map(|_| spec.tls.as_ref().map(TlsClient::own_sessions))
         .collect();
     loop {
         let now = Instant::now();
@@ -120,15 +203,21 @@ pub fn churn_thread(
                     Token(slot),
                     Interest::READABLE | Interest::WRITABLE,
                 )?;
-                stream(phones[slot].as_ref(), s)
+                let tls = match &phones[slot] {
+                    Some(phone) => Some(Box::new(phone.session()?)),
+                    None => None,
+                };
+                Ok((s, tls))
             }) {
-                Ok(stream) => {
+                Ok((sock, tls)) => {
                     cycles[slot] = Some(Cycle {
-                        stream,
+                        sock,
+                        tls,
                         n: opened,
                         started: Instant::now(),
                         connected: false,
                         sent: false,
+                        closing: false,
                         out: Output::default(),
                         got: Vec::new(),
                     })
@@ -158,14 +247,17 @@ pub fn churn_thread(
                 continue;
             };
             let mut finished: Option<Result<(), String>> = None;
+            let was_sent = cycle.sent;
             if !cycle.connected && (event.is_writable() || event.is_error()) {
-                match cycle.stream.tcp().take_error() {
+                match cycle.sock.take_error() {
                     Ok(Some(e)) | Err(e) => finished = Some(Err(format!("connect: {e}"))),
-                    Ok(None) => match cycle.stream.tcp().peer_addr() {
+                    Ok(None) => match cycle.sock.peer_addr() {
                         Ok(_) => {
                             cycle.connected = true;
-                            ClientId::new(format!("{}-{t}-{}", spec.prefix, cycle.n))
-                                .iamat(cycle.out.buf(), wall);
+                            let id = format!("{}-{t}-{}", spec.prefix, cycle.n);
+                            if let Err(e) = cycle.start(id, wall) {
+                                finished = Some(Err(format!("send: {e}")));
+                            }
                         }
                         // Not connected yet: a spurious wake-up.
                         Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
@@ -179,29 +271,30 @@ pub fn churn_thread(
             if finished.is_none()
                 && readable
                 && cycle.connected
-                && (cycle.sent || cycle.stream.tls().is_some())
+                && (cycle.sent || cycle.tls.is_some())
             {
                 finished = cycle.read(&mut scratch);
             }
             if finished.is_none() && cycle.connected && !cycle.sent {
-                match cycle.send() {
-                    Ok(()) if cycle.sent => {
-                        if Instant::now() >= tally.measure_from {
-                            tally.out.sent += 1;
-                        }
-                    }
-                    Ok(()) => {}
-                    Err(e) => finished = Some(Err(format!("send: {e}"))),
+                if let Err(e) = cycle.send() {
+                    finished = Some(Err(format!("send: {e}")));
                 }
+            }
+            if cycle.sent && !was_sent && Instant::now() >= tally.measure_from {
+                tally.out.sent += 1;
             }
             let Some(result) = finished else { continue };
             let now = Instant::now();
             if let Some(mut cycle) = cycles[slot].take() {
-                let _ = poll.registry().deregister(cycle.stream.tcp_mut());
+                let _ = poll.registry().deregister(&mut cycle.sock);
                 match result {
                     Ok(()) => {
                         if now >= tally.measure_from {
-                            count_handshake(&cycle.stream, &mut tally.out);
+                            match cycle.handshake_kind() {
+                                Some(HandshakeKind::Resumed) => tally.out.tls_resumed += 1,
+                                Some(_) => tally.out.tls_full += 1,
+                                None => {}
+                            }
                         }
                         tally.completed(Kind::Iamat, cycle.started, now)
                     }

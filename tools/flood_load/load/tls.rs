@@ -2,11 +2,12 @@
 //! rustls client configuration trusting only the given CA, and the
 //! handshakes of a set of connections, finished before anything is measured.
 //!
-//! The connections themselves are herd's own [`Stream`]s, driven in the
-//! load's mio loops exactly as plain sockets are (nonblocking `Read` and
-//! `Write` of plaintext, [`Stream::send_pending`] for records waiting below
-//! it, WRITABLE interest while [`Stream::wants_write`]); this module drives
-//! no TLS of its own.
+//! The connections of rr, http, ws and idle are herd's own [`Stream`]s,
+//! driven in the load's mio loops exactly as plain sockets are
+//! (nonblocking `Read` and `Write` of plaintext, [`Stream::send_pending`]
+//! for records waiting below it, WRITABLE interest while
+//! [`Stream::wants_write`]); churn's cycles drive their sessions
+//! themselves, to send each flight in one write (`super::churn`).
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
@@ -102,11 +103,15 @@ impl TlsClient {
         self.resumes
     }
 
+    /// A new client session (its ClientHello queued, not sent).
+    pub fn session(&self) -> io::Result<rustls::ClientConnection> {
+        rustls::ClientConnection::new(self.config.clone(), self.name.clone())
+            .map_err(|e| io::Error::other(format!("TLS: {e}")))
+    }
+
     /// `sock` with a new client session (its ClientHello queued, not sent).
     pub fn wrap(&self, sock: TcpStream) -> io::Result<Stream> {
-        let conn = rustls::ClientConnection::new(self.config.clone(), self.name.clone())
-            .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
-        Ok(Stream::Tls(Box::new(TlsStream::new(sock, conn))))
+        Ok(Stream::Tls(Box::new(TlsStream::new(sock, self.session()?))))
     }
 }
 
