@@ -14,7 +14,10 @@
 //!   buffered API keeps per server connection;
 //! * `herd`: herd's server side as the loop has it, a
 //!   `Stream::Tls(Box<TlsStream>)` over a loopback socket, against a
-//!   rustls client over another; the same request and reply.
+//!   rustls client over another; the same request and reply. Twice: with
+//!   rustls's buffered `ServerConnection` (`TlsStream::new`, herd before
+//!   issue 22) and with the `UnbufferedServerConnection` the loop's TLS
+//!   ports use now (`TlsStream::server`).
 //!
 //! A counting global allocator tags every allocation made while the server
 //! side runs and reports the bytes and blocks those still hold per
@@ -175,7 +178,8 @@ fn main() {
         std::mem::size_of::<Stream>(),
     );
     in_memory(n, &server_config, &client_config);
-    over_sockets(n, &server_config, &client_config);
+    over_sockets(n, &server_config, &client_config, Driven::Buffered);
+    over_sockets(n, &server_config, &client_config, Driven::Unbuffered);
 }
 
 /// Prints one line of figures: the live server bytes and blocks per
@@ -271,33 +275,58 @@ fn pass<D>(mut wire: &[u8], conn: &mut rustls::ConnectionCommon<D>) {
     }
 }
 
+/// How herd's server side drives rustls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driven {
+    /// `TlsStream::new` with a `ServerConnection` (herd before issue 22).
+    Buffered,
+    /// `TlsStream::server` with an `UnbufferedServerConnection`, as the
+    /// loop's TLS ports accept now.
+    Unbuffered,
+}
+
 /// herd's server side over loopback sockets, a rustls client on the other.
 fn over_sockets(
     n: usize,
     server_config: &Arc<rustls::ServerConfig>,
     client_config: &Arc<rustls::ClientConfig>,
+    driven: Driven,
 ) {
-    println!("herd Stream::Tls over loopback, {n} connections:");
+    println!("herd Stream::Tls over loopback, {driven:?}, {n} connections:");
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
     let addr = listener.local_addr().expect("its address");
     let name = ServerName::try_from("Bench").expect("a DNS name");
     let mut scratch = vec![0u8; 64 * 1024];
     let base = server_live();
-    let mut pairs = Vec::with_capacity(n);
-    for i in 0..n {
-        let tag = if i == 0 { TRACED } else { SERVER };
+    let mut pairs = Vec::with_capacity(n + 1);
+    // Connection 0 is not counted: what it allocates once per thread (the
+    // buffer herd encrypts in) is not a connection's.
+    for i in 0..=n {
+        let tag = match i {
+            0 => OTHER,
+            1 => TRACED,
+            _ => SERVER,
+        };
         let client_sock = TcpStream::connect(addr).expect("connect");
         client_sock.set_nonblocking(true).expect("nonblocking");
         client_sock.set_nodelay(true).expect("nodelay");
         let (accepted, _) = listener.accept().expect("accept");
         accepted.set_nonblocking(true).expect("nonblocking");
+        let sock = mio::net::TcpStream::from_std(accepted);
         let server = tagged(tag, || {
-            let session =
-                rustls::ServerConnection::new(Arc::clone(server_config)).expect("server session");
-            Stream::Tls(Box::new(TlsStream::new(
-                mio::net::TcpStream::from_std(accepted),
-                session,
-            )))
+            let config = Arc::clone(server_config);
+            let tls = match driven {
+                Driven::Buffered => TlsStream::new(
+                    sock,
+                    rustls::ServerConnection::new(config).expect("server session"),
+                ),
+                Driven::Unbuffered => TlsStream::server(
+                    sock,
+                    rustls::server::UnbufferedServerConnection::new(config)
+                        .expect("server session"),
+                ),
+            };
+            Stream::Tls(Box::new(tls))
         });
         let client = rustls::ClientConnection::new(Arc::clone(client_config), name.clone())
             .expect("client session");

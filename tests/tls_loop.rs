@@ -317,3 +317,57 @@ fn a_tls_client_pipelining_in_odd_chunks_gets_every_reply_in_order() {
     assert_eq!(replies, n);
     alpha.stop().unwrap();
 }
+
+/// Sends `line` and reads one reply line over a blocking TLS stream.
+fn ask(s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>, line: &str) -> String {
+    s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while got.last() != Some(&b'\n') {
+        let k = s.read(&mut byte).expect("a reply");
+        assert!(k > 0, "closed before a reply to {line:?}");
+        got.push(byte[0]);
+    }
+    String::from_utf8(got).unwrap()
+}
+
+#[test]
+fn a_bad_record_closes_its_connection_only_and_key_updates_pass() {
+    let ca = Ca::new("herd CA");
+    let (alpha, _, tls_addr) = lone_alpha(&ca);
+    let mut good = tls_client(tls_addr, &ca);
+    assert!(ask(&mut good, "IAMAT good +1+1 1621464827.5").starts_with("AT Alpha "));
+
+    // A client whose next record does not authenticate (its tag garbled):
+    // the server answers with an alert and closes that connection.
+    let mut bad = tls_client(tls_addr, &ca);
+    assert!(ask(&mut bad, "IAMAT bad +1+1 1621464827.5").starts_with("AT Alpha "));
+    bad.conn
+        .writer()
+        .write_all(b"IAMAT bad +2+2 1621464828.5\n")
+        .unwrap();
+    let mut record = Vec::new();
+    bad.conn.write_tls(&mut record).unwrap();
+    let last = record.len() - 1;
+    record[last] ^= 0x55;
+    bad.sock.write_all(&record).unwrap();
+    let mut sink = [0u8; 256];
+    match bad.read(&mut sink) {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("answered {:?}", String::from_utf8_lossy(&sink[..n])),
+    }
+    let mut rest = Vec::new();
+    let _ = bad.sock.read_to_end(&mut rest); // EOF (or a reset): closed
+
+    // The others are served as before; the client updates its keys, asking
+    // the server to update its own, and the conversation goes on.
+    assert!(ask(&mut good, "IAMAT good +3+3 1621464829.5").starts_with("AT Alpha "));
+    good.conn.refresh_traffic_keys().expect("a key update");
+    for i in 0..3 {
+        let reply = ask(&mut good, &format!("IAMAT good +{i}+{i} 162146483{i}.5"));
+        assert!(reply.starts_with("AT Alpha "), "{reply:?}");
+    }
+    let mut fresh = tls_client(tls_addr, &ca);
+    assert!(ask(&mut fresh, "IAMAT fresh +1+1 1621464827.5").starts_with("AT Alpha "));
+    alpha.stop().unwrap();
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mio::Interest;
-use rustls::ServerConnection;
+use rustls::server::UnbufferedServerConnection;
 
 use super::{Server, Wait, ACCEPT_BATCH, ACCEPT_PAUSE, SWEEP_INTERVAL};
 use crate::conn::Conn;
@@ -93,9 +93,9 @@ impl Server {
             (Port::Peer, Some(tls)) => Some(&tls.peer),
             _ => None,
         };
-        let stream = match tls.map(|config| ServerConnection::new(Arc::clone(config))) {
+        let stream = match tls.map(|config| UnbufferedServerConnection::new(Arc::clone(config))) {
             None => Stream::Plain(stream),
-            Some(Ok(session)) => Stream::Tls(Box::new(TlsStream::new(stream, session))),
+            Some(Ok(session)) => Stream::Tls(Box::new(TlsStream::server(stream, session))),
             Some(Err(e)) => {
                 log::warn!(target: name, "{} port: refused {peer}: TLS: {e}", port.label());
                 let _ = self.poll.registry().deregister(&mut stream);
