@@ -53,7 +53,7 @@ while [ $# -gt 0 ]; do
         --fanout) FANOUT=1; shift ;;
         --watchers) WATCHERS=$2; shift 2 ;;
         --rate) RATE=$2; shift 2 ;;
-        -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "watch-compare.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
