@@ -241,11 +241,17 @@ fn a_watcher_that_stops_reading_costs_bounded_memory_and_ends_with_the_newest() 
     );
 
     // Now it reads: per client strictly increasing times, ending at the newest.
-    let last = (1_700_000_000 + ROUNDS).to_string();
+    reads_up_to_the_newest(BufReader::new(watcher), &ids, 1_700_000_000 + ROUNDS as u64);
+}
+
+/// Reads AT lines from `watcher` until each of `ids` has reached TIME
+/// `last`, checking that each client's times strictly increase and that
+/// no other client is sent.
+fn reads_up_to_the_newest(watcher: impl BufRead, ids: &[String], last: u64) {
     let mut times: HashMap<String, u64> = HashMap::new();
-    let mut lines = BufReader::new(watcher).lines();
+    let mut lines = watcher.lines();
     let deadline = Instant::now() + PATIENCE;
-    while times.len() < CLIENTS || times.values().any(|t| t.to_string() != last) {
+    while times.len() < ids.len() || times.values().any(|&t| t != last) {
         assert!(
             Instant::now() < deadline,
             "not every client's newest position arrived"
@@ -256,6 +262,57 @@ fn a_watcher_that_stops_reading_costs_bounded_memory_and_ends_with_the_newest() 
         assert!(prev.map_or(true, |p| p < t), "{line}: after {prev:?}");
     }
     assert!(times.keys().all(|k| ids.contains(k)));
+}
+
+#[test]
+fn over_tls_a_watcher_that_stops_reading_ends_with_the_newest() {
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConnection, StreamOwned};
+    use support::tls_client::client_config;
+    use support::tls_herd::TlsHerd;
+
+    const CLIENTS: usize = 20;
+    const ROUNDS: usize = 2_000;
+    let h = TlsHerd::new(&["A"], &[], "");
+    let p = h.start("slow", &["A"], &[]);
+    let ids: Vec<String> = (0..CLIENTS)
+        .map(|i| format!("t{i:02}-{}", "x".repeat(200)))
+        .collect();
+    // A TLS watcher on a small receive window, that then stops reading.
+    let mut sock = small_window(h.tls("A"));
+    let config = client_config(h.ca.roots(), None, false);
+    let mut tls = ClientConnection::new(config, ServerName::try_from("A").unwrap()).unwrap();
+    while tls.is_handshaking() {
+        tls.complete_io(&mut sock).expect("TLS handshake");
+    }
+    let mut watcher = StreamOwned::new(tls, sock);
+    writeln!(watcher, "WATCH {}", ids.join(" ")).unwrap();
+    watcher.flush().unwrap();
+    p.wait_metrics("the watcher", |m| {
+        m.get("herd_watchers{server=\"A\"}") == Some(&1.0)
+    });
+
+    let mut poster = h.client("A");
+    let mut batch = String::new();
+    for round in 1..=ROUNDS {
+        for id in &ids {
+            batch.push_str(&format!("IAMAT {id} +1+1 {}\n", 1_700_000_000 + round));
+        }
+        if round % 100 == 0 {
+            poster.send(batch.as_bytes());
+            batch.clear();
+            // Every reply, so the server has stored all of this batch.
+            for _ in 0..CLIENTS * 100 {
+                poster.line();
+            }
+        }
+    }
+    let replaced = p.scrape()["herd_watch_replaced_total{server=\"A\"}"];
+    assert!(
+        replaced > 0.0,
+        "a watcher that does not read has positions replaced"
+    );
+    reads_up_to_the_newest(BufReader::new(watcher), &ids, 1_700_000_000 + ROUNDS as u64);
 }
 
 #[test]

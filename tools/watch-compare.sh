@@ -12,8 +12,10 @@
 # that never moves (`flood_load --mode watch --rate 0`): the cost of
 # having watchers at all, since every position stored is then looked up
 # once in the watch index (none of the load's clients is watched, so no
-# push is due). Prints every round's rates, the per-round ratios
-# with/without and their median.
+# push is due). Prints every round's rates and the server's CPU time per
+# IAMAT (user + system, from /proc/PID/stat over the run: less disturbed
+# by other work on a shared machine than the rate is), the per-round
+# ratios with/without and their median.
 #
 #   tools/watch-compare.sh --fanout [--rounds N] [--duration SECS] [--port P]
 #                          [--watchers W] [--rate R]
@@ -51,7 +53,7 @@ while [ $# -gt 0 ]; do
         --fanout) FANOUT=1; shift ;;
         --watchers) WATCHERS=$2; shift 2 ;;
         --rate) RATE=$2; shift 2 ;;
-        -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "watch-compare.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -96,6 +98,9 @@ wait_port() {
 field() { grep '^summary' | tail -1 | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+
+# cpu_ticks PID: user + system CPU time of PID so far, in clock ticks.
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }'; }
 
@@ -186,6 +191,7 @@ declare -A ARGS=(
     [pipe16]="--conns 50 --inflight 16"
 )
 declare -A V=()
+declare -A C=()
 WATCHERS_PID=
 for round in $(seq "$ROUNDS"); do
     start herd
@@ -208,12 +214,18 @@ for round in $(seq "$ROUNDS"); do
             fi
         fi
         for row in "${ROWS[@]}"; do
+            t0=$(cpu_ticks "$SERVER")
             # shellcheck disable=SC2086
             out=$("$BIN/flood_load" --mode rr --addr "127.0.0.1:$PORT" --duration "$DURATION" \
                 --warmup "$WARMUP" --quiet ${ARGS[$row]}) || true
+            t1=$(cpu_ticks "$SERVER")
             rate=$(field rate <<< "$out")
+            # CPU per IAMAT over warm-up and run: ticks / (rate x time), in us.
+            us=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v r="${rate:-0}" -v d="$DURATION" -v w="$WARMUP" \
+                'BEGIN { if (r > 0) printf "%.3f", t / hz * 1e6 / (r * (d + w)); else print 0 }')
             V[$row,$variant]="${V[$row,$variant]:-} ${rate:-0}"
-            echo "round $round $row $variant idle watchers: ${rate:-failed}/s" >&2
+            C[$row,$variant]="${C[$row,$variant]:-} $us"
+            echo "round $round $row $variant idle watchers: ${rate:-failed}/s, server CPU ${us} us per IAMAT" >&2
         done
         if [ "$variant" = with ]; then
             kill -TERM "$WATCHERS_PID" 2>/dev/null || true
@@ -233,5 +245,12 @@ for row in "${ROWS[@]}"; do
     echo "  $row (${ARGS[$row]}): without:${V[$row,without]}"
     echo "  $row (${ARGS[$row]}): with:   ${V[$row,with]}"
     echo "  $row with/without per round:$ratios; median $(median <<< "$ratios"); ratio of medians $(ratio "$(median <<< "${V[$row,with]}")" "$(median <<< "${V[$row,without]}")")"
+    read -r -a a <<< "${C[$row,without]}"
+    read -r -a b <<< "${C[$row,with]}"
+    ratios=""
+    for i in "${!a[@]}"; do ratios="$ratios $(ratio "${b[$i]}" "${a[$i]}")"; done
+    echo "  $row server CPU us per IAMAT, without:${C[$row,without]}"
+    echo "  $row server CPU us per IAMAT, with:   ${C[$row,with]}"
+    echo "  $row CPU per IAMAT with/without per round:$ratios; median $(median <<< "$ratios")"
 done
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1511,6 +1511,65 @@ mod tests {
     }
 
     #[test]
+    fn a_handshake_message_split_across_records_waits_in_held_while_we_write() {
+        use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
+        let (_pki, tls) = herd_tls();
+        // The test writes the client's records itself, with its keys.
+        let mut config = (*tls.dial).clone();
+        config.enable_secret_extraction = true;
+        let config = Arc::new(config);
+        let mut p = Pair::new(&tls.clients, Arc::clone(&config));
+        p.handshake();
+        let name = ServerName::try_from("Bench").unwrap();
+        let spare = rustls::ClientConnection::new(config, name).unwrap();
+        let client = std::mem::replace(&mut p.client, spare);
+        let secrets = client.dangerous_extract_secrets().expect("secrets");
+        let (mut seq, rustls::ConnectionTrafficSecrets::Aes128Gcm { key, iv }) = secrets.tx else {
+            panic!("not AES-128-GCM");
+        };
+        let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, key.as_ref()).unwrap());
+        let mut record = |inner: &[u8], content_type: u8| {
+            let mut payload = inner.to_vec();
+            payload.push(content_type);
+            let len = payload.len() + 16;
+            let header = [0x17, 3, 3, (len >> 8) as u8, len as u8];
+            let mut nonce = [0u8; 12];
+            nonce.copy_from_slice(iv.as_ref());
+            for (n, s) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
+                *n ^= s;
+            }
+            seq += 1;
+            key.seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(header),
+                &mut payload,
+            )
+            .unwrap();
+            let mut out = header.to_vec();
+            out.extend(payload);
+            out
+        };
+        p.send(&record(REQUEST, 0x17));
+        assert_eq!(p.server_reads().0, REQUEST);
+        // The first two bytes of a KeyUpdate: rustls keeps the record in
+        // front of the buffer until the message is whole.
+        let first = record(&[24, 0], 0x16);
+        p.send(&first);
+        let (plain, end) = p.server_reads();
+        assert!(plain.is_empty());
+        assert_eq!(end, End::WouldBlock);
+        assert_eq!(p.side().held.len(), first.len());
+        // A reply meanwhile: rustls is handed that record again.
+        assert_eq!(p.server.write_plain(b"AT meanwhile\n").unwrap(), 13);
+        // The rest of the KeyUpdate (not asking for ours), then a request.
+        p.send(&record(&[0, 1, 0], 0x16));
+        let (plain, end) = p.try_server_reads();
+        assert!(plain.is_empty());
+        assert!(end.is_ok(), "{end:?}");
+        assert!(p.side().held.is_empty());
+    }
+
+    #[test]
     fn the_peer_port_takes_a_client_certificate() {
         let (pki, tls) = herd_tls();
         let mut p = Pair::new(&tls.peer, client_config(&pki, &tls, Kind::Dial));
