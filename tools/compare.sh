@@ -71,19 +71,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 echo "building release..." >&2
 cargo build --release --bins -q
 BIN=$CARGO_TARGET_DIR/release
-WORK=$(mktemp -d /tmp/herd-compare.XXXXXX)
-PIDS=()
-
-cleanup() {
-    for p in "${PIDS[@]:-}"; do
-        if [ -n "$p" ]; then kill -TERM "$p" 2>/dev/null || true; fi
-    done
-    for p in "${PIDS[@]:-}"; do
-        if [ -n "$p" ]; then wait "$p" 2>/dev/null || true; fi
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. tools/lib-compare.sh
+work_dir compare
 
 if [ -n "$BASELINE" ] && [ -z "$BASE_BIN" ]; then
     echo "building $BASELINE in a worktree..." >&2
@@ -92,17 +81,6 @@ if [ -n "$BASELINE" ] && [ -z "$BASE_BIN" ]; then
     BASE_BIN=$PWD/target/baseline/release/herd
     git worktree remove --force "$WORK/base"
 fi
-trap 'exit 130' INT TERM
-
-# Waits until something accepts on 127.0.0.1:$1.
-wait_port() {
-    for _ in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "compare.sh: nothing listens on port $1" >&2
-    return 1
-}
 
 MPORT=$((PORT + 50))
 SCRAPER=
@@ -179,13 +157,6 @@ stop() {
     SERVER=
     rm -rf "$WORK/logs"
 }
-
-# field NAME: the value of NAME=... in the summary line on stdin.
-field() { grep '^summary' | tail -1 | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 # meets VALUE OP LIMIT -> yes/NO
 meets() { awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? (v >= l) : (v <= l); print (ok ? "yes" : "NO") }'; }

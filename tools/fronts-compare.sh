@@ -58,44 +58,11 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 echo "building release..." >&2
 cargo build --release --bins -q
 BIN=$CARGO_TARGET_DIR/release
-WORK=$(mktemp -d /tmp/herd-fronts-compare.XXXXXX)
-PIDS=()
+. tools/lib-compare.sh
+work_dir fronts-compare
 
-cleanup() {
-    for p in "${PIDS[@]:-}"; do
-        if [ -n "$p" ]; then kill -TERM "$p" 2>/dev/null || true; fi
-    done
-    for p in "${PIDS[@]:-}"; do
-        if [ -n "$p" ]; then wait "$p" 2>/dev/null || true; fi
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+ports_free $PORT $((PORT + 1))
 
-for port in $PORT $((PORT + 1)); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "fronts-compare.sh: something already listens on port $port (try --port)" >&2
-        exit 1
-    fi
-done
-
-# Waits until something accepts on 127.0.0.1:$1.
-wait_port() {
-    for _ in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "fronts-compare.sh: nothing listens on port $1" >&2
-    return 1
-}
-
-# field NAME: the value of NAME=... in the summary line on stdin.
-field() { grep '^summary' | tail -1 | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 cat > "$WORK/bench.conf" <<EOF
 server Bench 127.0.0.1:$PORT http 127.0.0.1:$((PORT + 1))

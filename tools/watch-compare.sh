@@ -62,47 +62,12 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 echo "building release..." >&2
 cargo build --release --bins -q
 BIN=$CARGO_TARGET_DIR/release
-WORK=$(mktemp -d /tmp/herd-watch-compare.XXXXXX)
-PIDS=()
+. tools/lib-compare.sh
+work_dir watch-compare
 
-cleanup() {
-    for p in "${PIDS[@]:-}"; do
-        if [ -n "$p" ]; then kill -TERM "$p" 2>/dev/null || true; fi
-    done
-    for p in "${PIDS[@]:-}"; do
-        if [ -n "$p" ]; then wait "$p" 2>/dev/null || true; fi
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+ports_free $(seq "$PORT" $((PORT + 5)))
 
-for port in $(seq "$PORT" $((PORT + 5))); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "watch-compare.sh: something already listens on port $port (try --port)" >&2
-        exit 1
-    fi
-done
-
-# Waits until something accepts on 127.0.0.1:$1.
-wait_port() {
-    for _ in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "watch-compare.sh: nothing listens on port $1" >&2
-    return 1
-}
-
-# field NAME: the value of NAME=... in the summary line on stdin.
-field() { grep '^summary' | tail -1 | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
-
-# cpu_ticks PID: user + system CPU time of PID so far, in clock ticks.
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }'; }
+RATIO_DIGITS=3
 
 printf 'server Bench 127.0.0.1:%s\n' "$PORT" > "$WORK/bench.conf"
 
