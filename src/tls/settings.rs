@@ -44,22 +44,14 @@ pub fn load(files: &TlsFiles, config_file: &Path, server: &str) -> Result<HerdTl
         line,
         message,
     };
-    let cert = Named::new(
-        "tls_cert",
-        files.cert.0,
-        TlsFiles::for_server(&files.cert.1, server),
-    );
-    let key = Named::new(
-        "tls_key",
-        files.key.0,
-        TlsFiles::for_server(&files.key.1, server),
-    );
-    let ca = Named::new("tls_ca", files.ca.0, files.ca.1.clone());
     let at = |file: &Named, what: String| error(file.line, format!("{file}: {what}"));
-
-    let chain = certificates(&cert.path).map_err(|e| at(&cert, e))?;
-    let key_der =
-        PrivateKeyDer::from_pem_file(&key.path).map_err(|e| at(&key, pem_error(e, KEY_WANTED)))?;
+    let pair = Pair::read(
+        ["tls_cert", "tls_key"],
+        [&files.cert, &files.key],
+        server,
+        &at,
+    )?;
+    let ca = Named::new("tls_ca", files.ca.0, files.ca.1.clone());
     let mut roots = RootCertStore::empty();
     for root in certificates(&ca.path).map_err(|e| at(&ca, e))? {
         roots
@@ -69,20 +61,17 @@ pub fn load(files: &TlsFiles, config_file: &Path, server: &str) -> Result<HerdTl
     let roots = Arc::new(roots);
     let provider = Arc::new(super::provider());
 
-    let end_entity = &chain[0];
-    if let Err(e) = webpki::EndEntityCert::try_from(end_entity) {
-        return Err(at(&cert, format!("cannot parse the certificate: {e}")));
+    if let Err(e) = webpki::EndEntityCert::try_from(&pair.chain[0]) {
+        return Err(at(&pair.cert, format!("cannot parse the certificate: {e}")));
     }
-    check_key(&chain, &key_der, &provider).map_err(|e| match e {
-        KeyProblem::Unusable(e) => at(&key, format!("unusable private key: {e}")),
-        KeyProblem::Mismatch => at(
-            &key,
-            format!(
-                "not the private key of the certificate in {}",
-                cert.path.display()
-            ),
-        ),
-    })?;
+    pair.check_key(&provider, &at)?;
+    let Pair {
+        cert,
+        key,
+        chain,
+        key_der,
+    } = pair;
+    let end_entity = &chain[0];
     if !super::cert_names(end_entity, server) {
         return Err(at(
             &cert,
@@ -177,31 +166,21 @@ pub fn load_public(
         line,
         message,
     };
-    let cert = Named::new(
-        "public_cert",
-        files.cert.0,
-        TlsFiles::for_server(&files.cert.1, server),
-    );
-    let key = Named::new(
-        "public_key",
-        files.key.0,
-        TlsFiles::for_server(&files.key.1, server),
-    );
     let at = |file: &Named, what: String| error(file.line, format!("{file}: {what}"));
-    let chain = certificates(&cert.path).map_err(|e| at(&cert, e))?;
-    let key_der =
-        PrivateKeyDer::from_pem_file(&key.path).map_err(|e| at(&key, pem_error(e, KEY_WANTED)))?;
+    let pair = Pair::read(
+        ["public_cert", "public_key"],
+        [&files.cert, &files.key],
+        server,
+        &at,
+    )?;
     let provider = Arc::new(super::provider());
-    check_key(&chain, &key_der, &provider).map_err(|e| match e {
-        KeyProblem::Unusable(e) => at(&key, format!("unusable private key: {e}")),
-        KeyProblem::Mismatch => at(
-            &key,
-            format!(
-                "not the private key of the certificate in {}",
-                cert.path.display()
-            ),
-        ),
-    })?;
+    pair.check_key(&provider, &at)?;
+    let Pair {
+        key,
+        chain,
+        key_der,
+        ..
+    } = pair;
     let setup = |e: rustls::Error| at(&key, format!("TLS set-up: {e}"));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -227,6 +206,62 @@ impl Named {
             line,
             path,
         }
+    }
+}
+
+/// A server's certificate chain and its private key, read from the files two
+/// directives name (`tls_cert` and `tls_key`, or `public_cert` and
+/// `public_key`; `{name}` replaced by the server's name). Errors name the
+/// directive and the file (`at`).
+struct Pair {
+    cert: Named,
+    key: Named,
+    chain: Vec<CertificateDer<'static>>,
+    key_der: PrivateKeyDer<'static>,
+}
+
+impl Pair {
+    fn read(
+        directives: [&'static str; 2],
+        files: [&(usize, PathBuf); 2],
+        server: &str,
+        at: &dyn Fn(&Named, String) -> ConfigError,
+    ) -> Result<Pair, ConfigError> {
+        let named = |i: usize| {
+            Named::new(
+                directives[i],
+                files[i].0,
+                TlsFiles::for_server(&files[i].1, server),
+            )
+        };
+        let (cert, key) = (named(0), named(1));
+        let chain = certificates(&cert.path).map_err(|e| at(&cert, e))?;
+        let key_der = PrivateKeyDer::from_pem_file(&key.path)
+            .map_err(|e| at(&key, pem_error(e, KEY_WANTED)))?;
+        Ok(Pair {
+            cert,
+            key,
+            chain,
+            key_der,
+        })
+    }
+
+    /// The key is one `provider` can sign with, and the certificate's.
+    fn check_key(
+        &self,
+        provider: &CryptoProvider,
+        at: &dyn Fn(&Named, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        check_key(&self.chain, &self.key_der, provider).map_err(|e| match e {
+            KeyProblem::Unusable(e) => at(&self.key, format!("unusable private key: {e}")),
+            KeyProblem::Mismatch => at(
+                &self.key,
+                format!(
+                    "not the private key of the certificate in {}",
+                    self.cert.path.display()
+                ),
+            ),
+        })
     }
 }
 
