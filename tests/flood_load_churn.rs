@@ -15,44 +15,20 @@ use std::path::Path;
 use std::process::Command;
 
 use support::certs::{write_herd_certs, Ca, TLS_CONF_LINES};
+use support::flood;
 use support::procs::{free_port, write, HerdProc, HERD};
-
-const FLOOD_LOAD: &str = env!("CARGO_BIN_EXE_flood_load");
 
 /// Runs `flood_load --mode churn` with `args`; the fields of its summary
 /// line, after checking it succeeded with no errors.
 fn churn(args: &[&str], cwd: &Path) -> HashMap<String, String> {
-    let out = Command::new(FLOOD_LOAD)
-        .args(["--mode", "churn", "--quiet", "--duration", "1"])
-        .args(["--warmup", "0.3", "--sources", "4", "--conns", "4"])
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run flood_load");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "flood_load {args:?}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = stdout
-        .lines()
-        .rfind(|l| l.starts_with("summary "))
-        .unwrap_or_else(|| panic!("no summary line in {stdout}"));
-    let fields: HashMap<String, String> = summary
-        .split(' ')
-        .filter_map(|f| f.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    assert_eq!(fields["errors"], "0", "flood_load {args:?}:\n{stdout}");
-    fields
+    let mut all = vec!["--mode", "churn", "--quiet", "--duration", "1"];
+    all.extend(["--warmup", "0.3", "--sources", "4", "--conns", "4"]);
+    all.extend(args);
+    flood::summary(&all, cwd)
 }
 
 fn count(fields: &HashMap<String, String>, key: &str) -> u64 {
-    fields[key]
-        .parse()
-        .unwrap_or_else(|_| panic!("{key}={}", fields[key]))
+    flood::number(fields, key)
 }
 
 #[test]

@@ -8,14 +8,14 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
 use support::certs::Ca;
+use support::flood::{self, FLOOD_LOAD};
 use support::procs::{free_port, write, HerdProc, HERD};
-
-const FLOOD_LOAD: &str = env!("CARGO_BIN_EXE_flood_load");
 
 /// One server, `Bench`, with a line port, an `http` port and an `https`
 /// port (a certificate for `localhost` from a CA in `dir/ca.pem`).
@@ -56,45 +56,22 @@ impl Bench {
 
 /// Runs flood_load with `args` (quiet, short); returns its stdout's fields
 /// of the summary line, after checking it succeeded.
-fn flood_load(args: &[&str], cwd: &Path) -> std::collections::HashMap<String, String> {
-    let out = Command::new(FLOOD_LOAD)
-        .args([
-            "--quiet",
-            "--duration",
-            "1",
-            "--warmup",
-            "0.2",
-            "--sources",
-            "4",
-        ])
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run flood_load");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "flood_load {args:?}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = stdout
-        .lines()
-        .rfind(|l| l.starts_with("summary "))
-        .unwrap_or_else(|| panic!("no summary line in {stdout}"));
-    let fields: std::collections::HashMap<String, String> = summary
-        .split(' ')
-        .filter_map(|f| f.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    assert_eq!(fields["errors"], "0", "flood_load {args:?}:\n{stdout}");
-    fields
+fn flood_load(args: &[&str], cwd: &Path) -> HashMap<String, String> {
+    let mut all = vec![
+        "--quiet",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--sources",
+        "4",
+    ];
+    all.extend(args);
+    flood::summary(&all, cwd)
 }
 
-fn number(fields: &std::collections::HashMap<String, String>, key: &str) -> f64 {
-    fields[key]
-        .parse()
-        .unwrap_or_else(|_| panic!("{key}={}", fields[key]))
+fn number(fields: &HashMap<String, String>, key: &str) -> f64 {
+    flood::number(fields, key)
 }
 
 #[test]

@@ -9,6 +9,7 @@
 
 pub mod cdp;
 pub mod certs;
+pub mod flood;
 pub mod herd;
 #[path = "../../tools/inproc.rs"]
 pub mod inproc;
