@@ -109,6 +109,7 @@ pub struct Journal {
     pending: Vec<u8>,
     /// Records in the file (for the compaction rule).
     records: u64,
+    /// Records in `pending`.
     turn_records: u64,
     compaction: Option<Compaction>,
     server: String,
@@ -311,10 +312,17 @@ impl Journal {
             return;
         }
         self.stats.appended(bytes);
-        let n = self.pending[..bytes]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count() as u64;
+        // `turn_records` is the number of records in `pending`: when all of
+        // it went in (every turn but a failing one), no need to count them.
+        let n = if bytes == self.pending.len() {
+            self.turn_records
+        } else {
+            memchr::memchr_iter(b'\n', &self.pending[..bytes]).count() as u64
+        };
+        debug_assert_eq!(
+            n,
+            memchr::memchr_iter(b'\n', &self.pending[..bytes]).count() as u64
+        );
         if let Some(c) = &mut self.compaction {
             c.since.extend_from_slice(&self.pending[..bytes]);
             c.since_records += n;
