@@ -165,6 +165,62 @@ fn sigterm_stops_cleanly_with_the_log_flushed() {
     assert!(alpha.contains("signal 15"), "{alpha}");
 }
 
+/// A megabyte of traffic, several of the loop's batches
+/// (`logging::LOG_BATCH_BYTES`), each written with whatever the writer had
+/// buffered: every line reaches the file whole, once, in order, in the
+/// format of docs/PROTOCOL.md §8, from two connections whose lines
+/// interleave in the loop's turns.
+#[test]
+fn a_megabyte_of_traffic_is_logged_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let solo = Solo::new(dir.path());
+    let (mut child, first) = solo.start(&[]);
+    let mut clients = [first, Client::connect(solo.addr)];
+    const N: usize = 2500;
+    let mut sent: Vec<Vec<String>> = vec![Vec::new(); 2];
+    for (k, c) in clients.iter_mut().enumerate() {
+        let mut all = String::new();
+        for i in 0..N {
+            // The client name makes each line about 100 bytes.
+            let line = format!("IAMAT c{k}.{i}.{} +1+1 {}.5", "x".repeat(60), 1_600_000_000 + i);
+            all.push_str(&line);
+            all.push('\n');
+            sent[k].push(line);
+        }
+        c.send(all.as_bytes());
+    }
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); 2];
+    for (k, c) in clients.iter_mut().enumerate() {
+        let peer = c.reader.get_ref().local_addr().unwrap();
+        for line in &sent[k] {
+            let reply = c.text();
+            expected[k].push(format!("Solo DEBUG from {peer}: {line}"));
+            expected[k].push(format!("Solo DEBUG to {peer}: {reply}"));
+        }
+    }
+    child.signal(libc::SIGTERM);
+    assert_eq!(child.wait_exit().code(), Some(0));
+    let log = solo.log();
+    assert!(log.len() > 1 << 20, "{} bytes", log.len());
+    assert!(log.ends_with('\n'));
+    for (k, want) in expected.iter().enumerate() {
+        let peer = format!(" {}: ", clients[k].reader.get_ref().local_addr().unwrap());
+        let got: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&peer))
+            .map(|l| {
+                let (stamp, rest) = l.split_once(' ').unwrap();
+                assert!(humantime::parse_rfc3339(stamp).is_ok(), "{l}");
+                rest
+            })
+            .collect();
+        assert_eq!(got.len(), want.len(), "connection {k}");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g, w);
+        }
+    }
+}
+
 #[test]
 fn invalid_rate_is_a_flag_and_a_throttled_client_is_logged_once() {
     let dir = tempfile::tempdir().unwrap();
