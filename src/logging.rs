@@ -71,8 +71,11 @@ pub const DEFAULT_LOG_SIZE: u64 = 256 * 1024 * 1024;
 /// Rotated files kept, `NAME.log.1` to `NAME.log.KEEP` (`--log-keep`).
 pub const DEFAULT_LOG_KEEP: usize = 5;
 /// The most a writer writes at once (one `writev`), and never more than the
-/// rotation size, so that no file passes it.
-pub const LOG_WRITE_CHUNK: usize = 512 * 1024;
+/// rotation size, so that no file passes it. Larger writes cost the kernel
+/// less per byte while its free memory is warm, and far more when it is not
+/// (larger page-cache folios, taken from memory this VM's host reclaimed):
+/// docs/PERFORMANCE.md, "The log path, system-wide".
+pub const LOG_WRITE_CHUNK: usize = 64 * 1024;
 
 /// When log files rotate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,34 +391,36 @@ impl LogFile {
 
     /// Appends `bytes` (whole lines), writing and rotating as needed.
     ///
-    /// Lines are written in large writes: each write(2) is a loop's batch,
-    /// with whatever small lines came before it in front of it (one
-    /// `writev`, the batch not copied). The kernel's cost of a buffered
-    /// write is per page-cache folio more than per byte, and its folios
-    /// grow with the write: on ext4, 256 KiB writes cost about 40 % less
-    /// CPU per byte than 64 KiB ones that do not start at a 64 KiB offset
-    /// (docs/PERFORMANCE.md, "The log path, system-wide").
+    /// Writes are of at most [`LOG_WRITE_CHUNK`] bytes, cut at line ends. A
+    /// loop's batch is written from where it is, without a copy, its first
+    /// chunk behind whatever small lines were buffered (one `writev`), and
+    /// only its tail is buffered for the next write.
     fn push(&mut self, mut bytes: &[u8]) {
         // No chunk is larger than a whole file may be.
         let most = (self.rotation.size.min(LOG_WRITE_CHUNK as u64) as usize).max(1);
         while !bytes.is_empty() {
-            let take = if bytes.len() <= most {
+            // What is buffered is always less than a chunk.
+            let room = most - self.buf.len();
+            let take = if bytes.len() <= room {
                 bytes.len()
             } else {
-                memchr::memrchr(b'\n', &bytes[..most]).map_or(most, |i| i + 1)
+                match memchr::memrchr(b'\n', &bytes[..room]) {
+                    Some(i) => i + 1,
+                    // A line longer than a chunk is cut.
+                    None if self.buf.is_empty() => most,
+                    None => {
+                        self.write();
+                        continue;
+                    }
+                }
             };
             let (chunk, rest) = bytes.split_at(take);
-            if self.buf.len() + chunk.len() > most {
-                self.write();
-            }
             let held = self.size + self.buf.len() as u64;
             if held > 0 && held + chunk.len() as u64 > self.rotation.size {
                 self.write();
                 self.rotate();
             }
-            if self.buf.len() + chunk.len() >= LOG_BATCH_BYTES.min(most) {
-                // A loop's batch, large enough to write as it is rather
-                // than copy first, behind what is buffered.
+            if self.buf.len() + chunk.len() >= most / 2 {
                 let buf = std::mem::take(&mut self.buf);
                 self.write_out(&buf, chunk);
                 self.buf = buf;
@@ -980,6 +985,41 @@ mod tests {
         assert_eq!(queue.bytes.load(Ordering::Relaxed), 0);
         drop(queue);
         writer.join().unwrap();
+    }
+
+    #[test]
+    fn batches_behind_buffered_lines_are_written_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.log");
+        let mut f = LogFile::open(&path, Rotation::default(), Arc::new(AtomicU64::new(0))).unwrap();
+        let mut want = Vec::new();
+        let mut n = 0;
+        let mut lines = |count: usize, width: usize| {
+            let mut out = Vec::new();
+            for _ in 0..count {
+                n += 1;
+                let text = format!("{n} {}\n", "y".repeat(width));
+                out.extend_from_slice(text.as_bytes());
+            }
+            out
+        };
+        // Small lines (buffered), a loop's batch (several chunks), a line
+        // longer than a chunk, more small lines, a batch again.
+        let parts = [
+            lines(3, 40),
+            lines(3000, 100),
+            lines(1, LOG_WRITE_CHUNK + 100),
+            lines(5, 10),
+            lines(2500, 130),
+        ];
+        for part in &parts {
+            f.push(part);
+            want.extend_from_slice(part);
+        }
+        f.write();
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+        assert_eq!(f.size, want.len() as u64);
+        assert!(f.buf.is_empty());
     }
 
     #[test]

@@ -182,7 +182,11 @@ fn a_megabyte_of_traffic_is_logged_whole_and_in_order() {
         let mut all = String::new();
         for i in 0..N {
             // The client name makes each line about 100 bytes.
-            let line = format!("IAMAT c{k}.{i}.{} +1+1 {}.5", "x".repeat(60), 1_600_000_000 + i);
+            let line = format!(
+                "IAMAT c{k}.{i}.{} +1+1 {}.5",
+                "x".repeat(60),
+                1_600_000_000 + i
+            );
             all.push_str(&line);
             all.push('\n');
             sent[k].push(line);
