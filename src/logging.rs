@@ -240,15 +240,10 @@ struct Batch {
     prefix: Vec<u8>,
     fresh: bool,
     dropped: u64,
-    /// The last traffic line's peer: the lines of one connection come in
-    /// runs (its requests, then their replies).
+    /// The last traffic line's peer, and its address as written: the lines
+    /// of one connection come in runs (its requests, then their replies).
     peer: Option<PeerAddr>,
-    /// `TIMESTAMP NAME DEBUG VERB PEER: ` for this turn and `peer`, per verb
-    /// (`from`, `to`): a traffic line is its head, the escaped bytes and
-    /// the suffix. The first `live` are current; the others are buffers to
-    /// reuse.
-    heads: Vec<(String, Vec<u8>)>,
-    live: usize,
+    peer_text: Vec<u8>,
 }
 
 impl Batch {
@@ -741,8 +736,7 @@ pub fn attach_loop(name: &str) -> bool {
             fresh: false,
             dropped: 0,
             peer: None,
-            heads: Vec::new(),
-            live: 0,
+            peer_text: Vec::new(),
         })
     });
     traffic
@@ -764,37 +758,19 @@ pub fn traffic(verb: &str, peer: &PeerAddr, bytes: &[u8], suffix: &str) {
             batch.prefix.extend_from_slice(batch.name.as_bytes());
             batch.prefix.extend_from_slice(b" DEBUG ");
             batch.fresh = true;
-            batch.live = 0;
         }
         batch.since.get_or_insert_with(Instant::now);
         if batch.peer != Some(*peer) {
             batch.peer = Some(*peer);
-            batch.live = 0;
+            batch.peer_text.clear();
+            write_addr(&mut batch.peer_text, &peer.get());
         }
-        let live = &batch.heads[..batch.live];
-        let i = match live.iter().position(|(v, _)| v == verb) {
-            Some(i) => i,
-            None => {
-                if batch.live == batch.heads.len() {
-                    batch.heads.push(Default::default());
-                }
-                let (v, head) = &mut batch.heads[batch.live];
-                v.clear();
-                v.push_str(verb);
-                head.clear();
-                head.extend_from_slice(&batch.prefix);
-                head.extend_from_slice(verb.as_bytes());
-                head.push(b' ');
-                write_addr(head, &peer.get());
-                head.extend_from_slice(b": ");
-                batch.live += 1;
-                batch.live - 1
-            }
-        };
-        let head = &batch.heads[i].1;
         let buf = &mut batch.buf;
-        buf.reserve(head.len() + bytes.len() + suffix.len() + 1);
-        buf.extend_from_slice(head);
+        buf.extend_from_slice(&batch.prefix);
+        buf.extend_from_slice(verb.as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(&batch.peer_text);
+        buf.extend_from_slice(b": ");
         write_escaped(buf, bytes);
         buf.extend_from_slice(suffix.as_bytes());
         buf.push(b'\n');
