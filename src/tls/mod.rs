@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 
+pub mod kx;
 pub mod settings;
 pub mod stream;
 pub mod tickets;
@@ -55,6 +56,12 @@ pub fn provider() -> rustls::crypto::CryptoProvider {
         .iter()
         .filter(|s| !first.iter().any(|f| f.suite() == s.suite()));
     provider.cipher_suites = first.iter().chain(rest).copied().collect();
+    // X25519 from aws-lc-rs, in ring's place (kx.rs says why).
+    for group in provider.kx_groups.iter_mut() {
+        if group.name() == rustls::NamedGroup::X25519 {
+            *group = kx::X25519;
+        }
+    }
     provider
 }
 
