@@ -317,8 +317,8 @@ impl Server {
         }
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
-            let timeout = if !self.resume.is_empty() || !self.fanout.is_empty() || self.accept_more
-            {
+            let more = !self.fanout.is_empty() || self.watch.has_marks();
+            let timeout = if !self.resume.is_empty() || more || self.accept_more {
                 Some(Duration::ZERO)
             } else {
                 self.next_deadline()
@@ -410,8 +410,11 @@ impl Server {
         self.release_held();
         let registry = self.poll.registry();
         self.links.flush(registry, self.engine.store(), now);
-        // After the journal: pushes leave behind their records (see `push`).
-        self.mark_watchers();
+        // After the journal: pushes leave behind their records; and only
+        // between fan-outs (see `push`).
+        if self.fanout.is_empty() {
+            self.mark_watchers();
+        }
         for key in std::mem::take(&mut self.dirty) {
             self.flush(key);
         }
