@@ -23,7 +23,8 @@
 # instead measures fan-out: W (default 10,000) watchers of ONE client on
 # ONE server, one update every 1/R s (default R = 100), with
 # `flood_load --mode watch`: push latency, the time until the last watcher
-# has each update, pushes/s, and the CPU of the server and of the tool;
+# has each update, how long a bystander client's IAMAT waits meanwhile,
+# pushes/s, and the CPU of the server and of the tool;
 # alternating, every round, herd (--log-level info) with the least server
 # that does the same I/O (`ceiling --watch`: one AT line formatted per
 # update, one write(2) per watcher, nothing else), and with --base another
@@ -101,7 +102,7 @@ echo "watch compare: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); $(nproc) CPUs ($(grep 
 
 if [ -n "$FANOUT" ]; then
     declare -A V=()
-    KEYS=(last_p50_us last_p99_us same_p50_us same_p99_us pushes_per_s server_cpu_pct tool_cpu_pct)
+    KEYS=(last_p50_us last_p99_us same_p50_us same_p99_us bystander_p50_us bystander_p99_us pushes_per_s server_cpu_pct tool_cpu_pct)
     KINDS="herd ceiling${BASE:+ base}"
     for round in $(seq "$ROUNDS"); do
         # The order turns every round.
