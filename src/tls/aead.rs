@@ -15,8 +15,9 @@
 //! 0.12 µs for AES-GCM (the round keys and the GHASH table, on a CPU with
 //! AES-NI and carry-less multiply), 0.014 µs for ChaCha20. A record of
 //! 60–200 bytes takes 0.1–0.2 µs to seal or open with ring's AES-GCM key,
-//! so about twice that here; a request over TLS, one record each way, cost
-//! the server 2 % more CPU (docs/PERFORMANCE.md has the figures).
+//! so about twice that here; a request over TLS, one record each way,
+//! cost the server about 1 % more CPU, within the noise of the machine it
+//! was measured on (docs/PERFORMANCE.md has the figures).
 //!
 //! **What does not change.** The record format is TLS 1.3's (RFC 8446
 //! §5.2), the same bytes ring's suites produce and accept: the nonce is
