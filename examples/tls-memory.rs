@@ -17,7 +17,10 @@
 //!   rustls client over another; the same request and reply. Twice: with
 //!   rustls's buffered `ServerConnection` (`TlsStream::new`, herd before
 //!   issue 22) and with the `UnbufferedServerConnection` the loop's TLS
-//!   ports use now (`TlsStream::server`).
+//!   ports use now (`TlsStream::server`); the unbuffered one twice more,
+//!   with herd's configuration (the TLS 1.3 suites' compact keys,
+//!   `src/tls/aead.rs`) and with the same configuration on ring's own
+//!   suites, whose AEAD keys are expanded once and kept.
 //!
 //! A counting global allocator tags every allocation made while the server
 //! side runs and reports the bytes and blocks those still hold per
@@ -177,9 +180,51 @@ fn main() {
         std::mem::size_of::<TlsStream>(),
         std::mem::size_of::<Stream>(),
     );
+    // ring's AEAD key is one type for all its algorithms, as large as
+    // AES-GCM's expanded key: a ChaCha20 key holds as much.
+    println!(
+        "size_of: ring::aead::LessSafeKey {} B (AES-128-GCM, ChaCha20-Poly1305 and AES-256-GCM alike)",
+        std::mem::size_of::<ring::aead::LessSafeKey>(),
+    );
     in_memory(n, &server_config, &client_config);
-    over_sockets(n, &server_config, &client_config, Driven::Buffered);
-    over_sockets(n, &server_config, &client_config, Driven::Unbuffered);
+    let herd_keys = ("herd's compact keys", &server_config);
+    over_sockets(n, herd_keys, &client_config, Driven::Buffered);
+    over_sockets(n, herd_keys, &client_config, Driven::Unbuffered);
+    let ring_config = with_rings_keys(&server_config);
+    over_sockets(
+        n,
+        ("ring's keys", &ring_config),
+        &client_config,
+        Driven::Unbuffered,
+    );
+}
+
+/// `config` (herd's `tls` port) on ring's own TLS 1.3 suites, each in the
+/// place of herd's suite of the same number: the same certificate,
+/// protocol versions, suite order and tickets; AEAD keys expanded once and
+/// kept, as before `src/tls/aead.rs`.
+fn with_rings_keys(config: &Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+    use rustls::crypto::ring::cipher_suite as ring_suite;
+    let rings = [
+        ring_suite::TLS13_AES_128_GCM_SHA256,
+        ring_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ring_suite::TLS13_AES_256_GCM_SHA384,
+    ];
+    let mut provider = herd::tls::provider();
+    for suite in &mut provider.cipher_suites {
+        if let Some(ring) = rings.iter().find(|r| r.suite() == suite.suite()) {
+            *suite = *ring;
+        }
+    }
+    let mut ring_config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::clone(&config.cert_resolver));
+    ring_config.ticketer = Arc::clone(&config.ticketer);
+    ring_config.send_tls13_tickets = config.send_tls13_tickets;
+    ring_config.session_storage = Arc::clone(&config.session_storage);
+    Arc::new(ring_config)
 }
 
 /// Prints one line of figures: the live server bytes and blocks per
@@ -288,11 +333,11 @@ enum Driven {
 /// herd's server side over loopback sockets, a rustls client on the other.
 fn over_sockets(
     n: usize,
-    server_config: &Arc<rustls::ServerConfig>,
+    (keys, server_config): (&str, &Arc<rustls::ServerConfig>),
     client_config: &Arc<rustls::ClientConfig>,
     driven: Driven,
 ) {
-    println!("herd Stream::Tls over loopback, {driven:?}, {n} connections:");
+    println!("herd Stream::Tls over loopback, {driven:?}, {keys}, {n} connections:");
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
     let addr = listener.local_addr().expect("its address");
     let name = ServerName::try_from("Bench").expect("a DNS name");

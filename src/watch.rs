@@ -266,28 +266,37 @@ impl Watch {
 
     /// The named client at `place` has a newer position, in store slot
     /// `slot`.
-    pub fn mark_at(&mut self, place: u32, slot: usize) {
+    pub fn mark_at(&mut self, place: u32, slot: usize, stores: u32) {
         if let Some(s) = self.slots.get_mut(place as usize) {
             *s = u32::try_from(slot).unwrap_or(NO_SLOT);
         }
-        self.mark(place);
+        self.mark_stores(place, stores);
     }
 
     /// The named client at `place` has a newer position.
     pub fn mark(&mut self, place: u32) {
+        self.mark_stores(place, 1);
+    }
+
+    /// The named client at `place` was stored `stores` times since it was
+    /// last marked: all but the newest were never shown (replaced).
+    fn mark_stores(&mut self, place: u32, stores: u32) {
         let watched = matches!(self.names.get(place as usize), Some(Some(_)));
         if self.all.is_some() || !watched {
             // WATCH * delivers it; or a place no longer watched.
             return;
         }
+        self.replaced += u64::from(stores.saturating_sub(1));
         if !self.owed.insert(place as usize) {
             self.replaced += 1;
         }
     }
 
-    /// Store slot `slot` has a newer position (for `WATCH *`).
-    pub fn mark_slot(&mut self, slot: usize) {
+    /// Store slot `slot` has a newer position (for `WATCH *`), stored
+    /// `stores` times since it was last marked.
+    pub fn mark_slot(&mut self, slot: usize, stores: u32) {
         if let Some(all) = &mut self.all {
+            self.replaced += u64::from(stores.saturating_sub(1));
             if !all.insert(slot) {
                 self.replaced += 1;
             }
@@ -354,6 +363,12 @@ pub enum Mark {
     Slot(usize),
 }
 
+/// Noted stores are merged (one entry per slot, with a count) when this
+/// many have piled up, and at least as many again before the next merge:
+/// while marking waits for a fan-out (see `server::push`), what is noted is
+/// bounded by the store's slots, not by the update rate.
+const TOUCHED_MERGE: usize = 4096;
+
 /// One server's watchers: see the module header.
 #[derive(Debug, Default)]
 pub struct Hub {
@@ -361,8 +376,11 @@ pub struct Hub {
     /// `WATCH *` watchers: (key, serial).
     all: Vec<(usize, u64)>,
     all_limit: usize,
-    /// Store slots stored this turn while anyone watched.
-    touched: Vec<u32>,
+    /// Store slots stored since the last marks while anyone watched, with
+    /// how many times (merged, [`TOUCHED_MERGE`]).
+    touched: Vec<(u32, u32)>,
+    /// `touched`'s length that triggers the next merge.
+    merge_at: usize,
     /// Connections watching.
     watchers: usize,
 }
@@ -372,6 +390,7 @@ impl Hub {
     pub fn new(all_limit: usize) -> Hub {
         Hub {
             all_limit,
+            merge_at: TOUCHED_MERGE,
             ..Hub::default()
         }
     }
@@ -438,30 +457,54 @@ impl Hub {
     #[inline]
     pub fn stored(&mut self, slot: usize) {
         if !self.is_idle() {
-            self.touched.push(slot as u32);
+            self.touched.push((slot as u32, 1));
+            if self.touched.len() >= self.merge_at {
+                self.merge();
+                self.merge_at = TOUCHED_MERGE.max(2 * self.touched.len());
+            }
         }
     }
 
-    /// At the turn's end: for each position stored this turn, calls `mark`
-    /// with each (key, serial) watching it and what to mark. One lookup a
-    /// position, and only for positions stored while anyone watched.
-    pub fn take_marks(&mut self, store: &Store, mut mark: impl FnMut(usize, u64, Mark)) {
-        for &slot in &self.touched {
+    /// One entry per slot in `touched`, in slot order, counts summed.
+    fn merge(&mut self) {
+        self.touched.sort_unstable_by_key(|&(slot, _)| slot);
+        self.touched.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = kept.1.saturating_add(later.1);
+            }
+            same
+        });
+    }
+
+    /// True when stores wait to be marked.
+    pub fn has_marks(&self) -> bool {
+        !self.touched.is_empty()
+    }
+
+    /// For each client stored since the last call, calls `mark` with each
+    /// (key, serial) watching it, what to mark, and how many times it was
+    /// stored meanwhile. One lookup a client, however often it was stored,
+    /// and only for positions stored while anyone watched.
+    pub fn take_marks(&mut self, store: &Store, mut mark: impl FnMut(usize, u64, Mark, u32)) {
+        self.merge();
+        for &(slot, stores) in &self.touched {
             let slot = slot as usize;
             if !self.by_client.is_empty() {
                 let client = store.entry(slot).map(|e| e.client());
                 if let Some(subs) = client.and_then(|c| self.by_client.get(c)) {
                     for s in subs {
-                        mark(s.key, s.serial, Mark::Named(s.place, slot));
+                        mark(s.key, s.serial, Mark::Named(s.place, slot), stores);
                     }
                 }
             }
             for &(key, serial) in &self.all {
-                mark(key, serial, Mark::Slot(slot));
+                mark(key, serial, Mark::Slot(slot), stores);
             }
         }
         self.touched.clear();
-        if self.touched.capacity() > 4096 {
+        self.merge_at = TOUCHED_MERGE;
+        if self.touched.capacity() > TOUCHED_MERGE {
             self.touched = Vec::new();
         }
     }

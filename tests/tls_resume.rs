@@ -301,6 +301,89 @@ fn every_handshake_gives_the_phone_one_ticket_and_it_keeps_resuming() {
     server.stop().unwrap();
 }
 
+/// Data segments `sock` has received (TCP_INFO's `tcpi_data_segs_in`,
+/// Linux 4.6 and later).
+fn data_segments_in(sock: &TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    let mut info = [0u8; 232];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes, which the kernel lowers
+    // to what it wrote.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    assert!(len >= 160, "TCP_INFO without tcpi_data_segs_in");
+    u32::from_ne_bytes(info[152..156].try_into().unwrap())
+}
+
+/// A phone that resumes and sends its Finished, an IAMAT and close_notify
+/// in one write gets the session's next ticket, the answer and the
+/// server's close_notify in one segment, and the connection's end: the
+/// server writes once and closes in the same turn (docs/PERFORMANCE.md,
+/// "Resumed churn against plaintext"). It wrote three times before.
+#[test]
+fn a_resumed_phone_gets_its_ticket_answer_and_close_in_one_segment() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("herd CA");
+    write_herd_certs(dir.path(), &ca, &["Alpha"]);
+    let (server, tls_addr, _, _) = alpha(load(dir.path(), "Alpha"));
+    let store = Arc::new(ClientSessionMemoryCache::new(8));
+    let phone = phone(&ca, &store);
+    let (answer, kind) = ask(tls_addr, &phone, IAMAT);
+    assert!(answer.starts_with("AT Alpha "), "{answer:?}");
+    assert_eq!(kind, Some(HandshakeKind::Full));
+
+    let name = ServerName::try_from("Alpha").unwrap();
+    let mut conn = rustls::ClientConnection::new(phone, name).unwrap();
+    conn.writer().write_all(IAMAT.as_bytes()).unwrap();
+    let mut sock = TcpStream::connect(tls_addr).unwrap();
+    sock.set_nodelay(true).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    while conn.wants_write() {
+        conn.write_tls(&mut sock).unwrap();
+    }
+    while conn.is_handshaking() {
+        assert!(conn.read_tls(&mut sock).unwrap() > 0, "the server's flight");
+        conn.process_new_packets().unwrap();
+    }
+    assert_eq!(conn.handshake_kind(), Some(HandshakeKind::Resumed));
+    conn.send_close_notify();
+    let mut flight = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut flight).unwrap();
+    }
+    let before = data_segments_in(&sock);
+    sock.write_all(&flight).unwrap();
+    let mut got = Vec::new();
+    sock.read_to_end(&mut got).unwrap();
+    assert_eq!(data_segments_in(&sock) - before, 1, "{} bytes", got.len());
+
+    let mut records = &got[..];
+    while !records.is_empty() {
+        conn.read_tls(&mut records).unwrap();
+        conn.process_new_packets().unwrap();
+    }
+    let mut plain = String::new();
+    conn.reader().read_to_string(&mut plain).unwrap();
+    assert!(
+        plain.starts_with("AT Alpha ") && plain.ends_with('\n'),
+        "{plain:?}"
+    );
+    assert_eq!(plain.lines().count(), 1);
+    assert_eq!(conn.tls13_tickets_received(), 1);
+    wait_for(&server.stats, |s| s.handshakes[TLS], [1, 1]);
+    server.stop().unwrap();
+}
+
 #[test]
 fn a_resumed_link_keeps_its_certificate_and_a_ticket_never_stands_in_for_one() {
     let dir = tempfile::tempdir().unwrap();

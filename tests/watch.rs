@@ -111,6 +111,43 @@ fn a_watching_connection_answers_anything_else_with_a_question_mark() {
 }
 
 #[test]
+fn more_watchers_than_a_turn_writes_each_end_at_the_newest_in_order() {
+    // Over two turns' worth of watchers (herd::server::WATCHERS_PER_TURN is
+    // 512): the fan-out goes in slices, and updates that land between
+    // slices must still reach every watcher, in order, ending at the newest.
+    const WATCHERS: usize = 1_300;
+    const UPDATES: u64 = 20;
+    let herd = TestHerd::start(&["Goloman"], &[]);
+    let mut watchers: Vec<Client> = (0..WATCHERS)
+        .map(|_| {
+            let mut w = herd.client("Goloman");
+            w.send(b"WATCH fan.example\n");
+            w
+        })
+        .collect();
+    let mut poster = herd.client("Goloman");
+    let first = poster.ask("IAMAT fan.example +1+1 1700000000");
+    for w in &mut watchers {
+        assert_eq!(
+            w.text(),
+            first,
+            "the first position, pushed or as the snapshot"
+        );
+    }
+    let batch: String = (1..=UPDATES)
+        .map(|i| format!("IAMAT fan.example +1+1 {}\n", 1_700_000_000 + i))
+        .collect();
+    poster.send(batch.as_bytes());
+    for _ in 0..UPDATES {
+        assert!(poster.text().starts_with("AT "));
+    }
+    let ids = ["fan.example".to_string()];
+    for w in watchers {
+        reads_up_to_the_newest(w.reader, &ids, 1_700_000_000 + UPDATES);
+    }
+}
+
+#[test]
 fn watch_all_sees_clients_it_never_named_and_has_a_limit() {
     let herd = TestHerd::start_with(&["Goloman", "Hands"], &[("Goloman", "Hands")], |c| {
         c.limits.watch_all = 1

@@ -18,15 +18,19 @@
 # ratios with/without and their median.
 #
 #   tools/watch-compare.sh --fanout [--rounds N] [--duration SECS] [--port P]
-#                          [--watchers W] [--rate R]
+#                          [--watchers W] [--rate R] [--base HERD]
 #
 # instead measures fan-out: W (default 10,000) watchers of ONE client on
 # ONE server, one update every 1/R s (default R = 100), with
 # `flood_load --mode watch`: push latency, the time until the last watcher
-# has each update, pushes/s, and the CPU of the server and of the tool;
+# has each update, how long a bystander client's IAMAT waits meanwhile,
+# pushes/s, and the CPU of the server and of the tool;
 # alternating, every round, herd (--log-level info) with the least server
 # that does the same I/O (`ceiling --watch`: one AT line formatted per
-# update, one write(2) per watcher, nothing else). Then, once, one watcher
+# update, one write(2) per watcher, nothing else), and with --base another
+# herd binary (an older build, to show a change). Server and tool CPU per
+# push are printed side by side: their sum, times W, is the CPU one update
+# reaching every watcher costs this machine. Then, once, one watcher
 # three hops away in the reference herd (tools/probe-herd.conf moved to
 # this script's ports) at 20,000 updates/s.
 #
@@ -44,6 +48,7 @@ IDLE=1000
 FANOUT=
 WATCHERS=10000
 RATE=100
+BASE=
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS=$2; shift 2 ;;
@@ -53,7 +58,8 @@ while [ $# -gt 0 ]; do
         --fanout) FANOUT=1; shift ;;
         --watchers) WATCHERS=$2; shift 2 ;;
         --rate) RATE=$2; shift 2 ;;
-        -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --base) BASE=$2; shift 2 ;;
+        -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "watch-compare.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -76,7 +82,8 @@ SERVER=
 start() {
     rm -rf "$WORK/logs" "$WORK/state"
     case $1 in
-        herd) "$BIN/herd" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" \
+        herd|base) if [ "$1" = base ]; then exe=$BASE; else exe=$BIN/herd; fi
+            "$exe" Bench --config "$WORK/bench.conf" --log-dir "$WORK/logs" \
                   --state-dir "$WORK/state" --log-level info 2> "$WORK/server.err" & ;;
         ceiling) "$BIN/ceiling" "127.0.0.1:$PORT" --watch 2> "$WORK/server.err" & ;;
     esac
@@ -95,9 +102,11 @@ echo "watch compare: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); $(nproc) CPUs ($(grep 
 
 if [ -n "$FANOUT" ]; then
     declare -A V=()
-    KEYS=(last_p50_us last_p99_us same_p50_us same_p99_us pushes_per_s server_cpu_pct tool_cpu_pct)
+    KEYS=(last_p50_us last_p99_us same_p50_us same_p99_us bystander_p50_us bystander_p99_us pushes_per_s server_cpu_pct tool_cpu_pct)
+    KINDS="herd ceiling${BASE:+ base}"
     for round in $(seq "$ROUNDS"); do
-        if [ $((round % 2)) = 1 ]; then order="herd ceiling"; else order="ceiling herd"; fi
+        # The order turns every round.
+        if [ $((round % 2)) = 1 ]; then order=$KINDS; else order=$(tr ' ' '\n' <<< "$KINDS" | tac | xargs); fi
         for kind in $order; do
             start "$kind"
             out=$("$BIN/flood_load" --mode watch --addr "127.0.0.1:$PORT" --conns "$WATCHERS" \
@@ -114,16 +123,20 @@ if [ -n "$FANOUT" ]; then
     done
     echo
     echo "medians over $ROUNDS rounds, $WATCHERS watchers of one client on one server, $RATE updates/s:"
-    for kind in herd ceiling; do
+    for kind in $KINDS; do
         line="  $kind:"
         for k in "${KEYS[@]}"; do line="$line $k=$(median <<< "${V[$kind,$k]}")"; done
         echo "$line"
     done
-    # CPU per push: the server's CPU share over the pushes it made.
-    for kind in herd ceiling; do
+    # CPU per push: each process's CPU share over the pushes made.
+    for kind in $KINDS; do
         cpu=$(median <<< "${V[$kind,server_cpu_pct]}")
+        tool=$(median <<< "${V[$kind,tool_cpu_pct]}")
         pps=$(median <<< "${V[$kind,pushes_per_s]}")
-        echo "  $kind: $(awk -v c="$cpu" -v p="$pps" 'BEGIN { if (p > 0) printf "%.2f", c * 1e4 / p; else print "-" }') us of server CPU per push received"
+        awk -v k="$kind" -v c="$cpu" -v t="$tool" -v p="$pps" -v w="$WATCHERS" 'BEGIN {
+            if (p <= 0) { print "  " k ": no pushes"; exit }
+            s = c * 1e4 / p; u = t * 1e4 / p
+            printf "  %s: %.2f us of server CPU + %.2f us of tool CPU per push received; one update to all %d watchers = %.1f ms of CPU\n", k, s, u, w, (s + u) * w / 1000 }'
     done
     echo "goal: herd last_p99_us <= 20000"
     # One watcher three hops away at 20,000 updates/s.

@@ -41,9 +41,10 @@ pub use setup::{
     bind, spawn, Limits, Listeners, Running, ServerConfig, StopHandle, ACCEPT_BATCH, ACCEPT_PAUSE,
     DEFAULT_CLIENT_OUTPUT, DEFAULT_INVALID_RATE, DEFAULT_LINE_LIMIT, DEFAULT_WHATSATS_PER_CONN,
     EVENTS_PER_POLL, LISTEN_BACKLOG, READS_PER_TURN, SCRATCH_SIZE, SWEEP_INTERVAL,
+    WATCHERS_PER_TURN,
 };
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -125,6 +126,9 @@ pub struct Server {
     resume: Vec<usize>,
     /// Connections that got output this turn.
     dirty: Vec<usize>,
+    /// Watchers owed positions, flushed [`WATCHERS_PER_TURN`] a turn (see
+    /// `push`).
+    fanout: VecDeque<usize>,
     timers: Timers<Wait>,
     /// Accepting stopped at the batch cap: go on next turn.
     accept_more: bool,
@@ -262,6 +266,7 @@ impl Server {
             scratch: vec![0; SCRATCH_SIZE],
             resume: Vec::new(),
             dirty: Vec::new(),
+            fanout: VecDeque::new(),
             timers,
             accept_more: false,
             accept_paused: false,
@@ -312,7 +317,8 @@ impl Server {
         }
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
-            let timeout = if !self.resume.is_empty() || self.accept_more {
+            let more = !self.fanout.is_empty() || self.watch.has_marks();
+            let timeout = if !self.resume.is_empty() || more || self.accept_more {
                 Some(Duration::ZERO)
             } else {
                 self.next_deadline()
@@ -404,9 +410,18 @@ impl Server {
         self.release_held();
         let registry = self.poll.registry();
         self.links.flush(registry, self.engine.store(), now);
-        // After the journal: pushes leave behind their records (see `push`).
-        self.mark_watchers();
+        // After the journal: pushes leave behind their records; and only
+        // between fan-outs (see `push`).
+        if self.fanout.is_empty() {
+            self.mark_watchers();
+        }
         for key in std::mem::take(&mut self.dirty) {
+            self.flush(key);
+        }
+        for _ in 0..WATCHERS_PER_TURN {
+            let Some(key) = self.fanout.pop_front() else {
+                break;
+            };
             self.flush(key);
         }
         logging::turn_end(now);

@@ -159,6 +159,26 @@ struct ServerSide {
     /// The session failed (the error was returned): rustls is not asked
     /// anything more.
     failed: bool,
+    /// Whether `pending` waits for a reply: see [`Later`].
+    later: Later,
+}
+
+/// Whether a server side's `pending` holds only what rustls queued after
+/// the handshake while a read decrypted plaintext (the session's ticket,
+/// right after the client's Finished; the answer to a key update), which
+/// waits to leave in one write with the reply that plaintext brings
+/// ([`TlsStream::write_plain`]). The loop writes what is pending before it
+/// writes a connection's replies, so the first [`TlsStream::write_pending`]
+/// after that read leaves it there, and the next writes it: at most a turn
+/// later (WRITABLE interest) if no reply comes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Later {
+    /// Nothing waits (or what does is written as usual).
+    No,
+    /// It waits for the reply.
+    Reply,
+    /// It waited through one `write_pending`; the next writes it.
+    Once,
 }
 
 /// The most ciphertext a server side holds between reads once the
@@ -273,6 +293,7 @@ impl ServerSide {
             left: Vec::new(),
             closed: false,
             failed: false,
+            later: Later::No,
         }
     }
 
@@ -533,6 +554,15 @@ impl TlsStream {
         self.common().is_handshaking()
     }
 
+    /// The peer's close_notify has been read (a server side): the next
+    /// read says the end.
+    fn peer_closed(&self) -> bool {
+        match &self.tls {
+            Session::Buffered(_) => false,
+            Session::Server(s) => s.closed,
+        }
+    }
+
     /// Records wait to be written: the socket wants WRITABLE interest.
     pub fn wants_write(&self) -> bool {
         match &self.tls {
@@ -588,7 +618,12 @@ impl TlsStream {
                     }
                 }
             }
-            Session::Server(s) => s.flush(&mut self.sock)?,
+            // What waits for a reply leaves with it, or on the next call.
+            Session::Server(s) if s.later == Later::Reply => s.later = Later::Once,
+            Session::Server(s) => {
+                s.later = Later::No;
+                s.flush(&mut self.sock)?
+            }
         }
         Ok(())
     }
@@ -718,6 +753,9 @@ impl TlsStream {
             };
             let (out, cipher) = buf.split_at_mut(buf.len() / 2);
             let held = s.held.len();
+            // Whether what `pending` holds now may wait for a reply (it is
+            // empty, or already waits so).
+            let may_wait = s.later != Later::No || s.pending.is_empty();
             let (consumed, produced) = if held + MIN_SOCKET_READ <= cipher.len() {
                 // The usual way: records decrypted in the reader's buffer.
                 cipher[..held].copy_from_slice(&s.held);
@@ -776,12 +814,24 @@ impl TlsStream {
                 return Err(s.fail(sock, too_much(limit)));
             }
             release(&mut s.held);
-            s.flush(sock)?;
+            // A handshake's answers go at once; after it, what rustls
+            // queued with plaintext (a ticket) waits for the reply (`later`).
+            if may_wait && produced > 0 && !s.pending.is_empty() && !s.conn.is_handshaking() {
+                s.later = Later::Reply;
+            } else {
+                s.later = Later::No;
+                s.flush(sock)?;
+            }
             if produced > 0 {
                 if !s.left.is_empty() {
                     *drained = false;
                 }
                 return Ok(produced);
+            }
+            if *drained && !s.closed && !*eof {
+                // The read was short: the socket had no more, and another
+                // would only say so.
+                return Err(would_block());
             }
         }
     }
@@ -825,37 +875,65 @@ impl TlsStream {
     /// at most [`PLAINTEXT_CHUNK`], and only when the records of what it
     /// took before are on the socket and the handshake is done
     /// (`WouldBlock` otherwise), so at most one chunk's records wait.
+    ///
+    /// A server side writes what rustls queued with the request (a ticket,
+    /// see `later`) and the reply's records in one write; once the peer
+    /// has sent close_notify, the records wait for the next call (the
+    /// loop's close, whose close_notify joins them, or the next write or
+    /// [`TlsStream::write_pending`]), so a resumed phone's ticket, reply
+    /// and close_notify leave in one segment.
     pub fn write_plain(&mut self, buf: &[u8]) -> Result<usize, TlsError> {
+        if let Session::Server(_) = self.tls {
+            return self.write_server(buf);
+        }
         self.write_pending()?;
         if self.wants_write() || self.is_handshaking() {
             return Err(would_block());
         }
         let take = &buf[..buf.len().min(PLAINTEXT_CHUNK)];
-        let Session::Server(s) = &mut self.tls else {
-            let Session::Buffered(tls) = &mut self.tls else {
-                return Err(would_block());
-            };
-            let n = tls.writer().write(take).map_err(TlsError::Io)?;
-            self.write_pending()?;
-            return Ok(n);
+        let Session::Buffered(tls) = &mut self.tls else {
+            return Err(would_block());
         };
+        let n = tls.writer().write(take).map_err(TlsError::Io)?;
+        self.write_pending()?;
+        Ok(n)
+    }
+
+    /// [`TlsStream::write_plain`] for a server side.
+    fn write_server(&mut self, buf: &[u8]) -> Result<usize, TlsError> {
+        let TlsStream { sock, tls, .. } = self;
+        let Session::Server(s) = tls else {
+            return Err(would_block());
+        };
+        if s.later == Later::No {
+            s.flush(sock)?;
+            if !s.pending.is_empty() {
+                return Err(would_block());
+            }
+        }
+        if s.conn.is_handshaking() {
+            return Err(would_block());
+        }
+        let take = &buf[..buf.len().min(PLAINTEXT_CHUNK)];
         if take.is_empty() {
             return Ok(0);
         }
-        let sock = &mut self.sock;
         SEAL.with(|seal| {
             let seal = &mut *seal.borrow_mut();
             let n = s.seal(Seal::Data(take), seal)?;
-            if s.pending.is_empty() {
+            s.later = Later::No;
+            if s.pending.is_empty() && !s.closed {
                 let sent = write_socket(sock, &seal[..n]).map_err(TlsError::Io)?;
                 s.pending.extend_from_slice(&seal[sent..n]);
+                release(&mut s.pending);
             } else {
                 s.pending.extend_from_slice(&seal[..n]);
+                if !s.closed {
+                    s.flush(sock)?;
+                }
             }
             Ok(take.len())
-        })?;
-        self.write_pending()?;
-        Ok(take.len())
+        })
     }
 
     /// Sends close_notify, best effort and without waiting.
@@ -872,12 +950,27 @@ impl TlsStream {
                     s.pending.extend_from_slice(&seal[..n]);
                     Ok::<_, TlsError>(())
                 });
+                // Whatever waits goes now, in the same write.
+                s.later = Later::No;
                 if sealed.is_err() {
                     return;
                 }
             }
         }
         let _ = self.write_pending();
+    }
+}
+
+impl Drop for TlsStream {
+    /// Records a server side kept to join a later write (a reply's after
+    /// the peer's close_notify) leave, best effort, should the connection
+    /// be dropped without a close (a stopping loop).
+    fn drop(&mut self) {
+        if let Session::Server(s) = &mut self.tls {
+            if !s.failed && !s.pending.is_empty() {
+                let _ = s.flush(&mut self.sock);
+            }
+        }
     }
 }
 
@@ -928,7 +1021,9 @@ impl Stream {
     pub fn drained_by(&self, n: usize, asked: usize) -> bool {
         match self {
             Stream::Plain(_) => n < asked,
-            Stream::Tls(t) => n < asked && t.drained,
+            // After close_notify the next read says the end, without a
+            // syscall: the loop learns it in this turn, not at the FIN's.
+            Stream::Tls(t) => n < asked && t.drained && !t.peer_closed(),
         }
     }
 
@@ -1455,6 +1550,131 @@ mod tests {
         p.send(&records);
         assert_eq!(p.server_reads().0, REQUEST);
         p.assert_idle();
+    }
+
+    /// Data segments `sock` has sent (TCP_INFO's `tcpi_data_segs_out`,
+    /// Linux 4.6 and later): on loopback with TCP_NODELAY, one per write.
+    fn data_segments_out(sock: &TcpStream) -> u32 {
+        use std::os::fd::AsRawFd;
+        let mut info = [0u8; 232];
+        let mut len = info.len() as libc::socklen_t;
+        // SAFETY: `info` is writable for `len` bytes, which the kernel
+        // lowers to what it wrote.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0, "TCP_INFO: {}", io::Error::last_os_error());
+        assert!(len >= 160, "TCP_INFO without tcpi_data_segs_out");
+        u32::from_ne_bytes(info[156..160].try_into().unwrap())
+    }
+
+    /// A second connection, resumed: the server side's flight answered;
+    /// the client's Finished is queued, not sent.
+    fn resumed_pair(tls: &HerdTls, client: &Arc<rustls::ClientConfig>) -> Pair {
+        Pair::new(&tls.clients, Arc::clone(client)).handshake();
+        let mut p = Pair::new(&tls.clients, Arc::clone(client));
+        p.server.sock().set_nodelay(true).unwrap();
+        let hello = p.client_records();
+        p.send(&hello);
+        assert_eq!(p.server_reads(), (Vec::new(), End::WouldBlock));
+        p.client_reads().expect("the server's flight");
+        assert!(!p.client.is_handshaking());
+        assert_eq!(
+            p.client.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        );
+        p
+    }
+
+    #[test]
+    fn a_resumed_phones_ticket_reply_and_close_notify_leave_in_one_write() {
+        let (pki, tls) = herd_tls();
+        let client = client_config(&pki, &tls, Kind::Dial);
+        let tickets = |p: &Pair| p.client.tls13_tickets_received();
+
+        // Finished, a request and close_notify in one flight, as a phone
+        // that reconnects to send one position does: the server writes
+        // nothing until its close, then one segment with the session's
+        // next ticket, the reply and its close_notify.
+        let mut p = resumed_pair(&tls, &client);
+        let mut flight = p.client_writes(REQUEST);
+        p.client.send_close_notify();
+        flight.extend(p.client_records());
+        let before = data_segments_out(p.server.sock());
+        p.send(&flight);
+        assert_eq!(p.server_reads(), (REQUEST.to_vec(), End::Eof));
+        assert_eq!(
+            p.server.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        );
+        assert!(p.server.wants_write(), "the ticket waits");
+        p.server.write_pending().unwrap();
+        assert_eq!(p.server.write_plain(b"AT reply\n").unwrap(), 9);
+        assert_eq!(
+            data_segments_out(p.server.sock()),
+            before,
+            "nothing written yet"
+        );
+        p.server.close_notify();
+        assert_eq!(data_segments_out(p.server.sock()), before + 1, "one write");
+        assert!(!p.server.wants_write());
+        assert_eq!(tickets(&p), 0);
+        assert_eq!(p.client_reads().expect("client"), b"AT reply\n");
+        assert_eq!(tickets(&p), 1, "the ticket came");
+        let mut chunk = [0u8; 16];
+        assert_eq!(
+            p.client.reader().read(&mut chunk).unwrap(),
+            0,
+            "close_notify"
+        );
+
+        // Without close_notify: the ticket leaves with the reply, in one
+        // write, and the connection goes on.
+        let mut p = resumed_pair(&tls, &client);
+        let flight = p.client_writes(REQUEST);
+        let before = data_segments_out(p.server.sock());
+        p.send(&flight);
+        assert_eq!(p.server_reads(), (REQUEST.to_vec(), End::WouldBlock));
+        p.server.write_pending().unwrap();
+        assert_eq!(data_segments_out(p.server.sock()), before);
+        assert_eq!(p.server.write_plain(b"AT reply\n").unwrap(), 9);
+        assert_eq!(data_segments_out(p.server.sock()), before + 1, "one write");
+        assert_eq!(p.client_reads().expect("client"), b"AT reply\n");
+        assert_eq!(tickets(&p), 1);
+        assert_eq!(p.server_writes_all(b"AT again\n"), b"AT again\n");
+        p.assert_idle();
+
+        // No reply after all: the ticket waits through one write_pending
+        // (the loop's, before it writes replies), and the next writes it.
+        let mut p = resumed_pair(&tls, &client);
+        let flight = p.client_writes(b"IAMAT half a li");
+        p.send(&flight);
+        assert_eq!(
+            p.server_reads(),
+            (b"IAMAT half a li".to_vec(), End::WouldBlock)
+        );
+        p.server.write_pending().unwrap();
+        assert!(p.server.wants_write());
+        p.server.write_pending().unwrap();
+        assert!(!p.server.wants_write());
+        p.client_reads().expect("client");
+        assert_eq!(tickets(&p), 1);
+        p.assert_idle();
+
+        // Finished alone (no plaintext): the ticket goes at once.
+        let mut p = resumed_pair(&tls, &client);
+        let finished = p.client_records();
+        p.send(&finished);
+        assert_eq!(p.server_reads(), (Vec::new(), End::WouldBlock));
+        assert!(!p.server.wants_write());
+        p.client_reads().expect("client");
+        assert_eq!(tickets(&p), 1);
     }
 
     #[test]

@@ -94,10 +94,10 @@ fn a_slot_that_holds_another_client_is_not_believed() {
     let a = w.add(b"a").unwrap();
     assert_eq!(drain(&mut w, &store), [at("a", 1)]);
     // As if a's slot had been reused by b: a is looked up by name.
-    w.mark_at(a, store.last_slot());
+    w.mark_at(a, store.last_slot(), 1);
     assert_eq!(drain(&mut w, &store), [at("a", 1)]);
     offer(&mut store, at("a", 2).as_bytes());
-    w.mark_at(a, store.last_slot());
+    w.mark_at(a, store.last_slot(), 1);
     assert_eq!(drain(&mut w, &store), [at("a", 2)]);
 }
 
@@ -129,18 +129,18 @@ fn watching_every_client_is_a_bit_per_store_slot() {
     // The snapshot is every client, once (a's name adds nothing).
     assert_eq!(drain(&mut w, &store), [at("a", 1), at("b", 1), at("c", 1)]);
     offer(&mut store, at("d", 2).as_bytes());
-    w.mark_slot(store.last_slot());
+    w.mark_slot(store.last_slot(), 1);
     offer(&mut store, at("d", 3).as_bytes());
-    w.mark_slot(store.last_slot());
+    w.mark_slot(store.last_slot(), 1);
     w.mark(0);
     assert_eq!((w.replaced, drain(&mut w, &store)), (1, vec![at("d", 3)]));
     // UNWATCH *: what a named client was owed stays owed, nothing else.
     offer(&mut store, at("a", 4).as_bytes());
-    w.mark_slot(store.last_slot());
+    w.mark_slot(store.last_slot(), 1);
     offer(&mut store, at("b", 4).as_bytes());
-    w.mark_slot(store.last_slot());
+    w.mark_slot(store.last_slot(), 1);
     assert!(w.remove_all(&store) && !w.remove_all(&store));
-    w.mark_slot(1);
+    w.mark_slot(1, 1);
     assert_eq!(drain(&mut w, &store), [at("a", 4)]);
     w.mark(0);
     assert_eq!(drain(&mut w, &store), [at("a", 4)], "named again");
@@ -183,7 +183,7 @@ fn the_hub_notes_nothing_while_nobody_watches_and_marks_by_client() {
     offer(&mut store, at("b", 2).as_bytes());
     hub.stored(store.last_slot());
     let mut marks = Vec::new();
-    hub.take_marks(&store, |k, s, m| marks.push((k, s, m)));
+    hub.take_marks(&store, |k, s, m, _| marks.push((k, s, m)));
     assert_eq!(
         marks,
         [
@@ -199,4 +199,45 @@ fn the_hub_notes_nothing_while_nobody_watches_and_marks_by_client() {
     hub.forget(8, 80, &w);
     hub.remove_all(9, 90);
     assert!(hub.is_idle());
+}
+
+#[test]
+fn stores_waiting_for_marks_are_one_per_client_with_a_count_and_bounded() {
+    let mut store = Store::new();
+    let mut hub = Hub::new(1);
+    hub.add(b"a", 7, 70, 0);
+    offer(&mut store, at("a", 1).as_bytes());
+    let a = store.last_slot();
+    offer(&mut store, at("b", 1).as_bytes());
+    let b = store.last_slot();
+    // Marking waits (a fan-out is under way) while both move many times.
+    for t in 2..=100_000 {
+        offer(&mut store, at("a", t).as_bytes());
+        hub.stored(a);
+        if t % 10 == 0 {
+            offer(&mut store, at("b", t).as_bytes());
+            hub.stored(b);
+        }
+    }
+    assert!(
+        hub.touched.len() <= TOUCHED_MERGE,
+        "{} noted stores held for two clients",
+        hub.touched.len()
+    );
+    assert!(hub.has_marks());
+    let mut marks = Vec::new();
+    hub.take_marks(&store, |k, s, m, n| marks.push((k, s, m, n)));
+    assert_eq!(marks, [(7, 70, Mark::Named(0, a), 99_999)]);
+    assert!(!hub.has_marks());
+
+    // All but the newest of those stores were never shown: replaced.
+    let mut w = Watch::default();
+    let place = w.add(b"a").expect("a place");
+    // (Its snapshot first: a new place starts out owed.)
+    assert_eq!(drain(&mut w, &store), [at("a", 100_000)]);
+    w.mark_at(place, a, 99_999);
+    assert_eq!(w.replaced, 99_998);
+    w.mark_at(place, a, 1);
+    assert_eq!(w.replaced, 99_999, "still owed: replaced once more");
+    assert_eq!(drain(&mut w, &store), [at("a", 100_000)]);
 }

@@ -5,7 +5,10 @@
 //! is IAMAT-sent to push-received. Reports both latencies, pushes a
 //! second, and for the same-server group the time until the *last*
 //! watcher has each update (or a newer one: a watcher behind is sent only
-//! the newest, docs/PROTOCOL.md §15).
+//! the newest, docs/PROTOCOL.md §15). Beside them a *bystander*, a client
+//! of the same server that watches nothing, sends an IAMAT of its own
+//! every 10 ms and waits for the answer: how long other clients wait while
+//! the server fans out (`bystander_` in the summary).
 //!
 //! In process (no `--addr`): the reference herd, posting at Hands, the far
 //! watchers at Welsh. Against a running herd: posting and the same-server
@@ -33,6 +36,8 @@ use crate::inproc::{InProcHerd, REFERENCE_LINKS, REFERENCE_NAMES};
 use crate::load::wall_ns;
 use crate::opts::{run_prefix, Opts};
 
+/// How often the bystander asks.
+const BYSTANDER_EVERY: Duration = Duration::from_millis(10);
 /// How long the watchers may take to get their snapshot.
 const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -152,6 +157,12 @@ pub fn run(o: &Opts) -> io::Result<()> {
         let watched = watched.clone();
         std::thread::spawn(move || post(poster, &watched, rate, total, &stop))
     };
+    let bystander_thread = {
+        let stop = stop.clone();
+        let s = TcpStream::connect(same_addr)?;
+        let client = format!("{}.bystander", run_prefix());
+        std::thread::spawn(move || bystander(s, &client, measure_from, &stop))
+    };
     let (mut same, mut far) = (Hist::new(), Hist::new());
     let mut pushes = 0u64;
     let end = measure_from + o.duration + Duration::from_millis(500);
@@ -192,6 +203,9 @@ pub fn run(o: &Opts) -> io::Result<()> {
     let sent_times = poster_thread
         .join()
         .map_err(|_| io::Error::other("poster panicked"))??;
+    let bystander = bystander_thread
+        .join()
+        .map_err(|_| io::Error::other("bystander panicked"))??;
     let posted = sent_times.len();
     let secs = o.duration.as_secs_f64();
     // Each update posted in the measured time: when had the last watcher
@@ -215,6 +229,7 @@ pub fn run(o: &Opts) -> io::Result<()> {
     if far_n > 0 {
         println!("three hops ({far_n} watchers): {}", far.describe());
     }
+    println!("a bystander's IAMAT, answered in: {}", bystander.describe());
     println!("pushes received: {:.0}/s", pushes as f64 / secs);
     let own_cpu = cpu.map(|c| {
         c.iter()
@@ -236,11 +251,12 @@ pub fn run(o: &Opts) -> io::Result<()> {
         );
     }
     println!(
-        "summary mode=watch watchers={same_n} far={far_n} rate={rate} posted={posted} pushes_per_s={:.0} {} {} {} last_uncovered={uncovered} tool_cpu_pct={:.0} server_cpu_pct={:.0}",
+        "summary mode=watch watchers={same_n} far={far_n} rate={rate} posted={posted} pushes_per_s={:.0} {} {} {} {} last_uncovered={uncovered} tool_cpu_pct={:.0} server_cpu_pct={:.0}",
         pushes as f64 / secs,
         same.summary_fields("same_"),
         last.summary_fields("last_"),
         far.summary_fields("far_"),
+        bystander.summary_fields("bystander_"),
         own_cpu.map_or(0.0, |c| 100.0 * c.as_secs_f64() / (secs + 0.5)),
         server_cpu.map_or(0.0, |c| 100.0 * c.as_secs_f64() / (secs + 0.5)),
     );
@@ -397,6 +413,32 @@ fn post(
         std::thread::sleep(Duration::from_micros(200));
     }
     Ok(sent)
+}
+
+/// The bystander: an IAMAT of `client` every [`BYSTANDER_EVERY`] on `s`
+/// until `stop`, each answer awaited; the round trips from `from` on.
+fn bystander(s: TcpStream, client: &str, from: Instant, stop: &AtomicBool) -> io::Result<Hist> {
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(SNAPSHOT_PATIENCE))?;
+    let mut replies = BufReader::new(s.try_clone()?);
+    let mut s = s;
+    let mut hist = Hist::new();
+    let mut answer = String::new();
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let sent = Instant::now();
+        writeln!(s, "{}", iamat(client, wall_ns()))?;
+        answer.clear();
+        if replies.read_line(&mut answer)? == 0 {
+            return Err(io::Error::other("the server closed the bystander"));
+        }
+        if sent >= from {
+            hist.record(sent.elapsed().as_nanos() as u64);
+        }
+        next += BYSTANDER_EVERY;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    Ok(hist)
 }
 
 /// TIME of an AT line (its 6th field), in nanoseconds.

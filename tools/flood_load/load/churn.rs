@@ -25,6 +25,21 @@ use super::net::{connect_nonblocking, source};
 use super::tls::TlsClient;
 use super::{show, Kind, Outcome, Progress, Spec, Tally};
 
+/// The socket as rustls's `read_tls` sees it, noting whether its one
+/// read got less than it asked for: the kernel had no more.
+struct Short<'a> {
+    sock: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for Short<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
+}
+
 /// One connection cycle of the churn load.
 struct Cycle {
     sock: TcpStream,
@@ -91,7 +106,11 @@ impl Cycle {
     }
 
     /// Reads until `WouldBlock`; at EOF, whether what came is one AT line.
-    fn read(&mut self, scratch: &mut [u8]) -> Option<Result<(), String>> {
+    /// `short_drains` (a plain readable edge, no EOF or error pending): over
+    /// TLS a read shorter than rustls asked for took everything there was,
+    /// and what comes later brings a new edge, so the read that would only
+    /// say `WouldBlock` is saved, as herd's loop does.
+    fn read(&mut self, scratch: &mut [u8], short_drains: bool) -> Option<Result<(), String>> {
         let Some(tls) = self.tls.as_mut() else {
             return loop {
                 match self.sock.read(scratch) {
@@ -105,13 +124,18 @@ impl Cycle {
             };
         };
         loop {
-            let eof = match tls.read_tls(&mut self.sock) {
+            let mut sock = Short {
+                sock: &mut self.sock,
+                short: false,
+            };
+            let eof = match tls.read_tls(&mut sock) {
                 Ok(0) => true,
                 Ok(_) => false,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Some(Err(format!("read: {e}"))),
             };
+            let short = sock.short;
             if let Err(e) = tls.process_new_packets() {
                 // Tell the server why, best effort.
                 let _ = tls.write_tls(&mut self.sock);
@@ -136,6 +160,9 @@ impl Cycle {
             }
             if eof {
                 return Some(self.verdict());
+            }
+            if short_drains && short {
+                return None;
             }
         }
     }
@@ -273,7 +300,8 @@ pub fn churn_thread(
                 && cycle.connected
                 && (cycle.sent || cycle.tls.is_some())
             {
-                finished = cycle.read(&mut scratch);
+                let short_drains = !(event.is_read_closed() || event.is_error());
+                finished = cycle.read(&mut scratch, short_drains);
             }
             if finished.is_none() && cycle.connected && !cycle.sent {
                 if let Err(e) = cycle.send() {
