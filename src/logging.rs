@@ -5,7 +5,7 @@
 //! every line with an RFC 3339 timestamp and the name. The formatted line then
 //! goes into a bounded channel; a writer thread per server appends it to a
 //! buffered file and flushes whenever the channel runs dry (so lines reach the
-//! disk within milliseconds when quiet, in 64 KiB batches under load). The
+//! disk within milliseconds when quiet, in 64 KiB writes under load). The
 //! event loop never touches the disk. If the disk cannot keep up and the
 //! channel fills ([`LOG_QUEUE_BYTES`]: memory stays bounded whatever clients
 //! send), lines are dropped and counted rather than block the loop;
@@ -19,9 +19,9 @@
 //! it [attaches](attach_loop) a thread-local batch, and every line it logs —
 //! through `log` macros (routed there by the `ChannelLog` at the end of the
 //! server's fern chain) or as traffic — is appended to that batch, which goes
-//! to the writer thread once it holds [`LOG_BATCH_BYTES`] or its oldest line
-//! is [`LOG_BATCH_DELAY`] old (the loop's timers see to that), and at
-//! shutdown. Lines keep their order, the writer wakes a few times a second
+//! to the writer thread once it holds [`LOG_BATCH_BYTES`] (from the line that
+//! fills it, within a turn) or its oldest line is [`LOG_BATCH_DELAY`] old
+//! (the loop's timers see to that), and at shutdown. Lines keep their order, the writer wakes a few times a second
 //! instead of once per loop turn, and lines still reach the file within a
 //! fraction of a second.
 //!
