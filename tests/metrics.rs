@@ -16,9 +16,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herd::config::PlacesConfig;
 use herd::metrics::{self, Endpoint};
-use herd::server::{self, Limits, Running, ServerConfig};
+use herd::server::{self, Running, ServerConfig};
 use herd::stats::ServerStats;
 use support::herd::{wait_for, Client, PATIENCE};
 use support::procs::{free_port, HerdProc, LocalConf, HERD};
@@ -331,24 +330,12 @@ fn the_strict_parser_refuses_what_it_should() {
 
 fn config(name: &str, neighbours: Vec<(String, SocketAddr)>, state: Option<&Path>) -> ServerConfig {
     ServerConfig {
-        name: name.to_string(),
         neighbours: neighbours
             .iter()
             .map(|(n, a)| herd::links::Neighbour::plain(n, *a))
             .collect(),
-        peer_listen: None,
-        tls_listen: None,
-        http_listen: None,
-        https_listen: None,
-        places: PlacesConfig::default(),
-        places_key: None,
-        limits: Limits::default(),
         state_dir: state.map(Path::to_path_buf),
-        fsync: None,
-        secret: None,
-        tls: None,
-        public_tls: None,
-        api_token: None,
+        ..ServerConfig::alone(name)
     }
 }
 

@@ -14,9 +14,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use herd::config::PlacesConfig;
 use herd::metrics::Endpoint;
-use herd::server::{self, Limits, ServerConfig};
+use herd::server::{self, ServerConfig};
 use support::herd::{wait_for, Client, KillOnDrop, PATIENCE};
 use support::procs::{free_port, HerdProc, LocalConf, HERD};
 
@@ -70,21 +69,9 @@ fn promtool_accepts_the_exposition() {
     let (aa, ab) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let config = |name: &str, neighbour: (&str, SocketAddr)| ServerConfig {
-        name: name.into(),
         neighbours: vec![herd::links::Neighbour::plain(neighbour.0, neighbour.1)],
-        peer_listen: None,
-        tls_listen: None,
-        http_listen: None,
-        https_listen: None,
-        places: PlacesConfig::default(),
-        places_key: None,
-        limits: Limits::default(),
         state_dir: Some(dir.path().to_path_buf()),
-        fsync: None,
-        secret: None,
-        tls: None,
-        public_tls: None,
-        api_token: None,
+        ..ServerConfig::alone(name)
     };
     let a = server::spawn(config("Alpha", ("Beta", ab)), la).unwrap();
     let b = server::spawn(config("Beta", ("Alpha", aa)), lb).unwrap();

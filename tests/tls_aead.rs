@@ -19,8 +19,8 @@ use std::time::Instant;
 
 mod support;
 
-use herd::config::{PlacesConfig, TlsFiles};
-use herd::server::{self, Limits, Listeners, ServerConfig};
+use herd::config::TlsFiles;
+use herd::server::{self, Listeners, ServerConfig};
 use herd::tls::HerdTls;
 use rustls::crypto::ring::cipher_suite as ring_suite;
 use rustls::pki_types::ServerName;
@@ -55,21 +55,8 @@ fn alpha(tls: HerdTls) -> (server::Running, SocketAddr) {
     let (client, tls_port, peer) = (local(), local(), local());
     let tls_addr = tls_port.local_addr().unwrap();
     let config = ServerConfig {
-        name: "Alpha".to_string(),
-        neighbours: Vec::new(),
-        peer_listen: None,
-        tls_listen: None,
-        http_listen: None,
-        https_listen: None,
-        places: PlacesConfig::default(),
-        places_key: None,
-        limits: Limits::default(),
-        state_dir: None,
-        fsync: None,
-        secret: None,
         tls: Some(Arc::new(tls)),
-        public_tls: None,
-        api_token: None,
+        ..ServerConfig::alone("Alpha")
     };
     let running = server::spawn(
         config,

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use herd::config::PlacesConfig;
 use herd::links::Neighbour;
-use herd::server::{self, Limits, Listeners, ServerConfig};
+use herd::server::{self, Listeners, ServerConfig};
 use herd::tls::HerdTls;
 use rustls::pki_types::ServerName;
 use rustls::server::WebPkiClientVerifier;
@@ -57,21 +56,9 @@ fn local() -> std::net::TcpListener {
 
 fn config(name: &str, neighbour: Neighbour, tls: HerdTls) -> ServerConfig {
     ServerConfig {
-        name: name.to_string(),
         neighbours: vec![neighbour],
-        peer_listen: None,
-        tls_listen: None,
-        http_listen: None,
-        https_listen: None,
-        places: PlacesConfig::default(),
-        places_key: None,
-        limits: Limits::default(),
-        state_dir: None,
-        fsync: None,
-        secret: None,
         tls: Some(Arc::new(tls)),
-        public_tls: None,
-        api_token: None,
+        ..ServerConfig::alone(name)
     }
 }
 

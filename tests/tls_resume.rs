@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use herd::config::{PlacesConfig, TlsFiles};
+use herd::config::TlsFiles;
 use herd::links::Neighbour;
-use herd::server::{self, Limits, Listeners, ServerConfig};
+use herd::server::{self, Listeners, ServerConfig};
 use herd::stats::ServerStats;
 use herd::tls::tickets::{self, TicketKeys};
 use herd::tls::HerdTls;
@@ -64,21 +64,9 @@ fn alpha(tls: HerdTls) -> (server::Running, SocketAddr, SocketAddr, SocketAddr) 
         tls: true,
     };
     let config = ServerConfig {
-        name: "Alpha".to_string(),
         neighbours: vec![away("Beta"), away("Gamma")],
-        peer_listen: None,
-        tls_listen: None,
-        http_listen: None,
-        https_listen: None,
-        places: PlacesConfig::default(),
-        places_key: None,
-        limits: Limits::default(),
-        state_dir: None,
-        fsync: None,
-        secret: None,
         tls: Some(Arc::new(tls)),
-        public_tls: None,
-        api_token: None,
+        ..ServerConfig::alone("Alpha")
     };
     let listeners = Listeners {
         client,

@@ -171,6 +171,29 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Server `name` on its own: no neighbours, only its client port, no
+    /// Places key, no journal, no secret, no TLS, default limits. Tests
+    /// and tools start from it and set what they need.
+    pub fn alone(name: &str) -> ServerConfig {
+        ServerConfig {
+            name: name.to_string(),
+            neighbours: Vec::new(),
+            peer_listen: None,
+            tls_listen: None,
+            http_listen: None,
+            https_listen: None,
+            places: PlacesConfig::default(),
+            places_key: None,
+            limits: Limits::default(),
+            state_dir: None,
+            fsync: None,
+            secret: None,
+            tls: None,
+            public_tls: None,
+            api_token: None,
+        }
+    }
+
     /// The TLS configuration of the client-facing TLS ports, if there is one.
     pub fn client_tls(&self) -> Option<&std::sync::Arc<rustls::ServerConfig>> {
         self.public_tls
