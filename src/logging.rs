@@ -416,10 +416,7 @@ impl LogFile {
                 self.rotate();
             }
             if self.buf.len() + chunk.len() >= most / 2 {
-                let buf = std::mem::take(&mut self.buf);
-                self.write_out(&buf, chunk);
-                self.buf = buf;
-                self.buf.clear();
+                self.write_with(chunk);
             } else {
                 self.buf.extend_from_slice(chunk);
             }
@@ -429,11 +426,16 @@ impl LogFile {
 
     /// Writes what is buffered; on failure its lines are dropped and counted.
     fn write(&mut self) {
-        if self.buf.is_empty() {
-            return;
+        if !self.buf.is_empty() {
+            self.write_with(&[]);
         }
+    }
+
+    /// Writes what is buffered and then `then` (whole lines) in one
+    /// [`LogFile::write_out`], keeping the buffer's allocation.
+    fn write_with(&mut self, then: &[u8]) {
         let buf = std::mem::take(&mut self.buf);
-        self.write_out(&buf, &[]);
+        self.write_out(&buf, then);
         self.buf = buf;
         self.buf.clear();
     }
@@ -759,7 +761,6 @@ pub fn traffic(verb: &str, peer: &PeerAddr, bytes: &[u8], suffix: &str) {
             batch.prefix.extend_from_slice(b" DEBUG ");
             batch.fresh = true;
         }
-        batch.since.get_or_insert_with(Instant::now);
         if batch.peer != Some(*peer) {
             batch.peer = Some(*peer);
             batch.peer_text.clear();
@@ -774,9 +775,7 @@ pub fn traffic(verb: &str, peer: &PeerAddr, bytes: &[u8], suffix: &str) {
         write_escaped(buf, bytes);
         buf.extend_from_slice(suffix.as_bytes());
         buf.push(b'\n');
-        if buf.len() >= LOG_BATCH_BYTES {
-            batch.send();
-        }
+        batch.added();
     });
 }
 
