@@ -205,38 +205,29 @@ fn rebuilt(ring: SupportedCipherSuite, aead: &'static Compact) -> Option<Tls13Ci
     })
 }
 
-static TLS13_AES_128_GCM_SHA256: LazyLock<Option<Tls13CipherSuite>> =
-    LazyLock::new(|| rebuilt(ring_suite::TLS13_AES_128_GCM_SHA256, &AES_128_GCM));
-static TLS13_CHACHA20_POLY1305_SHA256: LazyLock<Option<Tls13CipherSuite>> = LazyLock::new(|| {
-    rebuilt(
+/// ring's three TLS 1.3 suites in herd's order (AES-128-GCM,
+/// ChaCha20-Poly1305, AES-256-GCM; see [`super::provider`]), each with the
+/// compact AEAD it gets.
+static RING_SUITES: [(SupportedCipherSuite, &Compact); 3] = [
+    (ring_suite::TLS13_AES_128_GCM_SHA256, &AES_128_GCM),
+    (
         ring_suite::TLS13_CHACHA20_POLY1305_SHA256,
         &CHACHA20_POLY1305,
-    )
-});
-static TLS13_AES_256_GCM_SHA384: LazyLock<Option<Tls13CipherSuite>> =
-    LazyLock::new(|| rebuilt(ring_suite::TLS13_AES_256_GCM_SHA384, &AES_256_GCM));
+    ),
+    (ring_suite::TLS13_AES_256_GCM_SHA384, &AES_256_GCM),
+];
 
-/// The three TLS 1.3 suites with compact keys, in herd's order
-/// (AES-128-GCM, ChaCha20-Poly1305, AES-256-GCM; see [`super::provider`]).
+static SUITES: LazyLock<[Option<Tls13CipherSuite>; 3]> =
+    LazyLock::new(|| RING_SUITES.map(|(ring, aead)| rebuilt(ring, aead)));
+
+/// The three TLS 1.3 suites with compact keys, in herd's order.
 pub fn tls13_suites() -> [SupportedCipherSuite; 3] {
-    let pick = |made: &'static Option<Tls13CipherSuite>, ring| match made {
-        Some(suite) => SupportedCipherSuite::Tls13(suite),
-        None => ring,
-    };
-    [
-        pick(
-            &TLS13_AES_128_GCM_SHA256,
-            ring_suite::TLS13_AES_128_GCM_SHA256,
-        ),
-        pick(
-            &TLS13_CHACHA20_POLY1305_SHA256,
-            ring_suite::TLS13_CHACHA20_POLY1305_SHA256,
-        ),
-        pick(
-            &TLS13_AES_256_GCM_SHA384,
-            ring_suite::TLS13_AES_256_GCM_SHA384,
-        ),
-    ]
+    let suites: &'static [Option<Tls13CipherSuite>; 3] = &SUITES;
+    std::array::from_fn(|i| {
+        suites[i]
+            .as_ref()
+            .map_or(RING_SUITES[i].0, SupportedCipherSuite::Tls13)
+    })
 }
 
 #[cfg(test)]
