@@ -213,20 +213,24 @@ for round in $(seq "$ROUNDS"); do
     stop
 done
 
+# per_round ARRAY ROW: ARRAY's with/without ratio for ROW, round by round.
+per_round() {
+    local -n values=$1
+    local a b i ratios=""
+    read -r -a a <<< "${values[$2,without]}"
+    read -r -a b <<< "${values[$2,with]}"
+    for i in "${!a[@]}"; do ratios="$ratios $(ratio "${b[$i]}" "${a[$i]}")"; done
+    echo "$ratios"
+}
+
 echo
 echo "IAMATs/s without and with $IDLE idle watchers (each of a client that never moves), $ROUNDS rounds of ${DURATION} s:"
 for row in "${ROWS[@]}"; do
-    read -r -a a <<< "${V[$row,without]}"
-    read -r -a b <<< "${V[$row,with]}"
-    ratios=""
-    for i in "${!a[@]}"; do ratios="$ratios $(ratio "${b[$i]}" "${a[$i]}")"; done
+    ratios=$(per_round V "$row")
     echo "  $row (${ARGS[$row]}): without:${V[$row,without]}"
     echo "  $row (${ARGS[$row]}): with:   ${V[$row,with]}"
     echo "  $row with/without per round:$ratios; median $(median <<< "$ratios"); ratio of medians $(ratio "$(median <<< "${V[$row,with]}")" "$(median <<< "${V[$row,without]}")")"
-    read -r -a a <<< "${C[$row,without]}"
-    read -r -a b <<< "${C[$row,with]}"
-    ratios=""
-    for i in "${!a[@]}"; do ratios="$ratios $(ratio "${b[$i]}" "${a[$i]}")"; done
+    ratios=$(per_round C "$row")
     echo "  $row server CPU us per IAMAT, without:${C[$row,without]}"
     echo "  $row server CPU us per IAMAT, with:   ${C[$row,with]}"
     echo "  $row CPU per IAMAT with/without per round:$ratios; median $(median <<< "$ratios")"
