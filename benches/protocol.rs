@@ -2,10 +2,15 @@
 //! replies. Read as messages per second (`Throughput::Elements`).
 //!
 //!     cargo bench --bench protocol
+//!
+//! `escape` is the traffic log's escaping of a line; `iamat_line` is what
+//! the loop does with a logged IAMAT's bytes, without sockets or the log
+//! file: escape the request, parse it, write the AT reply, escape the reply.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use herd::logging::write_escaped;
 use herd::protocol::{self, Command};
 
 const IAMAT: &[u8] = b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.918963997";
@@ -84,5 +89,56 @@ fn format(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, format);
+fn escape(c: &mut Criterion) {
+    let mut group = c.benchmark_group("escape");
+    group.throughput(Throughput::Elements(1));
+    let mut out = Vec::with_capacity(256);
+    for (name, line) in [
+        ("iamat", IAMAT),
+        ("at", AT),
+        (
+            "backslash_at_end",
+            &b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.91896399\\"[..],
+        ),
+        (
+            "utf8_client",
+            "IAMAT kiwi-ü.cs.ucla.edu +34.068930-118.445127 1520023934.918963997".as_bytes(),
+        ),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                out.clear();
+                write_escaped(&mut out, black_box(line));
+                out.len()
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A logged IAMAT as the loop handles its bytes: the request escaped for
+/// the log, parsed, answered, and the reply escaped for the log.
+fn iamat_line(c: &mut Criterion) {
+    let mut group = c.benchmark_group("iamat_line");
+    group.throughput(Throughput::Elements(1));
+    let mut log = Vec::with_capacity(1 << 16);
+    let mut reply = Vec::with_capacity(256);
+    let received = 1_520_023_935_182_837_383;
+    group.bench_function("escape_parse_reply_escape", |b| {
+        b.iter(|| {
+            log.clear();
+            reply.clear();
+            let line = black_box(IAMAT);
+            write_escaped(&mut log, line);
+            if let Command::Iamat(iamat) = protocol::parse(line) {
+                protocol::write_at(&mut reply, "Goloman", black_box(received), &iamat);
+                write_escaped(&mut log, &reply[..reply.len() - 1]);
+            }
+            log.len()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, format, escape, iamat_line);
 criterion_main!(benches);
