@@ -19,6 +19,38 @@ const AT: &[u8] =
     b"AT Goloman +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.918963997";
 const INVALID: &[u8] = b"IAMAT kiwi.cs.ucla.edu +94.068930-118.445127 1520023934.918963997";
 
+/// 1024 different IAMAT lines as the load tool writes them (client IDs
+/// and positions of varying lengths), so that no branch predictor learns
+/// one line by heart.
+fn varied_iamats() -> Vec<Vec<u8>> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..1024)
+        .map(|i| {
+            let h = next();
+            let lat = (h % 180_000_001) as i64 - 90_000_000;
+            let lng = ((h >> 32) % 360_000_001) as i64 - 180_000_000;
+            let deg = |d: i64| {
+                let sign = if d < 0 { '-' } else { '+' };
+                format!("{sign}{}.{:06}", d.abs() / 1_000_000, d.abs() % 1_000_000)
+            };
+            format!(
+                "IAMAT client-{} {}{} 1520023934.{:09}",
+                next() % 5000,
+                deg(lat),
+                deg(lng),
+                i * 7919
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
 fn parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse");
     group.throughput(Throughput::Elements(1));
@@ -38,6 +70,19 @@ fn parse(c: &mut Criterion) {
             format!("IAMAT client-{i} +34.068930-118.445127 1520023934.{i:09}\r\n").as_bytes(),
         );
     }
+    let varied = varied_iamats();
+    group.throughput(Throughput::Elements(varied.len() as u64));
+    group.bench_function("iamat_x1024_varied", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for line in black_box(&varied) {
+                if let Command::Iamat(i) = protocol::parse(line) {
+                    n += i.client.len();
+                }
+            }
+            n
+        })
+    });
     group.throughput(Throughput::Elements(64));
     group.bench_function("iamat_x64_split_and_parse", |b| {
         b.iter(|| {
@@ -133,6 +178,22 @@ fn iamat_line(c: &mut Criterion) {
             if let Command::Iamat(iamat) = protocol::parse(line) {
                 protocol::write_at(&mut reply, "Goloman", black_box(received), &iamat);
                 write_escaped(&mut log, &reply[..reply.len() - 1]);
+            }
+            log.len()
+        })
+    });
+    let varied = varied_iamats();
+    group.throughput(Throughput::Elements(varied.len() as u64));
+    group.bench_function("x1024_varied", |b| {
+        b.iter(|| {
+            log.clear();
+            for line in black_box(&varied) {
+                reply.clear();
+                write_escaped(&mut log, line);
+                if let Command::Iamat(iamat) = protocol::parse(line) {
+                    protocol::write_at(&mut reply, "Goloman", black_box(received), &iamat);
+                    write_escaped(&mut log, &reply[..reply.len() - 1]);
+                }
             }
             log.len()
         })

@@ -630,6 +630,25 @@ impl Coords {
         )
     }
 
+    /// The COORDS of `iamat` found at `start` of a line. [`parse`] split
+    /// them already: the longitude it made is the end of COORDS, after its
+    /// sign or from its `-`. (An `Iamat` made by hand may hold another
+    /// slice: then COORDS is read again.)
+    fn of_iamat(start: usize, iamat: &Iamat<'_>) -> Coords {
+        let (coords, lng) = (iamat.coords, iamat.position.lng);
+        let offset = (lng.as_ptr() as usize).wrapping_sub(coords.as_ptr() as usize);
+        let split = offset.wrapping_sub(usize::from(!lng.starts_with(b"-")));
+        let suffix = coords.len().checked_sub(offset) == Some(lng.len());
+        if !suffix || split == 0 || !coords.get(split).is_some_and(|&b| is_sign(b)) {
+            return Coords::at(start, coords);
+        }
+        Coords {
+            start: start as u32,
+            split: (start + split) as u32,
+            end: (start + coords.len()) as u32,
+        }
+    }
+
     /// The COORDS field `coords`, which is valid, found at `start` of a line.
     fn at(start: usize, coords: &[u8]) -> Coords {
         // The second sign: the first `+` or `-` after the first byte.
@@ -677,7 +696,7 @@ pub fn write_at(out: &mut Vec<u8>, server: &str, received_at: Nanos, iamat: &Iam
     out.push(b' ');
     out.extend_from_slice(iamat.client);
     out.push(b' ');
-    let coords = Coords::at(out.len() - line_start, iamat.coords);
+    let coords = Coords::of_iamat(out.len() - line_start, iamat);
     out.extend_from_slice(iamat.coords);
     out.push(b' ');
     out.extend_from_slice(iamat.time);
@@ -724,14 +743,31 @@ pub fn write_diff(out: &mut Vec<u8>, diff: Nanos) {
         }
     };
     write_decimal(out, secs);
-    out.push(b'.');
-    let mut digits = [b'0'; 9];
-    let mut rest = nanos;
-    for d in digits.iter_mut().rev() {
-        *d = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    out.extend_from_slice(&digits);
+    // `.` and the nine digits of the fraction, the last eight made at once.
+    let first = (nanos / 100_000_000) as u8;
+    let mut text = [b'.', b'0' + first, 0, 0, 0, 0, 0, 0, 0, 0];
+    text[2..].copy_from_slice(&eight_ascii_digits(nanos % 100_000_000).to_le_bytes());
+    out.extend_from_slice(&text);
+}
+
+/// The eight decimal digits of `n` (below 10^8, with leading zeros) as ASCII
+/// bytes of a little-endian word, the first digit in its lowest byte: the
+/// halves of `n` split in two, then each half in two again, in the lanes of
+/// one word, each split a multiplication and a shift in place of a division
+/// (P.-A. Khuong's method, after D. Lemire, "Converting integers to
+/// fix-digit representations quickly", 2021).
+fn eight_ascii_digits(n: u64) -> u64 {
+    // Two 32-bit lanes: the first four digits low, the last four high.
+    let fours = n / 10_000 | (n % 10_000) << 32;
+    // x * 10486 >> 20 is x / 100 for every x below 10^4 (checked in the
+    // tests for all of them); the mask keeps each lane's own quotient.
+    let hundreds = (fours * 10_486 >> 20) & (0x7f << 32 | 0x7f);
+    // Four 16-bit lanes of two digits each, in order.
+    let pairs = (fours - 100 * hundreds) << 16 | hundreds;
+    // x * 103 >> 10 is x / 10 for every x below 100.
+    let tens = (pairs * 103 >> 10) & (0xf << 48 | 0xf << 32 | 0xf << 16 | 0xf);
+    let digits = tens | (pairs - 10 * tens) << 8;
+    digits + u64::from(b'0') * ONES
 }
 
 /// Appends `n` in decimal, without `fmt` (the traffic log and the load

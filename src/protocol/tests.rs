@@ -992,3 +992,162 @@ fn watch_and_unwatch() {
         );
     }
 }
+
+/// `split_fields` as the grammar says it, a byte at a time: every field
+/// (not only the first [`MAX_FIELDS`]).
+fn naive_fields(line: &[u8]) -> Vec<&[u8]> {
+    line.split(|&b| is_space(b))
+        .filter(|f| !f.is_empty())
+        .collect()
+}
+
+/// `split_fields` agrees with [`naive_fields`], down to where each field
+/// sits in the line.
+fn assert_split_like_naive(line: &[u8]) {
+    let (fields, n) = split_fields(line);
+    let naive = naive_fields(line);
+    if naive.len() > MAX_FIELDS {
+        assert_eq!(n, MAX_FIELDS + 1, "{}", show(line));
+    } else {
+        assert_eq!(n, naive.len(), "{}", show(line));
+    }
+    for (got, want) in fields.iter().zip(&naive).take(n.min(MAX_FIELDS)) {
+        assert_eq!(got, want, "{}", show(line));
+        assert_eq!(got.as_ptr(), want.as_ptr(), "{}", show(line));
+    }
+}
+
+#[test]
+fn split_fields_agrees_with_a_byte_at_a_time_split() {
+    // Every byte value at every place of lines of every length up to 26
+    // (shorter than a word, fields straddling one or two word boundaries).
+    let template = b"IAMAT kiwi.c +34.0-118.4 15";
+    for b in 0..=255u8 {
+        for at in 0..template.len() {
+            let mut line = template.to_vec();
+            line[at] = b;
+            for n in 0..=line.len() {
+                assert_split_like_naive(&line[..n]);
+                assert_split_like_naive(&line[at.min(n)..n]);
+            }
+        }
+    }
+    // Each kind of white space, in runs of every length, at every place.
+    for &space in b" \t\n\x0b\x0c\r" {
+        for run in 1..=17 {
+            for at in 0..=24 {
+                let mut line = b"abcdefghijklmnopqrstuvwx".to_vec();
+                line.splice(at..at, std::iter::repeat_n(space, run));
+                for n in 0..=line.len() {
+                    assert_split_like_naive(&line[..n]);
+                }
+            }
+        }
+    }
+    // Longer lines: a white-space byte, or a run, at every place of a line
+    // of up to 140 bytes, with fields of every length before it.
+    for len in [63, 64, 65, 127, 128, 129, 140] {
+        for at in 0..len {
+            for run in [1, 2, 9] {
+                let mut line = vec![b'x'; len];
+                for b in line.iter_mut().skip(at).take(run) {
+                    *b = b'\t';
+                }
+                assert_split_like_naive(&line);
+                line[at / 2] = b' ';
+                assert_split_like_naive(&line);
+            }
+        }
+    }
+    // Random lines from an alphabet of white space, neighbours of white
+    // space (0x08, 0x0e, 0x1f, 0x21), bytes >= 0x80, NUL and letters.
+    const ALPHABET: &[u8] = b" \t\n\x0b\x0c\r\x08\x0e\x1f\x21\x00\x80\xa0\xff\x89\x8dab+.9";
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..100_000 {
+        let len = (next() % 200) as usize;
+        // Sometimes mostly white space, sometimes mostly not.
+        let spaces = next() % 4;
+        let line: Vec<u8> = (0..len)
+            .map(|_| {
+                let r = next();
+                if r % 4 < spaces {
+                    b" \t\n\x0b\x0c\r"[(r >> 8) as usize % 6]
+                } else {
+                    ALPHABET[(r >> 8) as usize % ALPHABET.len()]
+                }
+            })
+            .collect();
+        assert_split_like_naive(&line);
+    }
+}
+
+#[test]
+fn eight_digits_at_once_are_the_digits() {
+    // The two divisions by multiplication, for every value they get.
+    for x in 0..10_000u64 {
+        assert_eq!(x * 10_486 >> 20, x / 100, "{x}");
+    }
+    for x in 0..100u64 {
+        assert_eq!(x * 103 >> 10, x / 10, "{x}");
+    }
+    // Every value of each four-digit half with the other half's extremes,
+    // a stride through all of them, and the ends.
+    let halves = (0..10_000u64).flat_map(|h| [h, h * 10_000, h * 10_000 + 9_999, h + 99_990_000]);
+    let stride = (0..100_000_000u64).step_by(9_973);
+    for n in halves.chain(stride).chain([99_999_999, 10_000_000, 1]) {
+        let got = eight_ascii_digits(n).to_le_bytes();
+        assert_eq!(got, format!("{n:08}").as_bytes(), "{n}");
+    }
+    // DIFFs around every power of ten of the fraction and the seconds.
+    for p in 0..=18 {
+        let t = 10i128.pow(p);
+        for diff in [t - 1, t, t + 1, -t, 1 - t, 123_456_789 * t] {
+            let mut out = Vec::new();
+            write_diff(&mut out, diff);
+            let sign = if diff < 0 { '-' } else { '+' };
+            let m = diff.unsigned_abs();
+            let want = format!("{sign}{}.{:09}", m / 1_000_000_000, m % 1_000_000_000);
+            assert_eq!(out, want.as_bytes(), "{diff}");
+        }
+    }
+}
+
+#[test]
+fn the_split_parse_found_is_where_coords_are_split() {
+    for coords in [
+        &b"+34.068930-118.445127"[..],
+        b"-34.5+118",
+        b"-0-0",
+        b"+0+0",
+        b"+90.000+180",
+        b"-00000000000000089.9999999-179.999999999999",
+    ] {
+        let line = [&b"IAMAT kiwi "[..], coords, b" 1"].concat();
+        let iamat = iamat_of(&line);
+        assert_eq!(
+            Coords::of_iamat(9, &iamat),
+            Coords::at(9, coords),
+            "{}",
+            show(coords)
+        );
+        // Made by hand, its position taken from other bytes (or none):
+        // COORDS is read again.
+        let elsewhere = coords.to_vec();
+        for lng in [position(&elsewhere).unwrap().lng, b"", b"-", &coords[..1]] {
+            let mut made = iamat;
+            made.position.lng = lng;
+            assert_eq!(
+                Coords::of_iamat(9, &made),
+                Coords::at(9, coords),
+                "{}",
+                show(lng)
+            );
+        }
+    }
+}
