@@ -284,6 +284,7 @@ fn split_fields(line: &[u8]) -> ([&[u8]; MAX_FIELDS], usize) {
     }
 }
 
+#[inline]
 fn iamat<'a>(client: &'a [u8], coords: &'a [u8], time: &'a [u8]) -> Option<Iamat<'a>> {
     Some(Iamat {
         client,
@@ -359,7 +360,7 @@ fn coords_prefix(text: &[u8]) -> Option<(usize, usize)> {
         return None;
     }
     let (int, frac, n) = decimal_prefix(rest)?;
-    if !at_most(int, frac, 90) {
+    if !degrees_at_most(rest, int, frac, 90) {
         return None;
     }
     // A DEG holds no sign, so the longitude's sign is the first `+` or `-`
@@ -370,10 +371,27 @@ fn coords_prefix(text: &[u8]) -> Option<(usize, usize)> {
         return None;
     }
     let (int, frac, n) = decimal_prefix(rest)?;
-    if !at_most(int, frac, 180) {
+    if !degrees_at_most(rest, int, frac, 180) {
         return None;
     }
     Some((split, split + 1 + n))
+}
+
+/// [`at_most`] for a DEG that starts `text`, `int` and `frac` its digits:
+/// an integer part of up to eight digits (every real one) is valued from
+/// the word at the start of `text` in one step, with no loop over its
+/// digits whose length a branch would have to guess.
+#[inline(always)]
+fn degrees_at_most(text: &[u8], int: &[u8], frac: &[u8], max: u32) -> bool {
+    match (text.first_chunk::<8>(), int.len()) {
+        (Some(word), len @ 1..=8) => {
+            // The digits moved to the word's top bytes, zero bytes (worth
+            // nothing, as leading zeros) below them.
+            let v = eight_digits(u64::from_le_bytes(*word) << (8 * (8 - len)));
+            v < u64::from(max) || v == u64::from(max) && frac.iter().all(|&d| d == b'0')
+        }
+        _ => at_most(int, frac, max),
+    }
 }
 
 fn is_sign(b: u8) -> bool {
@@ -507,6 +525,18 @@ fn timestamp(text: &[u8]) -> Option<Nanos> {
     }
 }
 
+/// What a TIME fraction of `n` digits (0 to 9) is multiplied by to make
+/// nanoseconds: 10^(9 - n), looked up rather than raised.
+const FRACTION_SCALE: [u64; 10] = {
+    let mut scale = [1; 10];
+    let mut n = 9;
+    while n > 0 {
+        n -= 1;
+        scale[n] = scale[n + 1] * 10;
+    }
+    scale
+};
+
 /// TIME at the start of `text`: (its value in nanoseconds, bytes taken).
 fn time_prefix(text: &[u8]) -> Option<(Nanos, usize)> {
     let (int, frac, n) = decimal_prefix(text)?;
@@ -515,7 +545,7 @@ fn time_prefix(text: &[u8]) -> Option<(Nanos, usize)> {
     }
     // 18 digits < 10^18 < u64::MAX: no overflow.
     let secs = digits_value(int);
-    let nanos = digits_value(frac) * 10u64.pow(9 - frac.len() as u32);
+    let nanos = digits_value(frac) * FRACTION_SCALE[frac.len()];
     let t = Nanos::from(secs) * Nanos::from(NANOS_PER_SEC) + Nanos::from(nanos);
     Some((t, n))
 }

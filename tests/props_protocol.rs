@@ -272,9 +272,14 @@ proptest! {
             (t, false) => t,
         };
         let mut out = before.clone();
-        protocol::write_at(&mut out, &server, received_at, &iamat);
+        let coords = protocol::write_at(&mut out, &server, received_at, &iamat);
         prop_assert!(out.starts_with(&before));
         let reply = &out[before.len()..];
+        // Where it says COORDS sits, split as the grammar splits them.
+        let (start, end) = (coords.start as usize, coords.end as usize);
+        prop_assert_eq!(reply.get(start..end), Some(&g.coords.text.0[..]));
+        let position = Position { lat: &g.coords.lat.0, lng: &g.coords.lng.0 };
+        prop_assert_eq!(coords.position(reply), position);
         prop_assert!(reply.ends_with(b"\n"), "{}", show(reply));
         let line = &reply[..reply.len() - 1];
         let Command::At(at) = protocol::parse(line) else {

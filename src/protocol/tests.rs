@@ -1151,3 +1151,50 @@ fn the_split_parse_found_is_where_coords_are_split() {
         }
     }
 }
+
+#[test]
+fn degrees_valued_from_a_word_agree_with_at_most() {
+    let fracs: &[&[u8]] = &[b"", b"0", b"00000000", b"1", b"0000000001", b"9"];
+    let tails: &[&[u8]] = &[b"", b"-118.4", b"+0", b" 15200239", b"x"];
+    for v in (0..=200).chain([999, 1000, 99_999_999, 123_456_789]) {
+        for zeros in 0..=9 {
+            let int = format!("{}{v}", "0".repeat(zeros)).into_bytes();
+            for &frac in fracs {
+                for &tail in tails {
+                    let mut text = int.clone();
+                    if !frac.is_empty() {
+                        text.push(b'.');
+                        text.extend_from_slice(frac);
+                    }
+                    text.extend_from_slice(tail);
+                    for max in [90, 180] {
+                        assert_eq!(
+                            degrees_at_most(&text, &int, frac, max),
+                            at_most(&int, frac, max),
+                            "{} <= {max}",
+                            show(&text)
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fraction_scales_are_the_powers_of_ten() {
+    for (n, &scale) in FRACTION_SCALE.iter().enumerate() {
+        assert_eq!(scale, 10u64.pow(9 - n as u32), "{n}");
+    }
+    // And a fraction of every length is that many nanoseconds.
+    for n in 0..=9 {
+        let frac = "7".repeat(n);
+        let time = if n == 0 {
+            "5".to_string()
+        } else {
+            format!("5.{frac}")
+        };
+        let want = 5 * S + format!("{frac:0<9}").parse::<Nanos>().unwrap();
+        assert_eq!(timestamp(time.as_bytes()), Some(want), "{time}");
+    }
+}
