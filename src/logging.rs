@@ -264,7 +264,9 @@ fn release(buf: &mut Vec<u8>) {
 fn page_size() -> usize {
     static PAGE: OnceLock<usize> = OnceLock::new();
     // SAFETY: sysconf reads a constant of the process.
-    *PAGE.get_or_init(|| usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096))
+    *PAGE.get_or_init(|| {
+        usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+    })
 }
 
 impl Queue {
@@ -1031,7 +1033,10 @@ mod tests {
     fn resident_pages(buf: &Vec<u8>) -> usize {
         let page = page_size();
         let start = buf.as_ptr() as usize;
-        let (from, to) = (start.next_multiple_of(page), (start + buf.capacity()) / page * page);
+        let (from, to) = (
+            start.next_multiple_of(page),
+            (start + buf.capacity()) / page * page,
+        );
         let mut state = vec![0u8; (to - from) / page];
         // SAFETY: a range of our own allocation; `state` has a byte per page.
         let r = unsafe { libc::mincore(from as *mut libc::c_void, to - from, state.as_mut_ptr()) };
