@@ -107,6 +107,21 @@ fn field(line: &[u8], n: usize) -> Option<&[u8]> {
     line.split(|&b| b == b' ').nth(n)
 }
 
+/// Whether CLIENT, field 3 of a stored `line` whose COORDS starts at
+/// `coords` (0: not kept), is `client`. With the offset, the bytes just
+/// before ` COORDS` are compared, behind a space: CLIENT holds no space, so
+/// that is field 3 exactly, without scanning the line for its spaces (the
+/// index's every probe does this).
+fn client_is(line: &[u8], coords: u16, client: &[u8]) -> bool {
+    let Some(end) = usize::from(coords).checked_sub(1) else {
+        return field(line, 3) == Some(client);
+    };
+    match end.checked_sub(client.len() + 1) {
+        Some(space) => line[space] == b' ' && &line[space + 1..end] == client,
+        None => false,
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     off: u64,
@@ -243,7 +258,7 @@ impl Store {
                 }
                 let slot = &slots[s as usize];
                 let line = &arena[slot.off as usize..slot.off as usize + slot.len as usize];
-                field(line, 3) == Some(client)
+                client_is(line, slot.coords[0], client)
             })
             .map(|&(s, _)| s)
     }

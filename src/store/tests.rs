@@ -253,3 +253,41 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_client_is_found_from_the_coords_offset_and_only_as_a_whole_field() {
+    let line = b"AT S +0.1 abc +1+2 5.0";
+    let coords = line.windows(4).position(|w| w == b"+1+2").unwrap() as u16;
+    assert!(client_is(line, coords, b"abc"));
+    // A tail of the field, a field before it, a longer ID, more than the line holds
+    // (IDs never hold a space).
+    for other in [
+        &b"bc"[..],
+        b"c",
+        b"0.1",
+        b"+0.1",
+        b"xabc",
+        b"AT-S-+0.1-abc-with-more",
+        b"",
+    ] {
+        assert!(!client_is(line, coords, other), "{other:?}");
+    }
+    // Without the offset (a line over 64 KiB), field 3 is scanned for.
+    assert!(client_is(line, 0, b"abc"));
+    assert!(!client_is(line, 0, b"bc"));
+}
+
+#[test]
+fn clients_whose_ids_end_alike_stay_apart() {
+    let mut s = Store::new();
+    for (i, c) in ["b", "ab", "aab", "x-ab"].iter().enumerate() {
+        assert!(offer(&mut s, &at(c, 10 + i as u64)));
+    }
+    assert_eq!(s.len(), 4);
+    for (i, c) in ["b", "ab", "aab", "x-ab"].iter().enumerate() {
+        let e = s.get(c.as_bytes()).unwrap();
+        assert_eq!(e.client(), c.as_bytes());
+        assert!(e.line.ends_with(format!(" {}", 10 + i).as_bytes()));
+    }
+    assert!(s.get(b"a").is_none());
+}
