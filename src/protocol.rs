@@ -284,7 +284,6 @@ fn split_fields(line: &[u8]) -> ([&[u8]; MAX_FIELDS], usize) {
     }
 }
 
-#[inline]
 fn iamat<'a>(client: &'a [u8], coords: &'a [u8], time: &'a [u8]) -> Option<Iamat<'a>> {
     Some(Iamat {
         client,
