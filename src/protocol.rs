@@ -787,15 +787,15 @@ pub fn write_diff(out: &mut Vec<u8>, diff: Nanos) {
 /// fix-digit representations quickly", 2021).
 fn eight_ascii_digits(n: u64) -> u64 {
     // Two 32-bit lanes: the first four digits low, the last four high.
-    let fours = n / 10_000 | (n % 10_000) << 32;
+    let fours = (n / 10_000) | ((n % 10_000) << 32);
     // x * 10486 >> 20 is x / 100 for every x below 10^4 (checked in the
     // tests for all of them); the mask keeps each lane's own quotient.
-    let hundreds = (fours * 10_486 >> 20) & (0x7f << 32 | 0x7f);
+    let hundreds = ((fours * 10_486) >> 20) & ((0x7f << 32) | 0x7f);
     // Four 16-bit lanes of two digits each, in order.
-    let pairs = (fours - 100 * hundreds) << 16 | hundreds;
+    let pairs = ((fours - 100 * hundreds) << 16) | hundreds;
     // x * 103 >> 10 is x / 10 for every x below 100.
-    let tens = (pairs * 103 >> 10) & (0xf << 48 | 0xf << 32 | 0xf << 16 | 0xf);
-    let digits = tens | (pairs - 10 * tens) << 8;
+    let tens = ((pairs * 103) >> 10) & ((0xf << 48) | (0xf << 32) | (0xf << 16) | 0xf);
+    let digits = tens | ((pairs - 10 * tens) << 8);
     digits + u64::from(b'0') * ONES
 }
 

@@ -1091,10 +1091,10 @@ fn split_fields_agrees_with_a_byte_at_a_time_split() {
 fn eight_digits_at_once_are_the_digits() {
     // The two divisions by multiplication, for every value they get.
     for x in 0..10_000u64 {
-        assert_eq!(x * 10_486 >> 20, x / 100, "{x}");
+        assert_eq!((x * 10_486) >> 20, x / 100, "{x}");
     }
     for x in 0..100u64 {
-        assert_eq!(x * 103 >> 10, x / 10, "{x}");
+        assert_eq!((x * 103) >> 10, x / 10, "{x}");
     }
     // Every value of each four-digit half with the other half's extremes,
     // a stride through all of them, and the ends.
