@@ -228,6 +228,9 @@ pub struct Engine {
     line_limit: usize,
     /// Log every line received and sent (the log level is `debug`).
     traffic: bool,
+    /// The name needs no escaping in the log (no `\`): an AT reply to a
+    /// plain IAMAT is then plain too (see [`logging::traffic_plain`]).
+    name_plain: bool,
     /// Formatting space for one reply or AT line.
     line: Vec<u8>,
     /// What it counts for the operator (relaxed atomics, read at scrape time).
@@ -254,6 +257,7 @@ impl Engine {
             neighbours,
             line_limit,
             traffic: false,
+            name_plain: !name.contains('\\'),
             line: Vec::with_capacity(256),
             stats: Arc::new(ServerStats::new(name)),
             peer_port: false,
@@ -347,9 +351,7 @@ impl Engine {
                 return Next::Charge(start.len() + 1);
             }
         };
-        if self.traffic {
-            logging::traffic("from", &session.peer, line, "");
-        }
+        let plain = self.traffic && logging::traffic("from", &session.peer, line, "");
         let command = protocol::parse(line);
         let watching_kind = matches!(
             command,
@@ -376,7 +378,10 @@ impl Engine {
                 let coords = protocol::write_at(&mut self.line, &self.name, now, &iamat);
                 fx.reply(&self.line);
                 let at = &self.line[..self.line.len() - 1];
-                if self.traffic {
+                if plain && self.name_plain {
+                    // Its fields, plain in the IAMAT, and herd's own bytes.
+                    logging::traffic_plain("to", &session.peer, at, "");
+                } else if self.traffic {
                     logging::traffic("to", &session.peer, at, "");
                 }
                 if self

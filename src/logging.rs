@@ -122,8 +122,7 @@ impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut start = 0;
         for (i, &b) in self.0.iter().enumerate() {
-            let plain = (0x20..0x7f).contains(&b) && b != b'\\';
-            if plain {
+            if plain(b) {
                 continue;
             }
             // Safe: everything in start..i is printable ASCII.
@@ -812,12 +811,38 @@ pub fn attach_loop(name: &str) -> bool {
 }
 
 /// Logs a traffic line on the loop thread: `VERB PEER: BYTES SUFFIX`, e.g.
-/// `from 127.0.0.1:5000: IAMAT ...`, with BYTES escaped.
-pub fn traffic(verb: &str, peer: &PeerAddr, bytes: &[u8], suffix: &str) {
+/// `from 127.0.0.1:5000: IAMAT ...`, with BYTES escaped. Returns whether
+/// BYTES were logged as they are (nothing to escape): a reply made of
+/// their fields and herd's own plain bytes can then go through
+/// [`traffic_plain`]. False when no traffic is logged on this thread.
+pub fn traffic(verb: &str, peer: &PeerAddr, bytes: &[u8], suffix: &str) -> bool {
+    traffic_line(verb, peer, suffix, |buf| write_escaped(buf, bytes))
+}
+
+/// [`traffic`] for BYTES known to need no escaping (printable ASCII but
+/// `\`): an IAMAT's AT reply when the IAMAT itself was plain, which spares
+/// the loop a second scan of the same fields.
+pub fn traffic_plain(verb: &str, peer: &PeerAddr, bytes: &[u8], suffix: &str) {
+    debug_assert!(is_plain(bytes), "{:?}", bytes.escape_ascii().to_string());
+    traffic_line(verb, peer, suffix, |buf| {
+        buf.extend_from_slice(bytes);
+        true
+    });
+}
+
+/// Appends `PREFIX VERB PEER: ` + what `write` appends + `SUFFIX\n` to the
+/// loop thread's batch; returns what `write` did, or false if traffic is
+/// not logged here.
+fn traffic_line(
+    verb: &str,
+    peer: &PeerAddr,
+    suffix: &str,
+    write: impl FnOnce(&mut Vec<u8>) -> bool,
+) -> bool {
     BATCH.with(|b| {
         let mut b = b.borrow_mut();
         let Some(batch) = b.as_mut().filter(|b| b.traffic) else {
-            return;
+            return false;
         };
         if !batch.fresh {
             batch.prefix.clear();
@@ -839,11 +864,12 @@ pub fn traffic(verb: &str, peer: &PeerAddr, bytes: &[u8], suffix: &str) {
         buf.push(b' ');
         buf.extend_from_slice(&batch.peer_text);
         buf.extend_from_slice(b": ");
-        write_escaped(buf, bytes);
+        let plain = write(buf);
         buf.extend_from_slice(suffix.as_bytes());
         buf.push(b'\n');
         batch.added();
-    });
+        plain
+    })
 }
 
 /// A new loop turn: the next traffic line takes a new timestamp; the batch
@@ -891,14 +917,24 @@ pub fn flush_loop() {
     });
 }
 
+/// A byte the log writes as it is: printable ASCII but `\`.
+fn plain(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && b != b'\\'
+}
+
+/// Whether every byte of `bytes` is [`plain`]: without stopping at the
+/// first that is not, a loop the compiler makes wide, for lines that almost
+/// never have one.
+fn is_plain(bytes: &[u8]) -> bool {
+    bytes.iter().fold(true, |all, &b| all & plain(b))
+}
+
 /// Appends `bytes` escaped as [`Escaped`] does, without `fmt`.
-pub fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'\\';
-    // Without stopping at the first byte to escape: a loop the compiler
-    // makes wide, for lines that almost never have one.
-    if bytes.iter().fold(true, |all, &b| all & plain(b)) {
+/// Returns true if `bytes` went in as they are.
+pub fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    if is_plain(bytes) {
         out.extend_from_slice(bytes);
-        return;
+        return true;
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for &b in bytes {
@@ -910,6 +946,7 @@ pub fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
             out.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
         }
     }
+    false
 }
 
 /// Appends a socket address as `Display` writes it; IPv4 by hand.

@@ -265,6 +265,35 @@ fn network_bytes_are_escaped_in_the_log() {
     );
 }
 
+/// An AT reply is logged as it is only when the IAMAT it answers was plain:
+/// one whose client ID holds bytes to escape has its reply escaped too.
+#[test]
+fn an_iamat_reply_is_escaped_in_the_log_as_its_request_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let solo = Solo::new(dir.path());
+    let (_child, mut c) = solo.start(&[]);
+    c.send(b"IAMAT odd\\id\xff +1+1 1600000000.5\nIAMAT plain-id +2+2 1600000000.5\n");
+    assert!(c.line().starts_with(b"AT Solo "));
+    assert!(c.line().starts_with(b"AT Solo "));
+    let text = wait_for("both replies to reach the log", || {
+        Some(solo.log()).filter(|t| t.matches(" DEBUG to ").count() >= 2)
+    });
+    let to = |id: &str| {
+        text.lines()
+            .find(|l| l.contains(" DEBUG to ") && l.contains(id))
+            .unwrap_or_else(|| panic!("no reply to {id} logged:\n{text}"))
+            .to_string()
+    };
+    assert!(
+        to("odd").ends_with(" odd\\\\id\\xff +1+1 1600000000.5"),
+        "{text}"
+    );
+    assert!(
+        to("plain-id").ends_with(" plain-id +2+2 1600000000.5"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_server_killed_with_sigkill_restarts_knowing_everything_it_answered() {
     let dir = tempfile::tempdir().unwrap();
