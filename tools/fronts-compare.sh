@@ -54,11 +54,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-echo "building release..." >&2
-cargo build --release --bins -q
-BIN=$CARGO_TARGET_DIR/release
 . tools/lib-compare.sh
+build_release
 work_dir fronts-compare
 
 ports_free $PORT $((PORT + 1))

@@ -13,6 +13,9 @@
 #   median               the median of the numbers on stdin (0 if none)
 #   ratio A B            A / B with RATIO_DIGITS decimals (2), "-" if B is 0
 #   cpu_ticks PID        user + system CPU time of PID so far, clock ticks
+#   build_release [ARG..] builds the release binaries (and any other cargo
+#                        build ARGs) into CARGO_TARGET_DIR (default ./target),
+#                        sets BIN to where they are
 
 SCRIPT=${0##*/}
 
@@ -58,3 +61,10 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {if (NR==0
 ratio() { awk -v a="$1" -v b="$2" -v d="${RATIO_DIGITS:-2}" 'BEGIN { if (b > 0) printf "%.*f", d, a / b; else print "-" }'; }
 
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+
+build_release() {
+    export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+    echo "building release..." >&2
+    cargo build --release --bins -q "$@"
+    BIN=$CARGO_TARGET_DIR/release
+}

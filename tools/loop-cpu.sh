@@ -37,12 +37,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-echo "building release..." >&2
-cargo build --release --bins -q
-BIN=$CARGO_TARGET_DIR/release
-[ ${#BINS[@]} -gt 0 ] || BINS=("$BIN/herd")
 . tools/lib-compare.sh
+build_release
+[ ${#BINS[@]} -gt 0 ] || BINS=("$BIN/herd")
 work_dir loop-cpu
 ports_free "$PORT"
 printf 'server Bench 127.0.0.1:%s\n' "$PORT" > "$WORK/bench.conf"

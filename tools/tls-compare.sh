@@ -59,11 +59,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-echo "building release..." >&2
-cargo build --release --bins --example herd-certs -q
-BIN=$CARGO_TARGET_DIR/release
 . tools/lib-compare.sh
+build_release --example herd-certs
 work_dir tls-compare
 
 ports_free $PORT $((PORT + 1)) $((PORT + 2)) $((PORT + 11)) $((PORT + 20)) $((PORT + 30))

@@ -64,11 +64,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-echo "building release..." >&2
-cargo build --release --bins -q
-BIN=$CARGO_TARGET_DIR/release
 . tools/lib-compare.sh
+build_release
 work_dir watch-compare
 
 ports_free $(seq "$PORT" $((PORT + 5)))
